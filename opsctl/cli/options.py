@@ -1,0 +1,31 @@
+"""Options shared by several commands, defined once so their names and help never drift."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from opsctl.backends import BackendName
+
+Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+Backend = Annotated[
+    BackendName | None,
+    typer.Option(
+        "--backend",
+        help="Where the run lives. Runs launched from this machine are found without it.",
+    ),
+]
+Infra = Annotated[
+    Path | None,
+    typer.Option(
+        "--infra",
+        help="Infra outputs file (terraform output -json shape). Default: .opsctl/infra.json.",
+        dir_okay=False,
+    ),
+]
+RunId = Annotated[
+    str, typer.Argument(help="Run id, as printed by launch and listed by `opsctl list`.", metavar="RUN")
+]
+Spec = Annotated[Path, typer.Argument(help="Pipeline spec (YAML); see docs/spec.md.", metavar="SPEC")]

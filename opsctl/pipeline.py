@@ -1,0 +1,608 @@
+"""The pipeline spec: YAML in, frozen and validated objects out, steps in dependency order.
+
+Pure: the only I/O is reading the spec and the list files it names. Every problem becomes a
+`SpecError` that names the file, the line, the offending value and the limit it broke, so that
+a user fixes the spec before anything is submitted anywhere.
+
+Validation is hand-written rather than delegated to a schema library: each message must point at
+a YAML line, which needs the node tree anyway, and the schema is small enough that explicit
+checks read better than a schema plus a translation layer for its error locations.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from opsctl.errors import SpecError
+from worker.listfile import parse_commands
+from worker.split import slice_sizes
+
+PIPELINE_NAME = re.compile(r"[a-z0-9-]{1,40}")
+STEP_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+# Limits from AWS Batch, enforced for every backend so a spec that runs locally also submits.
+MAX_ARRAY_SIZE = 10_000  # array jobs hold 2..10,000 children
+MAX_DEPENDS_ON = 20  # SubmitJob's dependsOn takes at most 20 entries
+MAX_RETRIES = 9  # retryStrategy.attempts is 1..10, and attempts = retries + 1
+MIN_TIMEOUT = 60  # Batch rejects attemptDurationSeconds below 60
+MAX_TEMPLATE_RANGE = 1_000_000
+# Names the worker environment contract owns; a step's `env` must not shadow them.
+RESERVED_ENV = re.compile(r"(AWS_BATCH_.*|OPSCTL_.*|ARRAY_SIZE|LIST_FILE_S3_PATH)")
+
+DEFAULT_RETRIES = 3
+DEFAULT_TIMEOUT = 3600
+
+
+class Queue(StrEnum):
+    CPU = "cpu"
+    GPU = "gpu"
+
+
+class Split(StrEnum):
+    CONTIGUOUS = "contiguous"
+    DYNAMIC = "dynamic"
+
+
+@dataclass(frozen=True)
+class Dependency:
+    step: str
+    n_to_n: bool = False  # child i waits for child i only (Batch's N_TO_N)
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    queue: Queue
+    array_size: int
+    commands: tuple[str, ...]
+    source: str  # where the commands came from: a list file path, "inline" or "template"
+    split: Split
+    depends_on: tuple[Dependency, ...]
+    retries: int
+    timeout: int
+    vcpus: int | None = None
+    memory: int | None = None  # MiB
+    gpus: int | None = None
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    line: int = 0  # where the step starts in the spec, for later messages
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str
+    spec_path: Path
+    storage: str | None
+    steps: tuple[Step, ...]  # topological order: every step after the steps it depends on
+
+    def step(self, name: str) -> Step:
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(name)
+
+    def plan(self) -> dict[str, Any]:
+        """The plan document printed by `opsctl validate --json` (and shown as a table)."""
+        steps = []
+        notes = []
+        for step in self.steps:
+            low, high = slice_sizes(len(step.commands), step.array_size)
+            if low == 0:
+                idle = step.array_size - len(step.commands)
+                notes.append(
+                    f"step '{step.name}' has {step.array_size} children for {len(step.commands)} "
+                    f"commands: {idle} children get none and exit at once"
+                )
+            steps.append(
+                {
+                    "name": step.name,
+                    "queue": step.queue.value,
+                    "array_size": step.array_size,
+                    "commands": len(step.commands),
+                    "commands_per_child": {"min": low, "max": high},
+                    "split": step.split.value,
+                    "source": step.source,
+                    "depends_on": [
+                        {"step": d.step, "type": "N_TO_N" if d.n_to_n else "ALL"} for d in step.depends_on
+                    ],
+                    "retries": step.retries,
+                    "timeout": step.timeout,
+                    "vcpus": step.vcpus,
+                    "memory": step.memory,
+                    "gpus": step.gpus,
+                }
+            )
+        return {
+            "pipeline": self.name,
+            "spec": str(self.spec_path),
+            "storage": self.storage,
+            "steps": steps,
+            "notes": notes,
+        }
+
+
+def load(path: str | Path) -> Pipeline:
+    """Read and validate a pipeline spec; raise `SpecError` on the first problem."""
+    spec_path = Path(path)
+    shown = str(path)
+    try:
+        text = spec_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError("spec file not found", shown) from None
+    except IsADirectoryError:
+        raise SpecError("is a directory, not a spec file", shown) from None
+    except UnicodeDecodeError as e:
+        raise SpecError(f"not UTF-8 text (byte {e.start})", shown) from None
+    except OSError as e:
+        raise SpecError(f"cannot read: {e.strerror}", shown) from None
+    return parse(text, shown, spec_path.parent)
+
+
+def parse(text: str, source: str, base_dir: Path) -> Pipeline:
+    """Validate spec text; list files are resolved against `base_dir`."""
+    try:
+        document = _load_yaml(text)
+    except _At as e:
+        raise SpecError(e.message, source, e.line) from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else None
+        raise SpecError(f"invalid YAML: {e.problem or e.context}", source, line) from None
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as e:
+        # Explicit tags such as `!!float abc` fail in the constructor with no YAML mark.
+        raise SpecError(f"invalid YAML: {e}", source) from None
+    try:
+        return _Validator(source, base_dir).pipeline(document)
+    except _At as e:
+        raise SpecError(e.message, source, e.line) from None
+
+
+# --- YAML with line numbers -------------------------------------------------------------------
+
+
+class _At(Exception):
+    """A problem at a line of the spec; `parse` adds the file name."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+class _Map(dict[str, Any]):
+    """A YAML mapping that remembers where it and each of its keys were written."""
+
+    line: int
+    key_lines: dict[str, int]
+
+    def line_of(self, key: str) -> int:
+        return self.key_lines.get(key, self.line)
+
+
+class _Seq(list[Any]):
+    """A YAML sequence that remembers the line of each item."""
+
+    line: int
+    item_lines: list[int]
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose containers carry line numbers and whose keys must be unique strings."""
+
+
+# Dates stay strings: nothing in a spec is a date, and PyYAML's timestamp constructor raises
+# plain ValueErrors on values like 2024-13-01.
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _construct_map(loader: _Loader, node: yaml.MappingNode) -> _Map:
+    loader.flatten_mapping(node)
+    result = _Map()
+    result.line = node.start_mark.line + 1
+    result.key_lines = {}
+    for key_node, value_node in node.value:
+        line = key_node.start_mark.line + 1
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, str):
+            raise _At(line, f"key {key!r} must be a string")
+        if key in result:
+            raise _At(line, f"duplicate key '{key}' (first at line {result.key_lines[key]})")
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.key_lines[key] = line
+    return result
+
+
+def _construct_seq(loader: _Loader, node: yaml.SequenceNode) -> _Seq:
+    result = _Seq(loader.construct_object(item, deep=True) for item in node.value)
+    result.line = node.start_mark.line + 1
+    result.item_lines = [item.start_mark.line + 1 for item in node.value]
+    return result
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_seq)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+
+
+# --- validation -------------------------------------------------------------------------------
+
+_PIPELINE_KEYS = ("name", "storage", "defaults", "steps")
+_DEFAULT_KEYS = ("retries", "timeout", "vcpus", "memory")
+_STEP_KEYS = (
+    "name",
+    "queue",
+    "array_size",
+    "commands",
+    "command",
+    "split",
+    "depends_on",
+    "retries",
+    "timeout",
+    "vcpus",
+    "memory",
+    "gpus",
+    "env",
+)
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "boolean", int: "integer", float: "number", str: "string"}.get(
+        type(value), "mapping" if isinstance(value, dict) else "list"
+    )
+
+
+class _Validator:
+    def __init__(self, source: str, base_dir: Path) -> None:
+        self.source = source
+        self.base_dir = base_dir
+        # (step, dependency) -> line, kept until the whole DAG has been checked.
+        self.dep_lines: dict[tuple[str, str], int] = {}
+
+    # Typed field readers. `where` prefixes each message so it names the value's place.
+
+    def _keys(self, m: _Map, allowed: tuple[str, ...], where: str) -> None:
+        for key in m:
+            if key not in allowed:
+                raise _At(m.line_of(key), f"{where}unknown key '{key}' (allowed: {', '.join(allowed)})")
+
+    def _mapping(self, value: Any, line: int, what: str) -> _Map:
+        if not isinstance(value, _Map):
+            raise _At(line, f"{what} must be a mapping, got {_type_name(value)}")
+        return value
+
+    def _int(self, m: _Map, key: str, where: str, low: int, high: int | None) -> int | None:
+        if key not in m:
+            return None
+        value = m[key]
+        limit = f"{low}..{high}" if high is not None else f">= {low}"
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _At(m.line_of(key), f"{where}{key} must be an integer {limit}, got {value!r}")
+        if value < low or (high is not None and value > high):
+            raise _At(m.line_of(key), f"{where}{key} = {value} is outside {limit}")
+        return value
+
+    def _choice(self, m: _Map, key: str, where: str, enum: type[StrEnum], default: str) -> Any:
+        value = m.get(key, default)
+        allowed = [member.value for member in enum]
+        if value not in allowed:
+            raise _At(m.line_of(key), f"{where}{key} = {value!r} is not one of {' | '.join(allowed)}")
+        return enum(value)
+
+    def pipeline(self, document: Any) -> Pipeline:
+        if document is None:
+            raise _At(1, "spec is empty: expected a mapping with name and steps")
+        top = self._mapping(document, 1, "the spec")
+        self._keys(top, _PIPELINE_KEYS, "")
+
+        name = top.get("name")
+        if not isinstance(name, str) or not PIPELINE_NAME.fullmatch(name):
+            raise _At(
+                top.line_of("name"),
+                f"name = {name!r} must be 1..40 characters of a-z, 0-9 and '-'",
+            )
+
+        storage = top.get("storage")
+        if storage is not None and (not isinstance(storage, str) or not storage.strip()):
+            raise _At(top.line_of("storage"), f"storage = {storage!r} must be a path or s3:// URI")
+        if isinstance(storage, str) and storage.startswith("s3://") and len(storage) <= len("s3://"):
+            raise _At(top.line_of("storage"), f"storage = {storage!r} names no bucket")
+
+        defaults = self._mapping(top.get("defaults", _empty_map(top)), top.line_of("defaults"), "defaults")
+        self._keys(defaults, _DEFAULT_KEYS, "defaults: ")
+        base = {
+            "retries": self._int(defaults, "retries", "defaults: ", 0, MAX_RETRIES),
+            "timeout": self._int(defaults, "timeout", "defaults: ", MIN_TIMEOUT, None),
+            "vcpus": self._int(defaults, "vcpus", "defaults: ", 1, None),
+            "memory": self._int(defaults, "memory", "defaults: ", 4, None),
+        }
+
+        raw_steps = top.get("steps")
+        if not isinstance(raw_steps, _Seq) or not raw_steps:
+            raise _At(top.line_of("steps"), "steps must be a non-empty list of steps")
+        steps: list[Step] = []
+        seen: dict[str, int] = {}
+        for i, (raw, line) in enumerate(zip(raw_steps, raw_steps.item_lines, strict=True)):
+            step = self.step(self._mapping(raw, line, f"steps[{i}]"), i, base)
+            if step.name in seen:
+                raise _At(
+                    step.line,
+                    f"duplicate step name '{step.name}' (first at line {seen[step.name]})",
+                )
+            seen[step.name] = step.line
+            steps.append(step)
+        self._check_dependencies(steps)
+        return Pipeline(
+            name=name,
+            spec_path=Path(self.source),
+            storage=storage,
+            steps=tuple(_topological(steps)),
+        )
+
+    def step(self, m: _Map, i: int, base: dict[str, int | None]) -> Step:
+        name = m.get("name")
+        if not isinstance(name, str) or not STEP_NAME.fullmatch(name):
+            raise _At(
+                m.line_of("name"),
+                f"steps[{i}]: name = {name!r} must be 1..40 characters of a-z, 0-9, '-' and '_'",
+            )
+        where = f"step '{name}': "
+        self._keys(m, _STEP_KEYS, where)
+        if "queue" not in m:
+            raise _At(m.line, f"{where}queue is required (cpu | gpu)")
+        queue = self._choice(m, "queue", where, Queue, "cpu")
+        array_size = self._int(m, "array_size", where, 1, MAX_ARRAY_SIZE) or 1
+        split = self._choice(m, "split", where, Split, Split.CONTIGUOUS.value)
+        commands, source = self._commands(m, where)
+
+        gpus = self._int(m, "gpus", where, 0, None)
+        if gpus and queue is Queue.CPU:
+            raise _At(
+                m.line_of("gpus"),
+                f"{where}gpus = {gpus} needs queue: gpu (the cpu queue has no GPUs)",
+            )
+
+        retries = _first(self._int(m, "retries", where, 0, MAX_RETRIES), base["retries"])
+        timeout = _first(self._int(m, "timeout", where, MIN_TIMEOUT, None), base["timeout"])
+        return Step(
+            name=name,
+            queue=queue,
+            array_size=array_size,
+            commands=commands,
+            source=source,
+            split=split,
+            depends_on=self._depends_on(m, where),
+            retries=DEFAULT_RETRIES if retries is None else retries,
+            timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
+            vcpus=_first(self._int(m, "vcpus", where, 1, None), base["vcpus"]),
+            memory=_first(self._int(m, "memory", where, 4, None), base["memory"]),
+            gpus=gpus,
+            env=self._env(m, where),
+            line=m.line,
+        )
+
+    def _commands(self, m: _Map, where: str) -> tuple[tuple[str, ...], str]:
+        if ("commands" in m) == ("command" in m):
+            raise _At(
+                m.line,
+                f"{where}give exactly one of commands (list file, list or template) or command",
+            )
+        if "command" in m:
+            line = m.line_of("command")
+            command = m["command"]
+            if not isinstance(command, str):
+                raise _At(line, f"{where}command must be a string, got {_type_name(command)}")
+            return (self._one_command(command, line, f"{where}command"),), "command"
+
+        line = m.line_of("commands")
+        value = m["commands"]
+        if isinstance(value, str):
+            return self._list_file(value, line, where), value
+        if isinstance(value, _Seq):
+            if not value:
+                raise _At(line, f"{where}commands is an empty list")
+            commands = []
+            for k, (command, item_line) in enumerate(zip(value, value.item_lines, strict=True)):
+                if not isinstance(command, str):
+                    raise _At(
+                        item_line,
+                        f"{where}commands[{k}] must be a string, got {_type_name(command)}",
+                    )
+                commands.append(self._one_command(command, item_line, f"{where}commands[{k}]"))
+            return tuple(commands), "inline"
+        if isinstance(value, _Map):
+            return self._template(value, where), "template"
+        raise _At(
+            line,
+            f"{where}commands must be a list file, a list or {{template, range}}, got {_type_name(value)}",
+        )
+
+    def _one_command(self, command: str, line: int, what: str) -> str:
+        # The list file the backends ship is one command a line, so a command must stay one line.
+        stripped = command.strip()
+        if not stripped:
+            raise _At(line, f"{what} is empty")
+        if "\n" in stripped or "\r" in stripped:
+            raise _At(line, f"{what} spans several lines; a command must be one line")
+        if stripped.startswith("#"):
+            raise _At(line, f"{what} = {stripped!r} starts with '#', which a list file reads as a comment")
+        return stripped
+
+    def _list_file(self, name: str, line: int, where: str) -> tuple[str, ...]:
+        path = self.base_dir / name
+        if not name.strip():
+            raise _At(line, f"{where}commands is an empty path")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise _At(line, f"{where}list file '{name}' not found (looked for {path})") from None
+        except IsADirectoryError:
+            raise _At(line, f"{where}list file '{name}' is a directory") from None
+        except UnicodeDecodeError as e:
+            raise _At(line, f"{where}list file '{name}' is not UTF-8 text (byte {e.start})") from None
+        except OSError as e:
+            raise _At(line, f"{where}list file '{name}' cannot be read: {e.strerror}") from None
+        commands = parse_commands(text)
+        if not commands:
+            raise _At(line, f"{where}list file '{name}' has no commands (only blank lines and # comments)")
+        return tuple(commands)
+
+    def _template(self, m: _Map, where: str) -> tuple[str, ...]:
+        self._keys(m, ("template", "range"), f"{where}commands: ")
+        template = m.get("template")
+        if not isinstance(template, str):
+            raise _At(
+                m.line_of("template"),
+                f"{where}commands: template must be a string, got {_type_name(template)}",
+            )
+        template = self._one_command(template, m.line_of("template"), f"{where}commands: template")
+        if "{i}" not in template:
+            raise _At(m.line_of("template"), f"{where}commands: template {template!r} must contain {{i}}")
+        count = self._int(m, "range", f"{where}commands: ", 1, MAX_TEMPLATE_RANGE)
+        if count is None:
+            raise _At(m.line, f"{where}commands: range is required with template (1..{MAX_TEMPLATE_RANGE})")
+        # Plain replacement, not str.format: shell commands are full of braces (awk, ${VAR}).
+        return tuple(template.replace("{i}", str(i)) for i in range(count))
+
+    def _depends_on(self, m: _Map, where: str) -> tuple[Dependency, ...]:
+        if "depends_on" not in m:
+            return ()
+        value = m["depends_on"]
+        line = m.line_of("depends_on")
+        if not isinstance(value, _Seq):
+            raise _At(line, f"{where}depends_on must be a list of step names, got {_type_name(value)}")
+        if len(value) > MAX_DEPENDS_ON:
+            raise _At(
+                line,
+                f"{where}depends_on has {len(value)} entries; AWS Batch allows at most {MAX_DEPENDS_ON}",
+            )
+        deps: list[Dependency] = []
+        for k, (item, item_line) in enumerate(zip(value, value.item_lines, strict=True)):
+            if isinstance(item, str):
+                dep = Dependency(item)
+            elif isinstance(item, _Map):
+                self._keys(item, ("step", "type"), f"{where}depends_on[{k}]: ")
+                if not isinstance(item.get("step"), str):
+                    raise _At(item_line, f"{where}depends_on[{k}]: step must be a step name")
+                kind = item.get("type", "ALL")
+                if kind not in ("ALL", "N_TO_N"):
+                    raise _At(
+                        item.line_of("type"),
+                        f"{where}depends_on[{k}]: type = {kind!r} is not one of ALL | N_TO_N",
+                    )
+                dep = Dependency(item["step"], n_to_n=kind == "N_TO_N")
+            else:
+                raise _At(
+                    item_line,
+                    f"{where}depends_on[{k}] must be a step name or {{step, type}}, got {_type_name(item)}",
+                )
+            if any(d.step == dep.step for d in deps):
+                raise _At(item_line, f"{where}depends_on lists '{dep.step}' twice")
+            deps.append(dep)
+            self.dep_lines[(str(m["name"]), dep.step)] = item_line
+        return tuple(deps)
+
+    def _env(self, m: _Map, where: str) -> Mapping[str, str]:
+        if "env" not in m:
+            return MappingProxyType({})
+        env = self._mapping(m["env"], m.line_of("env"), f"{where}env")
+        result = {}
+        for key, value in env.items():
+            line = env.line_of(key)
+            if not ENV_NAME.fullmatch(key):
+                raise _At(
+                    line,
+                    f"{where}env: {key!r} is not a valid variable name ([A-Za-z_][A-Za-z0-9_]*)",
+                )
+            if RESERVED_ENV.fullmatch(key):
+                raise _At(line, f"{where}env: {key} is set by opsctl (worker environment contract)")
+            if isinstance(value, bool) or not isinstance(value, str | int | float):
+                raise _At(line, f"{where}env: {key} must be a string or number, got {_type_name(value)}")
+            result[key] = str(value)
+        return MappingProxyType(result)
+
+    def _check_dependencies(self, steps: list[Step]) -> None:
+        by_name = {step.name: step for step in steps}
+        for step in steps:
+            for dep in step.depends_on:
+                line = self.dep_lines.get((step.name, dep.step), step.line)
+                where = f"step '{step.name}': depends_on: "
+                if dep.step == step.name:
+                    raise _At(line, f"{where}'{dep.step}' is the step itself")
+                other = by_name.get(dep.step)
+                if other is None:
+                    raise _At(line, f"{where}unknown step '{dep.step}' (steps: {', '.join(by_name)})")
+                if dep.n_to_n and (step.array_size != other.array_size or step.array_size < 2):
+                    raise _At(
+                        line,
+                        f"{where}N_TO_N needs two array steps of the same size, but "
+                        f"'{step.name}' has array_size {step.array_size} and "
+                        f"'{other.name}' has {other.array_size}",
+                    )
+        cycle = _find_cycle(steps)
+        if cycle:
+            first = by_name[cycle[0]]
+            raise _At(first.line, f"dependency cycle: {' -> '.join([*cycle, cycle[0]])}")
+
+
+def _empty_map(parent: _Map) -> _Map:
+    m = _Map()
+    m.line = parent.line
+    m.key_lines = {}
+    return m
+
+
+def _first(*values: int | None) -> int | None:
+    return next((v for v in values if v is not None), None)
+
+
+def _find_cycle(steps: list[Step]) -> list[str] | None:
+    """A dependency cycle as a list of step names, or None. Depth-first, in spec order."""
+    graph = {step.name: [d.step for d in step.depends_on] for step in steps}
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = finished
+    path: list[str] = []
+
+    def visit(name: str) -> list[str] | None:
+        state[name] = 1
+        path.append(name)
+        for nxt in graph[name]:
+            if state.get(nxt) == 1:
+                return path[path.index(nxt) :]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[name] = 2
+        return None
+
+    for step in steps:
+        if step.name not in state and (found := visit(step.name)):
+            return found
+    return None
+
+
+def _topological(steps: list[Step]) -> list[Step]:
+    """Steps ordered so each follows its dependencies; ties keep spec order (Kahn's algorithm)."""
+    remaining = list(steps)
+    done: set[str] = set()
+    ordered: list[Step] = []
+    while remaining:
+        ready = next(s for s in remaining if all(d.step in done for d in s.depends_on))
+        remaining.remove(ready)
+        done.add(ready.name)
+        ordered.append(ready)
+    return ordered

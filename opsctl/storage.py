@@ -1,0 +1,238 @@
+"""One small object-store interface over a local directory and S3.
+
+Markers, claims, list files and run manifests all go through here, so the worker and the
+backends never care where a run keeps its state. This is the only module that calls S3.
+
+URIs: a plain path, `file://PATH`, or `s3://bucket/prefix`. Keys are relative, `/`-separated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from opsctl.errors import BadInput, OpsctlError
+
+if TYPE_CHECKING:  # boto3 is imported lazily: `opsctl --help` and local runs never load it
+    from collections.abc import Iterator
+
+
+class NotFound(OpsctlError):
+    """The object does not exist."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(f"{uri}: not found")
+        self.uri = uri
+
+
+class Store(Protocol):
+    """What every backend of the store offers; `create` is the only atomic primitive we need."""
+
+    uri: str
+
+    def read(self, key: str) -> bytes:
+        """The object's bytes; `NotFound` when absent."""
+        ...
+
+    def write(self, key: str, data: bytes) -> None:
+        """Replace the object whole: readers see the old or the new bytes, never a mix."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def list(self, folder: str = "") -> list[str]:
+        """Keys under `folder/` (recursively), relative to the store, sorted."""
+        ...
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Create the object only if absent, atomically; True if this call created it.
+
+        Of any number of concurrent callers, exactly one gets True. This is how dynamic-split
+        children claim commands without a coordinator.
+        """
+        ...
+
+
+def open_store(uri: str) -> Store:
+    """The store rooted at `uri`."""
+    if uri.startswith("s3://"):
+        bucket, _, prefix = uri[len("s3://") :].partition("/")
+        if not bucket:
+            raise BadInput(f"{uri}: an s3:// URI needs a bucket name")
+        return S3Store(bucket, prefix.strip("/"))
+    return LocalStore(Path(uri.removeprefix("file://")))
+
+
+def read_uri(uri: str) -> bytes:
+    """Read one object given by its full URI (a list file, say)."""
+    if uri.startswith("s3://"):
+        bucket, _, key = uri[len("s3://") :].partition("/")
+        if not bucket or not key or key.endswith("/"):
+            raise BadInput(f"{uri}: names a bucket or folder, not an object")
+        return S3Store(bucket).read(key)
+    path = Path(uri.removeprefix("file://"))
+    return LocalStore(path.parent).read(path.name)
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p.strip("/"))
+
+
+# --- local directory --------------------------------------------------------------------------
+
+
+class LocalStore:
+    """A directory on this machine; writes are atomic through rename and hard link."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.uri = str(root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def read(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFound(str(self._path(key))) from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def write(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        with self._staged(path, data) as tmp:
+            tmp.replace(path)
+
+    def create(self, key: str, data: bytes) -> bool:
+        # link(2) fails with EEXIST exactly like open(O_CREAT | O_EXCL), and the object appears
+        # with its full content: nobody can read a claim or marker half written.
+        path = self._path(key)
+        with self._staged(path, data) as tmp:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            return True
+
+    def list(self, folder: str = "") -> list[str]:
+        base = self._path(folder) if folder else self.root
+        if not base.is_dir():
+            return []
+        keys = []
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                if not name.startswith(".opsctl-tmp-"):
+                    keys.append(Path(dirpath, name).relative_to(self.root).as_posix())
+        return sorted(keys)
+
+    @contextlib.contextmanager
+    def _staged(self, path: Path, data: bytes) -> Iterator[Path]:
+        """A temporary file with `data` beside `path`, removed afterwards whatever happens."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".opsctl-tmp-{uuid.uuid4().hex}"
+        try:
+            with tmp.open("xb") as f:
+                f.write(data)
+            yield tmp
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+# --- S3 ---------------------------------------------------------------------------------------
+
+
+@functools.cache
+def s3_client() -> Any:
+    """One S3 client per process; honours AWS_ENDPOINT_URL (how tests reach moto)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", config=Config(retries={"mode": "adaptive", "max_attempts": 10}))
+
+
+def _error_code(error: Exception) -> str:
+    response: dict[str, Any] = getattr(error, "response", {}) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+class S3Store:
+    """A bucket and prefix; conditional PutObject gives create-if-absent."""
+
+    def __init__(self, bucket: str, prefix: str = "") -> None:
+        self.bucket = bucket
+        self.prefix = prefix
+        self.uri = f"s3://{_join(bucket, prefix)}"
+
+    def _key(self, key: str) -> str:
+        return _join(self.prefix, key)
+
+    @contextlib.contextmanager
+    def _errors(self, key: str) -> Iterator[None]:
+        """Translate the S3 errors a user can act on; anything else propagates as is."""
+        from botocore.exceptions import ClientError
+
+        try:
+            yield
+        except ClientError as e:
+            code = _error_code(e)
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise NotFound(f"s3://{self.bucket}/{self._key(key)}") from None
+            if code == "NoSuchBucket":
+                raise BadInput(f"s3://{self.bucket}: bucket does not exist") from None
+            if code in ("AccessDenied", "403", "InvalidAccessKeyId", "ExpiredToken"):
+                raise OpsctlError(f"s3://{self.bucket}/{self._key(key)}: access denied ({code})") from None
+            raise
+
+    def read(self, key: str) -> bytes:
+        with self._errors(key):
+            body: bytes = s3_client().get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            return body
+
+    def exists(self, key: str) -> bool:
+        try:
+            with self._errors(key):
+                s3_client().head_object(Bucket=self.bucket, Key=self._key(key))
+        except NotFound:
+            return False
+        return True
+
+    def write(self, key: str, data: bytes) -> None:
+        with self._errors(key):
+            s3_client().put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def create(self, key: str, data: bytes) -> bool:
+        from botocore.exceptions import ClientError
+
+        for attempt in range(8):
+            try:
+                with self._errors(key):
+                    s3_client().put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+                return True
+            except ClientError as e:
+                code = _error_code(e)
+                if code == "PreconditionFailed":
+                    return False
+                if code != "ConditionalRequestConflict":
+                    raise
+                # S3 answers 409 while another conditional write of the key is in flight;
+                # the documented remedy is to retry, which then settles the race with a 412.
+                time.sleep(0.05 * 2**attempt)
+        raise OpsctlError(f"s3://{self.bucket}/{self._key(key)}: conditional write kept conflicting")
+
+    def list(self, folder: str = "") -> list[str]:
+        prefix = self._key(folder)
+        prefix = f"{prefix}/" if prefix else ""
+        keys: list[str] = []
+        with self._errors(folder):
+            pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+            for page in pages:
+                keys.extend(obj["Key"] for obj in page.get("Contents", []))
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        return sorted(key[strip:] for key in keys)

@@ -1,0 +1,84 @@
+"""The `opsctl` command line as users run it: real subprocesses of the installed entry point."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+OPSCTL = str(Path(sys.executable).parent / "opsctl")
+
+
+def opsctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([OPSCTL, *args], capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+def test_validate_json_from_a_shell() -> None:
+    result = opsctl("validate", "examples/hello.yaml", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["pipeline"] == "hello"
+
+
+def test_help_does_not_import_boto3() -> None:
+    code = (
+        "import sys\n"
+        "from opsctl.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit as e:\n"
+        "    assert e.code in (0, None), e.code\n"
+        "heavy = sorted(m for m in ('boto3', 'botocore', 'yaml', 'rich.table') if m in sys.modules)\n"
+        "print(heavy, file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "Commands:" in result.stdout
+    assert "boto3" not in result.stderr and "botocore" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("verb", "options"),
+    [
+        ("launch", ["--backend", "--infra", "--watch", "--max-parallel", "--json"]),
+        ("watch", ["--backend", "--infra", "--interval", "--json"]),
+        ("status", ["--backend", "--infra", "--json"]),
+        ("kill", ["--backend", "--infra"]),
+        ("resume", ["--backend", "--infra"]),
+        ("logs", ["--index", "--follow", "--backend", "--infra"]),
+        ("list", ["--backend", "--infra", "--json"]),
+    ],
+)
+def test_every_verb_is_registered_with_its_options(verb: str, options: list[str]) -> None:
+    result = opsctl(verb, "--help")
+    assert result.returncode == 0
+    for option in options:
+        assert option in result.stdout, f"{verb} lacks {option}"
+
+
+def test_infra_subcommands_are_registered() -> None:
+    result = opsctl("infra", "--help")
+    for sub in ("plan", "apply", "destroy", "output"):
+        assert sub in result.stdout
+
+
+def test_verbs_without_a_backend_yet_say_so_in_one_line() -> None:
+    result = opsctl("status", "hello-20261128-120000-abcd")
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "status: no backend runs pipelines" in result.stderr
+
+
+def test_usage_errors_exit_2() -> None:
+    assert opsctl("validate").returncode == 2
+    assert opsctl("launch", "examples/hello.yaml", "--backend", "gcp").returncode == 2
+    assert opsctl("frobnicate").returncode == 2
+
+
+def test_version() -> None:
+    result = opsctl("--version")
+    assert result.returncode == 0 and result.stdout.startswith("opsctl ")

@@ -1,0 +1,414 @@
+"""The pipeline spec: good specs become a plan, every bad one is one line with file and line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from opsctl import pipeline
+from opsctl.cli import main
+from opsctl.errors import SpecError
+from tests.conftest import ROOT
+
+MARK = "# <-"  # the line a case's error must point at
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    out, err = capsys.readouterr()
+    code = exit_info.value.code
+    return (code if isinstance(code, int) else 0), out, err
+
+
+STEP = "  - name: pre\n    queue: cpu\n"
+
+# (id, spec text, expected fragment). The expected line is the one marked with MARK, else 1.
+BAD_SPECS = [
+    ("yaml-syntax", "name: x\nsteps: [a, b\nother: 1  # <-\n", "invalid YAML"),
+    ("not-a-mapping", "- name: x\n", "the spec must be a mapping, got list"),
+    ("empty", "", "spec is empty"),
+    ("only-comments", "# nothing here\n", "spec is empty"),
+    ("unknown-top-key", "name: x\nnmae: y  # <-\nsteps: []\n", "unknown key 'nmae'"),
+    ("name-uppercase", "name: Tomo_1  # <-\nsteps: []\n", "name = 'Tomo_1'"),
+    ("name-too-long", f"name: {'a' * 41}  # <-\nsteps: []\n", "1..40 characters"),
+    ("name-missing", "steps:\n" + STEP + "    command: 'true'\n", "name = None"),
+    ("steps-missing", "name: x  \n", "steps must be a non-empty list"),
+    ("steps-empty", "name: x\nsteps: []  # <-\n", "steps must be a non-empty list"),
+    (
+        "step-not-mapping",
+        "name: x\nsteps:\n  - just-a-string  # <-\n",
+        "steps[0] must be a mapping, got string",
+    ),
+    (
+        "step-name-bad",
+        "name: x\nsteps:\n  - name: Pre Process  # <-\n    queue: cpu\n",
+        "name = 'Pre Process'",
+    ),
+    (
+        "duplicate-step",
+        "name: x\nsteps:\n"
+        + STEP
+        + "    command: 'true'\n  - name: pre  # <-\n    queue: cpu\n    command: 'true'\n",
+        "duplicate step name 'pre' (first at line 3)",
+    ),
+    (
+        "unknown-step-key",
+        "name: x\nsteps:\n" + STEP + "    command: 'true'\n    depend_on: [a]  # <-\n",
+        "unknown key 'depend_on'",
+    ),
+    ("queue-missing", "name: x\nsteps:\n  - name: pre  # <-\n    command: 'true'\n", "queue is required"),
+    (
+        "queue-bad",
+        "name: x\nsteps:\n  - name: pre\n    queue: tpu  # <-\n    command: 'true'\n",
+        "queue = 'tpu' is not one of cpu | gpu",
+    ),
+    (
+        "array-zero",
+        "name: x\nsteps:\n" + STEP + "    array_size: 0  # <-\n    command: 'true'\n",
+        "array_size = 0 is outside 1..10000",
+    ),
+    (
+        "array-too-big",
+        "name: x\nsteps:\n" + STEP + "    array_size: 10001  # <-\n    command: 'true'\n",
+        "array_size = 10001 is outside 1..10000",
+    ),
+    (
+        "array-string",
+        "name: x\nsteps:\n" + STEP + "    array_size: four  # <-\n    command: 'true'\n",
+        "array_size must be an integer 1..10000, got 'four'",
+    ),
+    (
+        "array-bool",
+        "name: x\nsteps:\n" + STEP + "    array_size: true  # <-\n    command: 'true'\n",
+        "got True",
+    ),
+    (
+        "command-and-commands",
+        "name: x\nsteps:\n  - name: pre  # <-\n    queue: cpu\n    command: a\n    commands: [b]\n",
+        "exactly one of",
+    ),
+    ("no-commands", "name: x\nsteps:\n  - name: pre  # <-\n    queue: cpu\n", "exactly one of"),
+    (
+        "list-file-missing",
+        "name: x\nsteps:\n" + STEP + "    commands: lists/nope.txt  # <-\n",
+        "list file 'lists/nope.txt' not found",
+    ),
+    (
+        "list-file-empty",
+        "name: x\nsteps:\n" + STEP + "    commands: empty.txt  # <-\n",
+        "list file 'empty.txt' has no commands",
+    ),
+    ("list-file-binary", "name: x\nsteps:\n" + STEP + "    commands: binary.txt  # <-\n", "not UTF-8"),
+    ("inline-empty", "name: x\nsteps:\n" + STEP + "    commands: []  # <-\n", "commands is an empty list"),
+    (
+        "inline-not-string",
+        "name: x\nsteps:\n" + STEP + "    commands:\n      - echo a\n      - 42  # <-\n",
+        "commands[1] must be a string, got integer",
+    ),
+    (
+        "inline-multiline",
+        "name: x\nsteps:\n" + STEP + '    commands:\n      - "echo a\\necho b"  # <-\n',
+        "spans several lines",
+    ),
+    (
+        "inline-blank",
+        "name: x\nsteps:\n" + STEP + "    commands:\n      - '   '  # <-\n",
+        "commands[0] is empty",
+    ),
+    (
+        "command-comment",
+        "name: x\nsteps:\n" + STEP + "    command: '# not a command'  # <-\n",
+        "starts with '#'",
+    ),
+    (
+        "template-no-i",
+        "name: x\nsteps:\n" + STEP + "    commands: {template: run --slice, range: 4}  # <-\n",
+        "must contain {i}",
+    ),
+    (
+        "template-range-zero",
+        "name: x\nsteps:\n" + STEP + "    commands: {template: 'run {i}', range: 0}  # <-\n",
+        "range = 0 is outside 1..1000000",
+    ),
+    (
+        "template-no-range",
+        "name: x\nsteps:\n" + STEP + "    commands: {template: 'run {i}'}  # <-\n",
+        "range is required",
+    ),
+    (
+        "template-unknown-key",
+        "name: x\nsteps:\n" + STEP + "    commands: {template: 'run {i}', range: 2, step: 1}  # <-\n",
+        "unknown key 'step'",
+    ),
+    ("commands-number", "name: x\nsteps:\n" + STEP + "    commands: 12  # <-\n", "got integer"),
+    (
+        "depends-unknown",
+        "name: x\nsteps:\n" + STEP + "    command: 'true'\n    depends_on: [prep]  # <-\n",
+        "unknown step 'prep' (steps: pre)",
+    ),
+    (
+        "depends-self",
+        "name: x\nsteps:\n" + STEP + "    command: 'true'\n    depends_on:\n      - pre  # <-\n",
+        "'pre' is the step itself",
+    ),
+    (
+        "cycle",
+        "name: x\nsteps:\n  - name: a  # <-\n    queue: cpu\n    command: 'true'\n    depends_on: [b]\n"
+        "  - name: b\n    queue: cpu\n    command: 'true'\n    depends_on: [a]\n",
+        "dependency cycle: a -> b -> a",
+    ),
+    (
+        "too-many-deps",
+        "name: x\nsteps:\n"
+        + STEP
+        + "    command: 'true'\n    depends_on: ["
+        + ", ".join(f"s{i}" for i in range(21))
+        + "]  # <-\n",
+        "21 entries; AWS Batch allows at most 20",
+    ),
+    (
+        "n-to-n-sizes",
+        "name: x\nsteps:\n"
+        + STEP
+        + "    array_size: 4\n    command: 'true'\n  - name: post\n    queue: cpu\n    array_size: 8\n"
+        "    command: 'true'\n    depends_on:\n      - {step: pre, type: N_TO_N}  # <-\n",
+        "'post' has array_size 8 and 'pre' has 4",
+    ),
+    (
+        "dep-type-bad",
+        "name: x\nsteps:\n"
+        + STEP
+        + "    command: 'true'\n  - name: b\n    queue: cpu\n    command: 'true'\n    depends_on:\n      - {step: pre, type: ALL_TO_ONE}  # <-\n",
+        "type = 'ALL_TO_ONE' is not one of ALL | N_TO_N",
+    ),
+    (
+        "retries-too-many",
+        "name: x\nsteps:\n" + STEP + "    command: 'true'\n    retries: 10  # <-\n",
+        "retries = 10 is outside 0..9",
+    ),
+    (
+        "timeout-too-short",
+        "name: x\nsteps:\n" + STEP + "    command: 'true'\n    timeout: 30  # <-\n",
+        "timeout = 30 is outside >= 60",
+    ),
+    (
+        "gpus-on-cpu",
+        "name: x\nsteps:\n" + STEP + "    command: 'true'\n    gpus: 1  # <-\n",
+        "gpus = 1 needs queue: gpu",
+    ),
+    (
+        "env-reserved",
+        "name: x\nsteps:\n" + STEP + "    command: 'true'\n    env:\n      ARRAY_SIZE: 3  # <-\n",
+        "ARRAY_SIZE is set by opsctl",
+    ),
+    (
+        "env-bad-name",
+        "name: x\nsteps:\n" + STEP + "    command: 'true'\n    env:\n      2FAST: yes  # <-\n",
+        "'2FAST' is not a valid variable name",
+    ),
+    (
+        "env-nested",
+        "name: x\nsteps:\n" + STEP + "    command: 'true'\n    env:\n      OPTS: [a, b]  # <-\n",
+        "OPTS must be a string or number, got list",
+    ),
+    (
+        "duplicate-key",
+        "name: x\nsteps:\n" + STEP + "    command: 'true'\n    queue: gpu  # <-\n",
+        "duplicate key 'queue' (first at line 4)",
+    ),
+    (
+        "split-bad",
+        "name: x\nsteps:\n" + STEP + "    command: 'true'\n    split: random  # <-\n",
+        "split = 'random' is not one of contiguous | dynamic",
+    ),
+    (
+        "storage-no-bucket",
+        "name: x\nstorage: s3://  # <-\nsteps:\n" + STEP + "    command: 'true'\n",
+        "names no bucket",
+    ),
+    (
+        "defaults-unknown",
+        "name: x\ndefaults:\n  retry: 2  # <-\nsteps:\n" + STEP + "    command: 'true'\n",
+        "defaults: unknown key 'retry'",
+    ),
+    (
+        "defaults-not-mapping",
+        "name: x\ndefaults: 3  # <-\nsteps:\n" + STEP + "    command: 'true'\n",
+        "defaults must be a mapping",
+    ),
+    ("python-tag", "name: !!python/object:os.system x  # <-\nsteps: []\n", "invalid YAML"),
+    ("non-string-key", "name: x\n1: 2  # <-\nsteps: []\n", "key 1 must be a string"),
+]
+
+
+def expected_line(text: str) -> int:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if MARK in line:
+            return number
+    return 1
+
+
+def test_there_are_at_least_25_cases() -> None:
+    assert len(BAD_SPECS) >= 25
+
+
+@pytest.mark.parametrize(("text", "fragment"), [c[1:] for c in BAD_SPECS], ids=[c[0] for c in BAD_SPECS])
+def test_bad_spec_is_one_line_with_file_and_line(
+    text: str, fragment: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "empty.txt").write_text("# only a comment\n\n   \n")
+    (tmp_path / "binary.txt").write_bytes(b"echo \xff\xfe\n")
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(text)
+
+    code, out, err = run_cli(["validate", str(spec)], capsys)
+
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1, err
+    assert "Traceback" not in err
+    assert err.startswith(f"opsctl: {spec}:{expected_line(text)}: "), err
+    assert fragment in err
+
+
+def test_missing_spec_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(["validate", str(tmp_path / "nope.yaml")], capsys)
+    assert code == 2
+    assert err == f"opsctl: {tmp_path / 'nope.yaml'}: spec file not found\n"
+
+
+def test_example_plan(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(["validate", str(ROOT / "examples" / "hello.yaml"), "--json"], capsys)
+    assert (code, err) == (0, "")
+    plan = json.loads(out)
+    assert plan["pipeline"] == "hello"
+    assert [s["name"] for s in plan["steps"]] == ["preprocess", "process", "calibrate", "reconstruct"]
+    pre, process, calibrate, reconstruct = plan["steps"]
+    assert (pre["array_size"], pre["commands"], pre["commands_per_child"]) == (4, 10, {"min": 2, "max": 3})
+    assert (process["commands"], process["commands_per_child"]) == (64, {"min": 8, "max": 8})
+    assert calibrate["depends_on"] == [{"step": "process", "type": "ALL"}]
+    assert (reconstruct["queue"], reconstruct["gpus"], reconstruct["commands_per_child"]["min"]) == (
+        "gpu",
+        1,
+        0,
+    )
+    assert pre["retries"] == 2 and pre["timeout"] == 600, "defaults apply"
+    assert any("reconstruct" in note for note in plan["notes"])
+
+
+def test_table_output(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["validate", str(ROOT / "examples" / "hello.yaml")], capsys)
+    assert code == 0
+    assert "hello: 4 steps, 79 commands" in out
+    assert "preprocess" in out and "2-3" in out
+
+
+def test_order_sources_and_dependencies(tmp_path: Path) -> None:
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "a.txt").write_text("# header\n\necho 0\n  echo 1  \n#echo skipped\necho 2\n")
+    spec = tmp_path / "p.yaml"
+    spec.write_text(
+        """
+name: order
+defaults: {retries: 0, vcpus: 2}
+steps:
+  - name: last
+    queue: gpu
+    array_size: 3
+    commands: {template: "awk '{print $1}' in/{i}.txt > out/{i}", range: 3}
+    depends_on: [{step: middle, type: N_TO_N}, first]
+    env: {THREADS: 4, MODE: fast}
+  - name: middle
+    queue: cpu
+    array_size: 3
+    commands: [echo a, echo b, echo c]
+    depends_on: [first]
+    retries: 5
+  - name: first
+    queue: cpu
+    commands: lists/a.txt
+"""
+    )
+    p = pipeline.load(spec)
+    assert [s.name for s in p.steps] == ["first", "middle", "last"]
+    first, middle, last = p.steps
+    assert first.commands == ("echo 0", "echo 1", "echo 2")
+    assert first.source == "lists/a.txt" and first.array_size == 1
+    assert last.commands[2] == "awk '{print $1}' in/2.txt > out/2", "braces other than {i} survive"
+    assert last.depends_on == (pipeline.Dependency("middle", n_to_n=True), pipeline.Dependency("first"))
+    assert dict(last.env) == {"THREADS": "4", "MODE": "fast"}
+    assert (first.retries, middle.retries, last.vcpus) == (0, 5, 2)
+    assert last.queue is pipeline.Queue.GPU and first.split is pipeline.Split.CONTIGUOUS
+    with pytest.raises(AttributeError):
+        first.name = "changed"  # type: ignore[misc]
+
+
+def test_dates_and_yes_stay_as_written(tmp_path: Path) -> None:
+    spec = tmp_path / "p.yaml"
+    spec.write_text(
+        "name: x\nsteps:\n  - name: a\n    queue: cpu\n    command: 'true'\n    env: {DAY: 2024-13-01}\n"
+    )
+    assert dict(pipeline.load(spec).steps[0].env) == {"DAY": "2024-13-01"}
+
+
+# --- junk never escapes as an unhandled exception ----------------------------------------------
+
+yaml_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+spec_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": yaml_values | st.sampled_from(["tomo", "a-b"]),
+        "defaults": yaml_values,
+        "steps": st.lists(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "name": yaml_values | st.sampled_from(["a", "b"]),
+                    "queue": yaml_values | st.sampled_from(["cpu", "gpu"]),
+                    "array_size": yaml_values,
+                    "commands": yaml_values,
+                    "command": yaml_values,
+                    "depends_on": yaml_values,
+                    "env": yaml_values,
+                },
+            ),
+            max_size=3,
+        ),
+    },
+)
+
+
+def _parse_or_spec_error(text: str, base: Path) -> None:
+    try:
+        pipeline.parse(text, "junk.yaml", base)
+    except SpecError as e:
+        assert "\n" not in str(e)
+        assert str(e).startswith("junk.yaml")
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(alphabet=st.sampled_from(list("abn:-[]{}!&*|>'\"#%@` \n\t0123456789.,?")), max_size=80))
+def test_junk_text_never_raises_unhandled(text: str, tmp_path: Path) -> None:
+    _parse_or_spec_error(text, tmp_path)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(document=spec_like)
+def test_junk_structures_never_raise_unhandled(document: dict[str, object], tmp_path: Path) -> None:
+    _parse_or_spec_error(yaml.safe_dump(document), tmp_path)

@@ -1,0 +1,126 @@
+"""The object store, on a local directory and on S3 (moto over HTTP)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from opsctl.errors import BadInput
+from opsctl.storage import LocalStore, NotFound, S3Store, Store, open_store, read_uri
+from tests.conftest import ROOT
+
+
+@pytest.fixture(params=["local", "s3"])
+def store_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "local":
+        return str(tmp_path / "state")
+    bucket = request.getfixturevalue("bucket")
+    return f"s3://{bucket}/runs/r1"
+
+
+def test_write_read_exists_list(store_uri: str) -> None:
+    store = open_store(store_uri)
+    assert not store.exists("a/done/1")
+    assert store.list("a") == []
+    store.write("a/done/1", b"one")
+    store.write("a/done/10", b"ten")
+    store.write("a/failed/2", b"two")
+    store.write("b/done/1", b"other step")
+    assert store.read("a/done/1") == b"one"
+    assert store.exists("a/done/1")
+    assert store.list("a/done") == ["a/done/1", "a/done/10"]
+    assert store.list("a") == ["a/done/1", "a/done/10", "a/failed/2"]
+    assert len(store.list()) == 4
+    store.write("a/done/1", b"replaced")
+    assert store.read("a/done/1") == b"replaced"
+
+
+def test_read_missing_is_not_found(store_uri: str) -> None:
+    with pytest.raises(NotFound) as e:
+        open_store(store_uri).read("nope/3")
+    assert "nope/3" in str(e.value)
+
+
+def test_create_if_absent(store_uri: str) -> None:
+    store = open_store(store_uri)
+    assert store.create("claims/7", b"first")
+    assert not store.create("claims/7", b"second")
+    assert store.read("claims/7") == b"first"
+
+
+def test_uri_forms(tmp_path: Path, bucket: str) -> None:
+    (tmp_path / "list.txt").write_text("echo hi\n")
+    assert read_uri(str(tmp_path / "list.txt")) == b"echo hi\n"
+    assert read_uri(f"file://{tmp_path}/list.txt") == b"echo hi\n"
+    S3Store(bucket, "x/y").write("list.txt", b"echo s3\n")
+    assert read_uri(f"s3://{bucket}/x/y/list.txt") == b"echo s3\n"
+    assert isinstance(open_store(f"file://{tmp_path}"), LocalStore)
+    with pytest.raises(BadInput):
+        read_uri(f"s3://{bucket}")
+    with pytest.raises(BadInput, match="bucket does not exist"):
+        read_uri("s3://no-such-bucket-opsctl/list.txt")
+
+
+def test_local_store_leaves_no_temporary_files(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    store.write("k/1", b"x")
+    store.create("k/2", b"y")
+    store.create("k/2", b"z")
+    assert sorted(p.name for p in (tmp_path / "k").iterdir()) == ["1", "2"]
+
+
+def _race(uri: str, keys: int, contenders: int) -> list[list[int]]:
+    """Processes that all try to create the same keys, released together once all are ready."""
+    code = (
+        "import json, random, sys\n"
+        "from opsctl.storage import open_store\n"
+        "uri, keys, me = sys.argv[1], int(sys.argv[2]), sys.argv[3]\n"
+        "store = open_store(uri)\n"
+        "store.exists('warm-up')  # connect (and import boto3) before the race\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.readline()\n"
+        "order = list(range(keys))\n"
+        "random.Random(me).shuffle(order)  # each contender meets the others at different keys\n"
+        "print(json.dumps([k for k in order if store.create(f'claims/{k}', me.encode())]))\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, uri, str(keys), str(i)],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(contenders)
+    ]
+    for proc in procs:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    results = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0
+        results.append(json.loads(out))
+    return results
+
+
+def test_create_is_atomic_under_8_processes(store_uri: str) -> None:
+    keys = 100 if store_uri.startswith("s3://") else 500
+    wins = _race(store_uri, keys, contenders=8)
+    counts = Counter(k for won in wins for k in won)
+    assert sorted(counts) == list(range(keys)), "every key created"
+    assert set(counts.values()) == {1}, "no key created twice"
+    store: Store = open_store(store_uri)
+    # The stored content is the winner's, whole.
+    for contender, won in enumerate(wins):
+        for k in won[:20]:
+            assert store.read(f"claims/{k}") == str(contender).encode()
+    assert sum(1 for won in wins if won) > 1, "the contenders really raced"

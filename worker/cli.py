@@ -1,0 +1,82 @@
+"""`opsctl-worker`: the container entry point.
+
+argparse rather than Typer: the worker runs once per array child, in a slim image, and needs
+only two sub-commands; it starts faster without rich and click.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+import structlog
+
+from opsctl import logging as opsctl_logging
+from opsctl.errors import BadInput, OpsctlError
+from opsctl.storage import NotFound, open_store, read_uri
+from worker.env import WorkerEnv
+from worker.listfile import parse_commands
+from worker.markers import Markers
+from worker.runner import Terminated, raise_terminated, run_commands
+from worker.split import contiguous_slice
+
+
+def run(fail_fast: bool) -> int:
+    """Run this child's commands; the exit code follows the worker contract (0, 1 or 2)."""
+    env = WorkerEnv.from_environ(os.environ)
+    if env.split != "contiguous":
+        raise BadInput(
+            f"environment: OPSCTL_SPLIT={env.split!r} is not supported by this worker version "
+            "(supported: contiguous)"
+        )
+    try:
+        text = read_uri(env.list_uri).decode("utf-8")
+    except NotFound:
+        raise BadInput(f"environment: LIST_FILE_S3_PATH={env.list_uri!r}: list file not found") from None
+    except UnicodeDecodeError as e:
+        raise BadInput(f"list file {env.list_uri}: not UTF-8 text (byte {e.start})") from None
+    commands = parse_commands(text)
+    mine = contiguous_slice(len(commands), env.index, env.array_size)
+    # Bound once here: every event of this child, the runner's included, carries them.
+    structlog.contextvars.bind_contextvars(
+        run_id=env.run_id, step=env.step, child=env.index, attempt=env.attempt
+    )
+    log = structlog.get_logger()
+    log.info("slice", first=mine.start, stop=mine.stop, commands=len(mine), total=len(commands))
+
+    markers = Markers(open_store(env.state_uri), env.step)
+    summary = run_commands(env, commands, mine, markers, fail_fast=fail_fast)
+    log.info("finished", ran=summary.ran, failed=summary.failed, skipped=summary.skipped)
+    return summary.exit_code
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="opsctl-worker", description="Run one array child of an opsctl step."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_parser = sub.add_parser(
+        "run",
+        help="run this child's commands from the list file (environment contract: docs/worker.md)",
+    )
+    run_parser.add_argument(
+        "--fail-fast",
+        action="store_true",
+        help="stop at the first failed command instead of running the rest of the slice",
+    )
+    args = parser.parse_args(argv)
+
+    opsctl_logging.configure()
+    signal.signal(signal.SIGTERM, raise_terminated)
+    signal.signal(signal.SIGINT, raise_terminated)
+    try:
+        code = run(args.fail_fast)
+    except Terminated as e:
+        print(f"opsctl-worker: stopped by {e}", file=sys.stderr)
+        code = 128 + e.signum
+    except OpsctlError as e:
+        print(f"opsctl-worker: {e}", file=sys.stderr)
+        code = e.exit_code
+    sys.exit(code)

@@ -1,0 +1,88 @@
+"""The worker environment contract (docs/worker.md): what a container is told about its work.
+
+AWS Batch sets the array index and attempt; opsctl sets the rest when it submits the step, and
+the local backend sets all of them the same way, so the worker cannot tell the two apart.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from opsctl.errors import BadInput
+
+# Index sources in order of preference: AWS Batch, then Slurm and Kubernetes indexed jobs, so
+# the same image also runs under those schedulers.
+INDEX_VARS = ("AWS_BATCH_JOB_ARRAY_INDEX", "SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX")
+SIZE_VARS = ("ARRAY_SIZE", "SLURM_ARRAY_TASK_COUNT")
+SPLITS = ("contiguous", "dynamic")
+MAX_ARRAY_SIZE = 10_000
+STEP_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+@dataclass(frozen=True)
+class WorkerEnv:
+    index: int
+    array_size: int
+    list_uri: str
+    attempt: int
+    run_id: str
+    step: str
+    state_uri: str
+    split: str
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> WorkerEnv:
+        """Read and check the contract; any bad value is `BadInput` (worker exit code 2)."""
+        size = _int(environ, SIZE_VARS, default=1, low=1, high=MAX_ARRAY_SIZE)
+        index = _int(environ, INDEX_VARS, default=0, low=0, high=size - 1, hint=f" (array size {size})")
+        attempt = _int(environ, ("AWS_BATCH_JOB_ATTEMPT",), default=1, low=1, high=None)
+        split = environ.get("OPSCTL_SPLIT", "contiguous")
+        if split not in SPLITS:
+            raise BadInput(f"environment: OPSCTL_SPLIT={split!r} is not one of {' | '.join(SPLITS)}")
+        step = _required(environ, "OPSCTL_STEP")
+        if not STEP_NAME.fullmatch(step):
+            raise BadInput(f"environment: OPSCTL_STEP={step!r} must be 1..128 of A-Z a-z 0-9 _ -")
+        return cls(
+            index=index,
+            array_size=size,
+            list_uri=_required(environ, "LIST_FILE_S3_PATH"),
+            attempt=attempt,
+            run_id=environ.get("OPSCTL_RUN_ID", ""),
+            step=step,
+            state_uri=_required(environ, "OPSCTL_STATE_URI"),
+            split=split,
+        )
+
+
+def _required(environ: Mapping[str, str], name: str) -> str:
+    value = environ.get(name, "").strip()
+    if not value:
+        raise BadInput(f"environment: {name} is not set (required by the worker contract)")
+    return value
+
+
+def _int(
+    environ: Mapping[str, str],
+    names: tuple[str, ...],
+    *,
+    default: int,
+    low: int,
+    high: int | None,
+    hint: str = "",
+) -> int:
+    """The first of `names` that is set, as an integer within low..high."""
+    for name in names:
+        raw = environ.get(name, "").strip()
+        if not raw:
+            continue
+        limit = f"{low}..{high}" if high is not None else f">= {low}"
+        try:
+            value = int(raw)
+        except ValueError:
+            raise BadInput(f"environment: {name}={raw!r} is not an integer ({limit})") from None
+        if value < low or (high is not None and value > high):
+            raise BadInput(f"environment: {name}={value} is outside {limit}{hint}")
+        return value
+    return default

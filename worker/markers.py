@@ -1,0 +1,41 @@
+"""Per-command markers under `OPSCTL_STATE_URI/<step>/`: the durable record of what ran.
+
+`done/<k>` is written after command k exits 0 and is what makes a retried or resumed attempt
+skip it; `failed/<k>` holds the exit code and the tail of stderr for the status report. A
+command that failed once and later succeeded has both: done wins.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from opsctl.storage import Store
+
+DONE = "done"
+FAILED = "failed"
+
+
+class Markers:
+    """Marker I/O for one step of one run."""
+
+    def __init__(self, store: Store, step: str) -> None:
+        self.store = store
+        self.step = step
+
+    def _key(self, kind: str, index: int) -> str:
+        return f"{self.step}/{kind}/{index}"
+
+    def indices(self, kind: str) -> set[int]:
+        """Command indices with a marker of `kind`: one listing, however many commands."""
+        folder = f"{self.step}/{kind}"
+        return {
+            int(key.rsplit("/", 1)[1]) for key in self.store.list(folder) if key.rsplit("/", 1)[1].isdigit()
+        }
+
+    def mark(self, kind: str, index: int, record: dict[str, Any]) -> None:
+        self.store.write(self._key(kind, index), json.dumps(record, sort_keys=True).encode())
+
+    def read(self, kind: str, index: int) -> dict[str, Any]:
+        record: dict[str, Any] = json.loads(self.store.read(self._key(kind, index)))
+        return record
