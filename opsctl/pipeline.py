@@ -259,6 +259,11 @@ _STEP_KEYS = (
 )
 
 
+def _shown(key: str, value: Any) -> str:
+    """`key = value` for a message, or `key (missing)` when the spec does not set it."""
+    return f"{key} (missing)" if value is None else f"{key} = {value!r}"
+
+
 def _type_name(value: Any) -> str:
     if value is None:
         return "null"
@@ -314,7 +319,7 @@ class _Validator:
         if not isinstance(name, str) or not PIPELINE_NAME.fullmatch(name):
             raise _At(
                 top.line_of("name"),
-                f"name = {name!r} must be 1..40 characters of a-z, 0-9 and '-'",
+                f"{_shown('name', name)} must be 1..40 characters of a-z, 0-9 and '-'",
             )
 
         storage = top.get("storage")
@@ -359,7 +364,7 @@ class _Validator:
         if not isinstance(name, str) or not STEP_NAME.fullmatch(name):
             raise _At(
                 m.line_of("name"),
-                f"steps[{i}]: name = {name!r} must be 1..40 characters of a-z, 0-9, '-' and '_'",
+                f"steps[{i}]: {_shown('name', name)} must be 1..40 characters of a-z, 0-9, '-' and '_'",
             )
         where = f"step '{name}': "
         self._keys(m, _STEP_KEYS, where)

@@ -37,7 +37,7 @@ BAD_SPECS = [
     ("unknown-top-key", "name: x\nnmae: y  # <-\nsteps: []\n", "unknown key 'nmae'"),
     ("name-uppercase", "name: Tomo_1  # <-\nsteps: []\n", "name = 'Tomo_1'"),
     ("name-too-long", f"name: {'a' * 41}  # <-\nsteps: []\n", "1..40 characters"),
-    ("name-missing", "steps:\n" + STEP + "    command: 'true'\n", "name = None"),
+    ("name-missing", "steps:\n" + STEP + "    command: 'true'\n", "name (missing) must be 1..40 characters"),
     ("steps-missing", "name: x  \n", "steps must be a non-empty list"),
     ("steps-empty", "name: x\nsteps: []  # <-\n", "steps must be a non-empty list"),
     (
