@@ -32,6 +32,7 @@ lint: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/opsctl validate examples/hello.yaml
+	$(BIN)/opsctl launch examples/hello.yaml --watch
 
 bench: $(STAMP)
 	@set -e; for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script; done

@@ -66,11 +66,11 @@ def test_infra_subcommands_are_registered() -> None:
         assert sub in result.stdout
 
 
-def test_verbs_without_a_backend_yet_say_so_in_one_line() -> None:
-    result = opsctl("status", "hello-20261128-120000-abcd")
+def test_aws_backend_not_yet_says_so_in_one_line() -> None:
+    result = opsctl("status", "hello-20261128-120000-abcd", "--backend", "aws")
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
-    assert "status: no backend runs pipelines" in result.stderr
+    assert "--backend aws: the AWS Batch backend is not in this version yet" in result.stderr
 
 
 def test_usage_errors_exit_2() -> None:

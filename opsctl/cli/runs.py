@@ -1,32 +1,38 @@
 """Run commands: launch, watch, status, kill, resume, logs, list.
 
-The options are the contract of docs/cli.md; the backends that carry them out land next (local
-first, then AWS Batch). Until then each command says so plainly and exits 1.
+The local backend carries them out; `--backend aws` arrives with the AWS Batch backend.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
-from opsctl import __version__
+from opsctl.backends import BackendName
 from opsctl.cli.options import Backend, Infra, Json, RunId, Spec
 from opsctl.errors import OpsctlError
+from opsctl.states import TERMINAL
 
 
-def _not_yet(verb: str) -> OpsctlError:
-    return OpsctlError(
-        f"{verb}: no backend runs pipelines in opsctl {__version__} yet; "
-        "`opsctl validate` checks a spec and shows its plan"
-    )
+def _local(backend: BackendName | None) -> Any:
+    """The backend module for this command; only local exists so far."""
+    if backend is BackendName.AWS:
+        raise OpsctlError("--backend aws: the AWS Batch backend is not in this version yet (local works)")
+    from opsctl.backends import local
+
+    return local
 
 
 def launch(
     spec: Spec,
     backend: Backend = None,
     infra: Infra = None,
-    watch: Annotated[bool, typer.Option("--watch", help="Follow the run until it ends.")] = False,
+    watch_run: Annotated[bool, typer.Option("--watch", help="Follow the run until it ends.")] = False,
     max_parallel: Annotated[
         int | None,
         typer.Option(
@@ -39,21 +45,57 @@ def launch(
 
     Validates SPEC first; the local backend is the default.
     """
-    raise _not_yet("launch")
+    local = _local(backend)
+    run_id = local.launch(spec, max_parallel)
+    if as_json and not watch_run:
+        typer.echo(json.dumps({"run_id": run_id}))
+    else:
+        typer.echo(run_id)
+        typer.echo(f"run directory (logs, markers): {local.runs_dir() / run_id}", err=True)
+    if watch_run:
+        watch(run_id, backend, infra, as_json=as_json)
 
 
 def watch(
     run_id: RunId,
     backend: Backend = None,
     infra: Infra = None,
-    interval: Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between refreshes.")] = 2.0,
+    interval: Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between refreshes.")] = 1.0,
     as_json: Json = False,
 ) -> None:
     """Follow a run until it ends.
 
     A live table, refreshed every --interval seconds; exit 0 if the run succeeded, 1 if it failed.
     """
-    raise _not_yet("watch")
+    local = _local(backend)
+    if as_json:
+        doc = local.status(run_id)
+        while doc["state"] not in TERMINAL and not doc.get("reason"):
+            time.sleep(interval)
+            doc = local.status(run_id)
+        typer.echo(json.dumps(doc, indent=2))
+    else:
+        from rich.console import Console
+        from rich.live import Live
+
+        from opsctl.cli.render import status_table
+
+        doc = local.status(run_id)
+        with Live(status_table(doc), console=Console(), auto_refresh=False) as live:
+            while doc["state"] not in TERMINAL and not doc.get("reason"):
+                time.sleep(interval)
+                doc = local.status(run_id)
+                live.update(status_table(doc), refresh=True)
+        _print_failures(local, run_id, doc)
+    raise typer.Exit(0 if doc["state"] == "SUCCEEDED" else 1)
+
+
+def _print_failures(local: Any, run_id: str, doc: dict[str, Any]) -> None:
+    from opsctl.cli.render import failures
+
+    run = local.LocalRun.find(run_id)
+    for line in failures(doc, lambda step, index: local.tail(run.log_path(step, index))):
+        typer.echo(line, err=True)
 
 
 def status(run_id: RunId, backend: Backend = None, infra: Infra = None, as_json: Json = False) -> None:
@@ -61,7 +103,15 @@ def status(run_id: RunId, backend: Backend = None, infra: Infra = None, as_json:
 
     Each step with its children by state and its commands done.
     """
-    raise _not_yet("status")
+    doc = _local(backend).status(run_id)
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    from rich.console import Console
+
+    from opsctl.cli.render import status_table
+
+    Console().print(status_table(doc))
 
 
 def kill(run_id: RunId, backend: Backend = None, infra: Infra = None) -> None:
@@ -69,7 +119,7 @@ def kill(run_id: RunId, backend: Backend = None, infra: Infra = None) -> None:
 
     The run ends FAILED ("killed by user"). Killing a finished run changes nothing.
     """
-    raise _not_yet("kill")
+    typer.echo(_local(backend).kill(run_id))
 
 
 def resume(run_id: RunId, backend: Backend = None, infra: Infra = None) -> None:
@@ -77,7 +127,7 @@ def resume(run_id: RunId, backend: Backend = None, infra: Infra = None) -> None:
 
     Every step that did not succeed runs again; commands already done are skipped.
     """
-    raise _not_yet("resume")
+    typer.echo(_local(backend).resume(run_id))
 
 
 def logs(
@@ -92,12 +142,40 @@ def logs(
 
     Each child's output and the worker's events.
     """
-    raise _not_yet("logs")
+    local = _local(backend)
+    run = local.LocalRun.find(run_id)
+    sizes = {s["name"]: s["array_size"] for s in run.manifest["steps"]}
+    if step not in sizes:
+        raise OpsctlError(f"step '{step}' is not in run {run_id} (steps: {', '.join(sizes)})")
+    indices = [index] if index is not None else list(range(sizes[step]))
+    if index is not None and index >= sizes[step]:
+        raise OpsctlError(f"--index {index}: step '{step}' has children 0..{sizes[step] - 1}")
+    offsets = dict.fromkeys(indices, 0)
+    while True:
+        for i in indices:
+            path: Path = run.log_path(step, i)
+            if not path.exists():
+                continue
+            with path.open("rb") as f:
+                f.seek(offsets[i])
+                data = f.read()
+            offsets[i] += len(data)
+            if data:
+                sys.stdout.write(data.decode(errors="replace"))
+                sys.stdout.flush()
+        if not follow or run.run_row()["state"] in TERMINAL:
+            return
+        time.sleep(0.5)
 
 
 def list_runs(backend: Backend = None, infra: Infra = None, as_json: Json = False) -> None:
     """List runs, newest first."""
-    raise _not_yet("list")
+    rows = _local(backend).list_runs()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        typer.echo(f"{row['run_id']:<64} {row['state']:<10} {row['created']}")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,570 @@
+"""The local backend: the whole pipeline on this machine, no cloud and no server.
+
+`launch` writes a run directory and starts a detached supervisor (its own session), then
+returns. The supervisor runs the DAG: each array child is an `opsctl-worker run` subprocess,
+in its own process group, with the same environment contract as on AWS Batch. Everything the
+CLI shows comes from the run's SQLite database and the workers' markers, so any `opsctl`
+process can watch, kill or resume the run while the supervisor works.
+
+Run directory (`$OPSCTL_HOME/runs/<run_id>/`):
+    run.db          run, step and child states (SQLite, WAL)
+    manifest.json   the pipeline as launched
+    lists/<step>.txt  the commands each step's workers read
+    state/          markers (OPSCTL_STATE_URI)
+    logs/<step>/<index>.log  each child's stdout and stderr, all attempts
+    supervisor.log  the supervisor's own output
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from opsctl import pipeline as spec
+from opsctl.errors import BadInput, OpsctlError
+from opsctl.runs import manifest, new_run_id, opsctl_home, worker_environment
+from opsctl.states import TERMINAL, JobState
+from opsctl.storage import LocalStore
+from worker.listfile import render_commands
+from worker.markers import DONE, FAILED, Markers
+
+KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
+KILLED = "killed by user"
+DEPENDENCY_FAILED = "dependency failed"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS run (
+    id TEXT PRIMARY KEY, pipeline TEXT, state TEXT, reason TEXT,
+    created REAL, finished REAL, supervisor_pid INTEGER, max_parallel INTEGER
+);
+CREATE TABLE IF NOT EXISTS step (
+    name TEXT PRIMARY KEY, position INTEGER, state TEXT, reason TEXT
+);
+CREATE TABLE IF NOT EXISTS child (
+    step TEXT, idx INTEGER, state TEXT, attempt INTEGER, pid INTEGER,
+    exit_code INTEGER, reason TEXT, started REAL, finished REAL,
+    PRIMARY KEY (step, idx)
+);
+"""
+
+
+def runs_dir() -> Path:
+    return opsctl_home() / "runs"
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    """One run's directory and database."""
+
+    run_id: str
+    path: Path
+
+    @classmethod
+    def find(cls, run_id: str) -> LocalRun:
+        path = runs_dir() / run_id
+        if not (path / "run.db").is_file():
+            raise BadInput(
+                f"run '{run_id}' not found under {runs_dir()} (OPSCTL_HOME); `opsctl list` shows runs"
+            )
+        return cls(run_id, path)
+
+    @contextlib.contextmanager
+    def db(self) -> Iterator[sqlite3.Connection]:
+        """A connection whose changes are committed when the block ends without error."""
+        conn = sqlite3.connect(self.path / "run.db", timeout=30)
+        conn.row_factory = sqlite3.Row
+        try:
+            with conn:
+                yield conn
+        finally:
+            conn.close()
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.path / "manifest.json").read_text())
+        return data
+
+    @property
+    def state_uri(self) -> str:
+        return str(self.path / "state")
+
+    def log_path(self, step: str, index: int) -> Path:
+        return self.path / "logs" / step / f"{index}.log"
+
+    def run_row(self) -> sqlite3.Row:
+        with self.db() as conn:
+            row: sqlite3.Row = conn.execute("SELECT * FROM run").fetchone()
+        return row
+
+    def supervisor_alive(self) -> bool:
+        pid = self.run_row()["supervisor_pid"]
+        return bool(pid) and pid_alive(pid)
+
+
+def pid_alive(pid: int) -> bool:
+    """True if `pid` runs and is not a zombie (a finished child its parent has not reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): trust kill(0)
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+# --- launch -----------------------------------------------------------------------------------
+
+
+def launch(spec_path: Path, max_parallel: int | None = None) -> str:
+    """Create the run directory and start its supervisor; return the run id at once."""
+    pipe = spec.load(spec_path)
+    run_id = new_run_id(pipe.name)
+    run = LocalRun(run_id, runs_dir() / run_id)
+    (run.path / "lists").mkdir(parents=True)
+    (run.path / "state").mkdir()
+    list_uris = {}
+    for step in pipe.steps:
+        list_file = run.path / "lists" / f"{step.name}.txt"
+        list_file.write_text(render_commands(step.commands))
+        list_uris[step.name] = str(list_file)
+    (run.path / "manifest.json").write_text(json.dumps(manifest(pipe, run_id, "local", list_uris), indent=2))
+    with run.db() as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.executescript(SCHEMA)
+        conn.execute(
+            "INSERT INTO run VALUES (?, ?, ?, NULL, ?, NULL, NULL, ?)",
+            (run_id, pipe.name, JobState.SUBMITTED, time.time(), max_parallel or os.cpu_count() or 1),
+        )
+        for position, step in enumerate(pipe.steps):
+            conn.execute("INSERT INTO step VALUES (?, ?, ?, NULL)", (step.name, position, JobState.SUBMITTED))
+            conn.executemany(
+                "INSERT INTO child VALUES (?, ?, ?, 0, NULL, NULL, NULL, NULL, NULL)",
+                [(step.name, i, JobState.SUBMITTED) for i in range(step.array_size)],
+            )
+    start_supervisor(run)
+    return run_id
+
+
+def start_supervisor(run: LocalRun) -> int:
+    """Start the supervisor in its own session, detached from this terminal; return its pid."""
+    with (run.path / "supervisor.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "opsctl.backends.local", str(run.path)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    with run.db() as conn:
+        conn.execute(
+            "UPDATE run SET supervisor_pid = ?, state = ?, reason = NULL, finished = NULL",
+            (proc.pid, JobState.RUNNING),
+        )
+    return proc.pid
+
+
+# --- the supervisor ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Child:
+    step: dict[str, Any]
+    index: int
+    proc: subprocess.Popen[bytes]
+    deadline: float
+    log: IO[bytes]
+    timed_out: bool = False
+
+
+class Supervisor:
+    """Runs the DAG of one run until every step is SUCCEEDED or FAILED."""
+
+    def __init__(
+        self, run: LocalRun, *, clock: Callable[[], float] = time.monotonic, tick: float = 0.02
+    ) -> None:
+        self.run = run
+        self.manifest = run.manifest
+        self.steps = {s["name"]: s for s in self.manifest["steps"]}
+        self.clock = clock
+        self.tick = tick
+        self.running: dict[tuple[str, int], _Child] = {}
+        self.stopping = False
+        with run.db() as conn:
+            self.max_parallel = int(conn.execute("SELECT max_parallel FROM run").fetchone()[0])
+            self.children = {(r["step"], r["idx"]): dict(r) for r in conn.execute("SELECT * FROM child")}
+            self.step_state = {r["name"]: JobState(r["state"]) for r in conn.execute("SELECT * FROM step")}
+
+    def stop(self, _signum: int = 0, _frame: object = None) -> None:
+        self.stopping = True
+
+    def loop(self) -> JobState:
+        while True:
+            with self.run.db() as conn:
+                self._reap(conn)
+                if self.stopping:
+                    return self._kill_all(conn)
+                self._advance(conn)
+                self._start(conn)
+                if all(state in TERMINAL for state in self.step_state.values()) and not self.running:
+                    state = (
+                        JobState.SUCCEEDED
+                        if all(s is JobState.SUCCEEDED for s in self.step_state.values())
+                        else JobState.FAILED
+                    )
+                    conn.execute("UPDATE run SET state = ?, finished = ?", (state, time.time()))
+                    return state
+            time.sleep(self.tick)
+
+    def _set_child(self, conn: sqlite3.Connection, key: tuple[str, int], **fields: Any) -> None:
+        self.children[key].update(fields)
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        conn.execute(f"UPDATE child SET {assignments} WHERE step = ? AND idx = ?", (*fields.values(), *key))  # noqa: S608 - names are ours
+
+    def _set_step(
+        self, conn: sqlite3.Connection, name: str, state: JobState, reason: str | None = None
+    ) -> None:
+        self.step_state[name] = state
+        conn.execute("UPDATE step SET state = ?, reason = ? WHERE name = ?", (state, reason, name))
+
+    def _reap(self, conn: sqlite3.Connection) -> None:
+        now = self.clock()
+        for key, child in list(self.running.items()):
+            code = child.proc.poll()
+            if code is None:
+                if now > child.deadline and not child.timed_out:
+                    child.timed_out = True
+                    _signal_group(child.proc.pid, signal.SIGTERM)
+                elif child.timed_out and now > child.deadline + KILL_GRACE:
+                    _signal_group(child.proc.pid, signal.SIGKILL)
+                continue
+            del self.running[key]
+            child.log.close()
+            attempt = self.children[key]["attempt"]
+            if code == 0:
+                self._set_child(
+                    conn, key, state=JobState.SUCCEEDED, exit_code=0, reason=None, finished=time.time()
+                )
+                continue
+            reason = (
+                f"timeout after {child.step['timeout']} s" if child.timed_out else f"worker exited {code}"
+            )
+            # Exit 2 is bad input: a retry would fail the same way (AWS: EXIT on the worker's 2).
+            retry = code != 2 and attempt <= child.step["retries"]
+            self._set_child(
+                conn,
+                key,
+                state=JobState.RUNNABLE if retry else JobState.FAILED,
+                exit_code=code,
+                reason=reason,
+                finished=time.time(),
+            )
+
+    def _advance(self, conn: sqlite3.Connection) -> None:
+        """Move steps and children along: pending → runnable, failures down the DAG, step ends."""
+        for name, step in self.steps.items():
+            state = self.step_state[name]
+            if state in TERMINAL:
+                continue
+            keys = [(name, i) for i in range(step["array_size"])]
+            deps = step["depends_on"]
+            if any(self.step_state[d["step"]] is JobState.FAILED for d in deps):
+                for key in keys:
+                    if self.children[key]["state"] not in TERMINAL:
+                        self._set_child(conn, key, state=JobState.FAILED, reason=DEPENDENCY_FAILED)
+                self._set_step(conn, name, JobState.FAILED, DEPENDENCY_FAILED)
+                continue
+            for key in keys:
+                if self.children[key]["state"] in (JobState.SUBMITTED, JobState.PENDING):
+                    ready = all(self._dependency_met(d, key[1]) for d in deps)
+                    new = JobState.RUNNABLE if ready else JobState.PENDING
+                    if new != self.children[key]["state"]:
+                        self._set_child(conn, key, state=new)
+            states = [JobState(self.children[key]["state"]) for key in keys]
+            if all(s in TERMINAL for s in states):
+                failed = sum(s is JobState.FAILED for s in states)
+                if failed:
+                    self._set_step(conn, name, JobState.FAILED, f"{failed} of {len(keys)} children failed")
+                else:
+                    self._set_step(conn, name, JobState.SUCCEEDED)
+            else:
+                new_step = (
+                    JobState.RUNNING
+                    if any(s is JobState.RUNNING for s in states)
+                    else (
+                        JobState.RUNNABLE if any(s is JobState.RUNNABLE for s in states) else JobState.PENDING
+                    )
+                )
+                if new_step != state:
+                    self._set_step(conn, name, new_step)
+
+    def _dependency_met(self, dep: dict[str, Any], index: int) -> bool:
+        if dep["n_to_n"]:
+            return bool(self.children[(dep["step"], index)]["state"] == JobState.SUCCEEDED)
+        return self.step_state[dep["step"]] is JobState.SUCCEEDED
+
+    def _start(self, conn: sqlite3.Connection) -> None:
+        if len(self.running) >= self.max_parallel:
+            return
+        for name, step in self.steps.items():  # manifest order is topological: upstream first
+            for index in range(step["array_size"]):
+                key = (name, index)
+                if self.children[key]["state"] != JobState.RUNNABLE:
+                    continue
+                self._spawn(conn, step, index)
+                if len(self.running) >= self.max_parallel:
+                    return
+
+    def _spawn(self, conn: sqlite3.Connection, step: dict[str, Any], index: int) -> None:
+        key = (step["name"], index)
+        attempt = int(self.children[key]["attempt"]) + 1
+        log_path = self.run.log_path(step["name"], index)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = log_path.open("ab")
+        log.write(f"== {self.run.run_id} {step['name']}[{index}] attempt {attempt} ==\n".encode())
+        log.flush()
+        env = {**os.environ, **worker_environment(step, self.run.run_id, self.run.state_uri, index, attempt)}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "worker", "run"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=env,
+            start_new_session=True,  # its own process group: kill and timeout reach its commands
+        )
+        self.running[key] = _Child(step, index, proc, self.clock() + step["timeout"], log)
+        self._set_child(
+            conn,
+            key,
+            state=JobState.RUNNING,
+            attempt=attempt,
+            pid=proc.pid,
+            started=time.time(),
+            exit_code=None,
+            reason=None,
+        )
+
+    def _kill_all(self, conn: sqlite3.Connection) -> JobState:
+        procs = [child.proc for child in self.running.values()]
+        terminate_groups([p.pid for p in procs], wait=lambda: all(p.poll() is not None for p in procs))
+        for key in self.running:
+            self._set_child(conn, key, state=JobState.FAILED, reason=KILLED, finished=time.time())
+        self.running.clear()
+        mark_killed(conn)
+        return JobState.FAILED
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def terminate_groups(pgids: list[int], wait: Callable[[], bool], grace: float = KILL_GRACE) -> None:
+    """SIGTERM each process group, then SIGKILL whatever is left after `grace` seconds."""
+    for pgid in pgids:
+        _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while not wait() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pgid in pgids:
+        _signal_group(pgid, signal.SIGKILL)
+
+
+def mark_killed(conn: sqlite3.Connection) -> None:
+    """Everything not finished ends FAILED, "killed by user"."""
+    for table in ("child", "step"):
+        conn.execute(
+            f"UPDATE {table} SET state = ?, reason = ? WHERE state NOT IN (?, ?)",  # noqa: S608 - fixed names
+            (JobState.FAILED, KILLED, JobState.SUCCEEDED, JobState.FAILED),
+        )
+    conn.execute(
+        "UPDATE run SET state = ?, reason = ?, finished = ? WHERE state NOT IN (?, ?)",
+        (JobState.FAILED, KILLED, time.time(), JobState.SUCCEEDED, JobState.FAILED),
+    )
+
+
+def supervise(run_dir: Path) -> int:
+    run = LocalRun(run_dir.name, run_dir)
+    supervisor = Supervisor(run)
+    signal.signal(signal.SIGTERM, supervisor.stop)
+    signal.signal(signal.SIGINT, supervisor.stop)
+    state = supervisor.loop()
+    return 0 if state is JobState.SUCCEEDED else 1
+
+
+# --- operations on a run ----------------------------------------------------------------------
+
+
+def kill(run_id: str) -> str:
+    """Stop the supervisor and every child; idempotent. Returns what was done, for the user."""
+    run = LocalRun.find(run_id)
+    row = run.run_row()
+    if row["state"] in TERMINAL and not _live_children(run):
+        return f"{run_id} already ended {row['state']}" + (f" ({row['reason']})" if row["reason"] else "")
+    supervisor_pid = row["supervisor_pid"]
+    if supervisor_pid and pid_alive(supervisor_pid):
+        os.kill(supervisor_pid, signal.SIGTERM)  # it stops its children and records the kill
+        deadline = time.monotonic() + KILL_GRACE + 3
+        while pid_alive(supervisor_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if pid_alive(supervisor_pid):
+            _signal_group(supervisor_pid, signal.SIGKILL)
+    # Whatever the supervisor left (or, if it was dead, what its children still run).
+    leftovers = _live_children(run)
+    terminate_groups(leftovers, wait=lambda: not any(pid_alive(p) for p in leftovers))
+    with run.db() as conn:
+        mark_killed(conn)
+    return f"{run_id} killed"
+
+
+def resume(run_id: str) -> str:
+    """Run again every step that did not succeed; done commands are skipped by the workers."""
+    run = LocalRun.find(run_id)
+    row = run.run_row()
+    if run.supervisor_alive():
+        raise OpsctlError(
+            f"{run_id} is still running (supervisor pid {row['supervisor_pid']}); nothing to resume"
+        )
+    if row["state"] == JobState.SUCCEEDED:
+        return f"{run_id} already SUCCEEDED; nothing to resume"
+    # Children of a supervisor that died may still run: stop them, their commands re-run.
+    leftovers = _live_children(run)
+    terminate_groups(leftovers, wait=lambda: not any(pid_alive(p) for p in leftovers))
+    with run.db() as conn:
+        conn.execute(
+            "UPDATE child SET state = ?, attempt = 0, pid = NULL, exit_code = NULL, reason = NULL, "
+            "started = NULL, finished = NULL WHERE state != ?",
+            (JobState.SUBMITTED, JobState.SUCCEEDED),
+        )
+        conn.execute(
+            "UPDATE step SET state = ?, reason = NULL WHERE state != ?",
+            (JobState.SUBMITTED, JobState.SUCCEEDED),
+        )
+    start_supervisor(run)
+    return f"{run_id} resumed"
+
+
+def _live_children(run: LocalRun) -> list[int]:
+    with run.db() as conn:
+        pids = [r[0] for r in conn.execute("SELECT pid FROM child WHERE pid IS NOT NULL")]
+    return [pid for pid in pids if pid_alive(pid)]
+
+
+def status(run_id: str) -> dict[str, Any]:
+    """The status document of DESIGN §3.3, plus reasons and failed children."""
+    run = LocalRun.find(run_id)
+    with run.db() as conn:
+        row = conn.execute("SELECT * FROM run").fetchone()
+        steps = conn.execute("SELECT * FROM step ORDER BY position").fetchall()
+        children = conn.execute("SELECT * FROM child ORDER BY step, idx").fetchall()
+    state = row["state"]
+    reason = row["reason"]
+    if state not in TERMINAL and row["supervisor_pid"] and not pid_alive(row["supervisor_pid"]):
+        reason = "supervisor died: `opsctl resume` continues the run"
+    by_step: dict[str, list[sqlite3.Row]] = {}
+    for child in children:
+        by_step.setdefault(child["step"], []).append(child)
+    manifest_steps = {s["name"]: s for s in run.manifest["steps"]}
+    store = LocalStore(run.path / "state")
+    doc_steps = []
+    for step in steps:
+        kids = by_step.get(step["name"], [])
+        counts: dict[str, int] = {}
+        for kid in kids:
+            counts[kid["state"]] = counts.get(kid["state"], 0) + 1
+        markers = Markers(store, step["name"])
+        done = markers.indices(DONE)
+        failed = markers.indices(FAILED) - done
+        doc_steps.append(
+            {
+                "name": step["name"],
+                "queue": manifest_steps[step["name"]]["queue"],
+                "state": step["state"],
+                "reason": step["reason"],
+                "array_size": len(kids),
+                "counts": counts,
+                "commands": {
+                    "total": manifest_steps[step["name"]]["commands"],
+                    "done": len(done),
+                    "failed": len(failed),
+                },
+                "failed_children": [
+                    {
+                        "index": k["idx"],
+                        "attempt": k["attempt"],
+                        "exit_code": k["exit_code"],
+                        "reason": k["reason"],
+                    }
+                    for k in kids
+                    if k["state"] == JobState.FAILED and k["reason"] not in (DEPENDENCY_FAILED,)
+                ],
+            }
+        )
+    finished = row["finished"] or time.time()
+    return {
+        "run_id": run_id,
+        "pipeline": row["pipeline"],
+        "backend": "local",
+        "state": state,
+        "reason": reason,
+        "created": _iso(row["created"]),
+        "elapsed": round(finished - row["created"], 1),
+        "steps": doc_steps,
+    }
+
+
+def list_runs() -> list[dict[str, Any]]:
+    """Every run under $OPSCTL_HOME, newest first."""
+    rows = []
+    base = runs_dir()
+    for path in base.iterdir() if base.is_dir() else []:
+        if not (path / "run.db").is_file():
+            continue
+        row = LocalRun(path.name, path).run_row()
+        rows.append(
+            {
+                "run_id": row["id"],
+                "pipeline": row["pipeline"],
+                "backend": "local",
+                "state": row["state"],
+                "created": _iso(row["created"]),
+                "_t": row["created"],
+            }
+        )
+    rows.sort(key=lambda r: r.pop("_t"), reverse=True)
+    return rows
+
+
+def _iso(timestamp: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+def tail(path: Path, lines: int = 10) -> list[str]:
+    if not path.exists():
+        return []
+    return path.read_text(errors="replace").splitlines()[-lines:]
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python -m opsctl.backends.local RUN_DIR")
+    try:
+        sys.exit(supervise(Path(sys.argv[1])))
+    except OpsctlError as e:
+        print(f"opsctl supervisor: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)

@@ -1,0 +1,57 @@
+"""Tables for humans: the plan-free views of a run (status, watch)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from opsctl.states import ORDER, STYLE, JobState
+
+
+def status_table(doc: dict[str, Any]) -> Group:
+    """The live table: step, queue, state, children by state, commands done/total, elapsed."""
+    state = JobState(doc["state"])
+    title = Text.assemble(
+        (doc["run_id"], "bold"), "  ", (state.value, STYLE[state]), f"  {doc['elapsed']:.0f} s"
+    )
+    if doc.get("reason"):
+        title.append(f"  ({doc['reason']})")
+    table = Table(title=title, title_justify="left")
+    for column in ("step", "queue", "state", "children", "commands", ""):
+        table.add_column(column)
+    for step in doc["steps"]:
+        step_state = JobState(step["state"])
+        counts = Text()
+        for s in ORDER:
+            if n := step["counts"].get(s.value):
+                counts.append(f"{s.value.lower()} {n}  ", style=STYLE[s])
+        commands = step["commands"]
+        done_text = f"{commands['done']}/{commands['total']}"
+        if commands["failed"]:
+            done_text += f" ({commands['failed']} failed)"
+        table.add_row(
+            step["name"],
+            step["queue"],
+            Text(step_state.value, style=STYLE[step_state]),
+            counts,
+            done_text,
+            ProgressBar(total=max(commands["total"], 1), completed=commands["done"], width=20),
+        )
+    return Group(table)
+
+
+def failures(doc: dict[str, Any], log_tail: Any) -> list[str]:
+    """Lines explaining each failed child: its reason and the last lines of its log."""
+    lines = []
+    for step in doc["steps"]:
+        for child in step["failed_children"]:
+            lines.append(
+                f"{step['name']}[{child['index']}] failed: {child['reason']} "
+                f"(attempt {child['attempt']}, exit code {child['exit_code']})"
+            )
+            lines.extend(f"    {line}" for line in log_tail(step["name"], child["index"]))
+    return lines

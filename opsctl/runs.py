@@ -1,0 +1,77 @@
+"""Run ids, where runs live on this machine, the run manifest and the worker environment.
+
+The manifest is the pipeline as launched (steps in order, with everything a backend needs to
+run them), so a run can be watched, resumed or killed later without the original spec.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from opsctl.pipeline import Pipeline
+
+
+def new_run_id(pipeline_name: str, now: datetime | None = None) -> str:
+    """`<pipeline>-<YYYYmmdd-HHMMSS>-<4 hex>`: sortable by time, unique enough per second."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
+    return f"{pipeline_name}-{stamp}-{secrets.token_hex(2)}"
+
+
+def opsctl_home() -> Path:
+    """`$OPSCTL_HOME`, else the XDG state directory (`~/.local/state/opsctl`)."""
+    if home := os.environ.get("OPSCTL_HOME"):
+        return Path(home)
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "opsctl"
+
+
+def manifest(pipeline: Pipeline, run_id: str, backend: str, list_uris: dict[str, str]) -> dict[str, Any]:
+    """The record of a launched run; list files are referenced by URI, never inlined."""
+    return {
+        "run_id": run_id,
+        "pipeline": pipeline.name,
+        "backend": backend,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "spec": str(pipeline.spec_path),
+        "steps": [
+            {
+                "name": step.name,
+                "queue": step.queue.value,
+                "array_size": step.array_size,
+                "commands": len(step.commands),
+                "list_uri": list_uris[step.name],
+                "split": step.split.value,
+                "depends_on": [{"step": d.step, "n_to_n": d.n_to_n} for d in step.depends_on],
+                "retries": step.retries,
+                "timeout": step.timeout,
+                "vcpus": step.vcpus,
+                "memory": step.memory,
+                "gpus": step.gpus,
+                "env": dict(step.env),
+            }
+            for step in pipeline.steps
+        ],
+    }
+
+
+def worker_environment(
+    step: dict[str, Any], run_id: str, state_uri: str, index: int, attempt: int
+) -> dict[str, str]:
+    """The worker contract (docs/worker.md) for one child, as AWS Batch plus opsctl set it."""
+    env = {
+        **step["env"],
+        "ARRAY_SIZE": str(step["array_size"]),
+        "LIST_FILE_S3_PATH": step["list_uri"],
+        "AWS_BATCH_JOB_ATTEMPT": str(attempt),
+        "OPSCTL_RUN_ID": run_id,
+        "OPSCTL_STEP": step["name"],
+        "OPSCTL_STATE_URI": state_uri,
+        "OPSCTL_SPLIT": step["split"],
+    }
+    if step["array_size"] > 1:  # Batch sets the index for array children only
+        env["AWS_BATCH_JOB_ARRAY_INDEX"] = str(index)
+    return env

@@ -1,0 +1,244 @@
+"""The local backend end to end: real supervisor, real worker subprocesses, real SQLite."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from opsctl.backends.local import pid_alive
+
+OPSCTL = str(Path(sys.executable).parent / "opsctl")
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("OPSCTL_HOME", str(tmp_path / "home"))
+    return tmp_path
+
+
+def opsctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([OPSCTL, *args], capture_output=True, text=True, timeout=120, env=os.environ)
+
+
+def launch(spec: Path, *args: str) -> str:
+    result = opsctl("launch", str(spec), "--json", *args)
+    assert result.returncode == 0, result.stderr
+    return str(json.loads(result.stdout)["run_id"])
+
+
+def watch(run_id: str) -> tuple[int, dict[str, object], str]:
+    result = opsctl("watch", run_id, "--json", "--interval", "0.1")
+    return result.returncode, json.loads(result.stdout), result.stderr
+
+
+def write_spec(tmp_path: Path, text: str) -> Path:
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(text)
+    return spec
+
+
+def steps_by_name(doc: dict[str, object]) -> dict[str, dict[str, object]]:
+    return {s["name"]: s for s in doc["steps"]}  # type: ignore[attr-defined,index]
+
+
+def test_dag_runs_in_order(home: Path) -> None:
+    log = home / "order.log"
+    spec = write_spec(
+        home,
+        f"""
+name: order
+steps:
+  - name: c
+    queue: cpu
+    array_size: 2
+    commands: {{template: "echo c{{i}} >> {log}", range: 4}}
+    depends_on: [b]
+  - name: a
+    queue: cpu
+    array_size: 3
+    commands: {{template: "sleep 0.1; echo a{{i}} >> {log}", range: 6}}
+  - name: b
+    queue: gpu
+    command: echo b >> {log}
+    depends_on: [a]
+""",
+    )
+    code, doc, _ = watch(launch(spec))
+    assert code == 0 and doc["state"] == "SUCCEEDED"
+    assert [line[0] for line in log.read_text().split()] == ["a"] * 6 + ["b"] + ["c"] * 4
+    c = steps_by_name(doc)["c"]
+    assert c["counts"] == {"SUCCEEDED": 2} and c["commands"] == {"total": 4, "done": 4, "failed": 0}
+
+
+def test_concurrency_bound(home: Path) -> None:
+    spans = home / "spans"
+    spans.mkdir()
+    spec = write_spec(
+        home,
+        f"""
+name: bound
+steps:
+  - name: s
+    queue: cpu
+    array_size: 6
+    commands:
+      template: "date +%s.%N > {spans}/{{i}}.start; sleep 0.4; date +%s.%N > {spans}/{{i}}.end"
+      range: 6
+""",
+    )
+    code, _, _ = watch(launch(spec, "--max-parallel", "2"))
+    assert code == 0
+    events = []
+    for i in range(6):
+        events.append((float((spans / f"{i}.start").read_text()), 1))
+        events.append((float((spans / f"{i}.end").read_text()), -1))
+    live = peak = 0
+    for _, delta in sorted(events):
+        live += delta
+        peak = max(peak, live)
+    assert peak == 2
+
+
+def test_failure_fails_dependents_while_independent_branch_completes(home: Path) -> None:
+    spec = write_spec(
+        home,
+        """
+name: branches
+defaults: {retries: 0}
+steps:
+  - name: bad
+    queue: cpu
+    array_size: 2
+    commands: ["echo fine", "echo broken input >&2; exit 4"]
+  - name: after-bad
+    queue: cpu
+    command: echo must not run
+    depends_on: [bad]
+  - name: good
+    queue: cpu
+    command: sleep 0.5
+""",
+    )
+    run_id = launch(spec)
+    code, doc, _ = watch(run_id)
+    assert code == 1 and doc["state"] == "FAILED"
+    steps = steps_by_name(doc)
+    assert steps["bad"]["state"] == "FAILED" and steps["bad"]["counts"] == {"SUCCEEDED": 1, "FAILED": 1}
+    assert steps["bad"]["commands"] == {"total": 2, "done": 1, "failed": 1}
+    assert steps["after-bad"]["state"] == "FAILED" and steps["after-bad"]["reason"] == "dependency failed"
+    assert steps["good"]["state"] == "SUCCEEDED"
+    assert "must not run" not in opsctl("logs", run_id, "after-bad").stdout
+
+    text = opsctl("watch", run_id)
+    assert text.returncode == 1
+    assert "bad[1] failed: worker exited 1" in text.stderr and "broken input" in text.stderr
+
+
+def test_retries_count_attempts(home: Path) -> None:
+    spec = write_spec(
+        home,
+        """
+name: retry
+steps:
+  - name: flaky
+    queue: cpu
+    retries: 2
+    command: test "$AWS_BATCH_JOB_ATTEMPT" -ge 3
+""",
+    )
+    run_id = launch(spec)
+    code, _, _ = watch(run_id)
+    assert code == 0
+    done = json.loads((home / "home" / "runs" / run_id / "state" / "flaky" / "done" / "0").read_text())
+    assert done["attempt"] == 3
+    assert "attempt 3" in opsctl("logs", run_id, "flaky", "--index", "0").stdout
+
+
+def test_n_to_n_starts_child_i_after_child_i(home: Path) -> None:
+    marks = home / "marks"
+    marks.mkdir()
+    spec = write_spec(
+        home,
+        f"""
+name: aligned
+steps:
+  - name: first
+    queue: cpu
+    array_size: 2
+    commands: ["sleep 0.1; touch {marks}/first0", "sleep 3; touch {marks}/first1"]
+  - name: second
+    queue: cpu
+    array_size: 2
+    commands:
+      - test -e {marks}/first0 && test ! -e {marks}/first1 && touch {marks}/early
+      - test -e {marks}/first1
+    depends_on: [{{step: first, type: N_TO_N}}]
+""",
+    )
+    code, _, _ = watch(launch(spec, "--max-parallel", "4"))
+    assert code == 0
+    assert (marks / "early").exists(), "child 0 of second ran before child 1 of first finished"
+
+
+def test_kill_leaves_no_process_and_resume_runs_only_what_is_not_done(home: Path) -> None:
+    out = home / "out"
+    out.mkdir()
+    spec = write_spec(
+        home,
+        f"""
+name: killme
+steps:
+  - name: s
+    queue: cpu
+    array_size: 2
+    commands: {{template: "echo ran >> {out}/{{i}}; test -e {home}/go || sleep 30", range: 6}}
+""",
+    )
+    run_id = launch(spec, "--max-parallel", "2")
+    deadline = time.monotonic() + 20
+    while len(list(out.iterdir())) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    run_dir = home / "home" / "runs" / run_id
+    started = time.monotonic()
+    result = opsctl("kill", run_id)
+    assert result.returncode == 0 and "killed" in result.stdout
+    import sqlite3
+
+    conn = sqlite3.connect(run_dir / "run.db")
+    pids = [r[0] for r in conn.execute("SELECT pid FROM child WHERE pid IS NOT NULL")]
+    pids.append(conn.execute("SELECT supervisor_pid FROM run").fetchone()[0])
+    conn.close()
+    assert time.monotonic() - started < 10
+    assert not [p for p in pids if pid_alive(p)], "every process of the run is gone"
+    doc = json.loads(opsctl("status", run_id, "--json").stdout)
+    assert doc["state"] == "FAILED" and doc["reason"] == "killed by user"
+    assert opsctl("kill", run_id).returncode == 0, "kill is idempotent"
+
+    (home / "go").touch()
+    assert opsctl("resume", run_id).returncode == 0
+    code, doc, _ = watch(run_id)
+    assert code == 0 and doc["state"] == "SUCCEEDED"
+    runs = [len((out / str(k)).read_text().split()) for k in range(6)]
+    # Commands in flight at the kill (the first of each child) ran twice; none ran three times,
+    # and commands never started ran once.
+    assert runs == [2, 1, 1, 2, 1, 1]
+
+
+def test_list_and_unknown_run(home: Path) -> None:
+    spec = write_spec(home, "name: one\nsteps:\n  - name: s\n    queue: cpu\n    command: 'true'\n")
+    first = launch(spec)
+    second = launch(spec)
+    watch(first)
+    watch(second)
+    rows = json.loads(opsctl("list", "--json").stdout)
+    assert [r["run_id"] for r in rows][:2] in ([second, first], [first, second])
+    assert set(rows[0]) == {"run_id", "pipeline", "backend", "state", "created"}
+    missing = opsctl("status", "nope-20260101-000000-0000")
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
