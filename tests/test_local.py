@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -209,8 +210,6 @@ steps:
     started = time.monotonic()
     result = opsctl("kill", run_id)
     assert result.returncode == 0 and "killed" in result.stdout
-    import sqlite3
-
     conn = sqlite3.connect(run_dir / "run.db")
     pids = [r[0] for r in conn.execute("SELECT pid FROM child WHERE pid IS NOT NULL")]
     pids.append(conn.execute("SELECT supervisor_pid FROM run").fetchone()[0])
