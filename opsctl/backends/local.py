@@ -25,6 +25,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -204,17 +205,25 @@ class Supervisor:
         self.tick = tick
         self.running: dict[tuple[str, int], _Child] = {}
         self.stopping = False
-        with run.db() as conn:
-            self.max_parallel = int(conn.execute("SELECT max_parallel FROM run").fetchone()[0])
-            self.children = {(r["step"], r["idx"]): dict(r) for r in conn.execute("SELECT * FROM child")}
-            self.step_state = {r["name"]: JobState(r["state"]) for r in conn.execute("SELECT * FROM step")}
+        # One connection for the supervisor's life; each tick is one transaction.
+        self.conn = sqlite3.connect(run.path / "run.db", timeout=30)
+        self.conn.row_factory = sqlite3.Row
+        self.max_parallel = int(self.conn.execute("SELECT max_parallel FROM run").fetchone()[0])
+        self.children = {(r["step"], r["idx"]): dict(r) for r in self.conn.execute("SELECT * FROM child")}
+        self.step_state = {r["name"]: JobState(r["state"]) for r in self.conn.execute("SELECT * FROM step")}
 
     def stop(self, _signum: int = 0, _frame: object = None) -> None:
         self.stopping = True
 
     def loop(self) -> JobState:
+        try:
+            return self._loop()
+        finally:
+            self.conn.close()
+
+    def _loop(self) -> JobState:
         while True:
-            with self.run.db() as conn:
+            with self.conn as conn:
                 self._reap(conn)
                 if self.stopping:
                     return self._kill_all(conn)
@@ -302,15 +311,12 @@ class Supervisor:
                 else:
                     self._set_step(conn, name, JobState.SUCCEEDED)
             else:
-                new_step = (
-                    JobState.RUNNING
-                    if any(s is JobState.RUNNING for s in states)
-                    else (
-                        JobState.RUNNABLE if any(s is JobState.RUNNABLE for s in states) else JobState.PENDING
-                    )
+                # Like a Batch array parent: the most advanced state among its live children.
+                live = next(
+                    (s for s in (JobState.RUNNING, JobState.RUNNABLE) if s in states), JobState.PENDING
                 )
-                if new_step != state:
-                    self._set_step(conn, name, new_step)
+                if live != state:
+                    self._set_step(conn, name, live)
 
     def _dependency_met(self, dep: dict[str, Any], index: int) -> bool:
         if dep["n_to_n"]:
@@ -483,9 +489,7 @@ def status(run_id: str) -> dict[str, Any]:
     doc_steps = []
     for step in steps:
         kids = by_step.get(step["name"], [])
-        counts: dict[str, int] = {}
-        for kid in kids:
-            counts[kid["state"]] = counts.get(kid["state"], 0) + 1
+        counts = dict(Counter(kid["state"] for kid in kids))
         markers = Markers(store, step["name"])
         done = markers.indices(DONE)
         failed = markers.indices(FAILED) - done
@@ -510,7 +514,7 @@ def status(run_id: str) -> dict[str, Any]:
                         "reason": k["reason"],
                     }
                     for k in kids
-                    if k["state"] == JobState.FAILED and k["reason"] not in (DEPENDENCY_FAILED,)
+                    if k["state"] == JobState.FAILED and k["reason"] != DEPENDENCY_FAILED
                 ],
             }
         )
@@ -529,34 +533,38 @@ def status(run_id: str) -> dict[str, Any]:
 
 def list_runs() -> list[dict[str, Any]]:
     """Every run under $OPSCTL_HOME, newest first."""
-    rows = []
     base = runs_dir()
-    for path in base.iterdir() if base.is_dir() else []:
-        if not (path / "run.db").is_file():
-            continue
-        row = LocalRun(path.name, path).run_row()
-        rows.append(
-            {
-                "run_id": row["id"],
-                "pipeline": row["pipeline"],
-                "backend": "local",
-                "state": row["state"],
-                "created": _iso(row["created"]),
-                "_t": row["created"],
-            }
-        )
-    rows.sort(key=lambda r: r.pop("_t"), reverse=True)
-    return rows
+    found = [
+        LocalRun(p.name, p).run_row()
+        for p in (base.iterdir() if base.is_dir() else [])
+        if (p / "run.db").is_file()
+    ]
+    found.sort(key=lambda row: row["created"], reverse=True)
+    return [
+        {
+            "run_id": row["id"],
+            "pipeline": row["pipeline"],
+            "backend": "local",
+            "state": row["state"],
+            "created": _iso(row["created"]),
+        }
+        for row in found
+    ]
 
 
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
-def tail(path: Path, lines: int = 10) -> list[str]:
-    if not path.exists():
+def tail(path: Path, lines: int = 10, window: int = 16384) -> list[str]:
+    """The last lines of a log, reading only its end: logs of long steps run to megabytes."""
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - window))
+            data = f.read()
+    except FileNotFoundError:
         return []
-    return path.read_text(errors="replace").splitlines()[-lines:]
+    return data.decode(errors="replace").splitlines()[-lines:]
 
 
 if __name__ == "__main__":

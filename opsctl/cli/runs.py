@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -69,10 +70,7 @@ def watch(
     """
     local = _local(backend)
     if as_json:
-        doc = local.status(run_id)
-        while doc["state"] not in TERMINAL and not doc.get("reason"):
-            time.sleep(interval)
-            doc = local.status(run_id)
+        doc = _follow(local, run_id, interval)
         typer.echo(json.dumps(doc, indent=2))
     else:
         from rich.console import Console
@@ -80,14 +78,26 @@ def watch(
 
         from opsctl.cli.render import status_table
 
-        doc = local.status(run_id)
-        with Live(status_table(doc), console=Console(), auto_refresh=False) as live:
-            while doc["state"] not in TERMINAL and not doc.get("reason"):
-                time.sleep(interval)
-                doc = local.status(run_id)
-                live.update(status_table(doc), refresh=True)
+        with Live(console=Console(), auto_refresh=False) as live:
+            doc = _follow(local, run_id, interval, lambda d: live.update(status_table(d), refresh=True))
         _print_failures(local, run_id, doc)
     raise typer.Exit(0 if doc["state"] == "SUCCEEDED" else 1)
+
+
+def _follow(
+    local: Any, run_id: str, interval: float, show: Callable[[dict[str, Any]], None] = lambda _: None
+) -> dict[str, Any]:
+    """Poll the status until the run will not change by itself, showing each document.
+
+    That is when it ended, or when its supervisor died (the status then carries a reason
+    while the run is not terminal, and only `opsctl resume` moves it on).
+    """
+    while True:
+        doc: dict[str, Any] = local.status(run_id)
+        show(doc)
+        if doc["state"] in TERMINAL or doc.get("reason"):
+            return doc
+        time.sleep(interval)
 
 
 def _print_failures(local: Any, run_id: str, doc: dict[str, Any]) -> None:
