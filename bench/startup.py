@@ -1,7 +1,8 @@
 """Start-up time of `opsctl --help` against a bare `python -c pass`, in the same run.
 
 Every status poll and every shell completion pays the CLI's start-up, so it must stay small
-next to the interpreter's own. The worker's start-up is shown too: every array child pays it.
+next to the interpreter's own. `validate --json` is a whole command: option parsing, the spec
+and its list file, the plan. The worker's start-up is shown too: every array child pays it.
 
 Usage: python bench/startup.py [--runs N]
 """
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
 TARGET_RATIO = 8.0  # opsctl --help within 8x a bare interpreter start
 
 
@@ -33,6 +35,12 @@ def main() -> None:
     cases = {
         "python -c pass": [sys.executable, "-c", "pass"],
         "opsctl --help": [str(BIN / "opsctl"), "--help"],
+        "opsctl validate --json": [
+            str(BIN / "opsctl"),
+            "validate",
+            str(ROOT / "examples" / "hello.yaml"),
+            "--json",
+        ],
         "opsctl-worker --help": [str(BIN / "opsctl-worker"), "--help"],
     }
     for argv in cases.values():  # warm the file cache once
@@ -49,6 +57,8 @@ def main() -> None:
         print(f"{name:<24}{median * 1000:>10.1f}{min(times) * 1000:>10.1f}{median / base:>8.2f}")
     ratio = statistics.median(samples["opsctl --help"]) / base
     print(f"RESULT help_vs_python {ratio:.2f} ratio target <= {TARGET_RATIO}")
+    validate_ratio = statistics.median(samples["opsctl validate --json"]) / base
+    print(f"RESULT validate_vs_python {validate_ratio:.2f} ratio target <= {TARGET_RATIO}")
     worker_ratio = statistics.median(samples["opsctl-worker --help"]) / base
     print(f"RESULT worker_help_vs_python {worker_ratio:.2f} ratio target <= {TARGET_RATIO}")
 
