@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -12,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from opsctl import pipeline
+from opsctl.backends import local
 from opsctl.backends.local import pid_alive
+from opsctl.states import JobState
 
 OPSCTL = str(Path(sys.executable).parent / "opsctl")
 
@@ -241,3 +245,94 @@ def test_list_and_unknown_run(home: Path) -> None:
     assert set(rows[0]) == {"run_id", "pipeline", "backend", "state", "created"}
     missing = opsctl("status", "nope-20260101-000000-0000")
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+
+
+def test_timeout_stops_the_child(home: Path) -> None:
+    """The supervisor in-process with a clock that jumps past the deadline once the command runs."""
+    started = home / "started"
+    spec = write_spec(
+        home,
+        f"name: slow\nsteps:\n  - name: s\n    queue: cpu\n    retries: 0\n    timeout: 60\n"
+        f"    command: touch {started}; sleep 30\n",
+    )
+    run = local.create_run(pipeline.load(spec))
+
+    def clock() -> float:
+        # 62 s later than real time once the command has started: past the 60 s deadline, not
+        # yet past deadline + KILL_GRACE, so the worker gets SIGTERM first.
+        return time.monotonic() + (62.0 if started.exists() else 0.0)
+
+    began = time.monotonic()
+    state = local.Supervisor(run, clock=clock).loop()
+    assert state == JobState.FAILED
+    assert time.monotonic() - began < 15
+    doc = local.status(run.run_id)
+    child = doc["steps"][0]["failed_children"][0]
+    assert child["reason"] == "timeout after 60 s" and child["attempt"] == 1
+    assert "stopped by SIGTERM" in run.log_path("s", 0).read_text()
+    with sqlite3.connect(run.path / "run.db") as conn:
+        (pid,) = conn.execute("SELECT pid FROM child").fetchone()
+    assert not pid_alive(pid)
+
+
+def test_ten_thousand_commands(home: Path) -> None:
+    spec = write_spec(
+        home,
+        "name: many\nsteps:\n  - name: s\n    queue: cpu\n    array_size: 4\n"
+        "    commands: {template: 'true {i}', range: 10000}\n",
+    )
+    code, doc, _ = watch(launch(spec, "--max-parallel", "2"))
+    assert code == 0
+    step = steps_by_name(doc)["s"]
+    assert step["commands"] == {"total": 10000, "done": 10000, "failed": 0}
+    assert step["counts"] == {"SUCCEEDED": 4}
+
+
+def test_dead_supervisor_is_reported_and_resume_finishes_the_run(home: Path) -> None:
+    out = home / "out"
+    out.mkdir()
+    spec = write_spec(
+        home,
+        f"name: orphan\nsteps:\n  - name: s\n    queue: cpu\n    array_size: 2\n"
+        f"    commands: {{template: 'echo ran >> {out}/{{i}}; test -e {home}/go || sleep 30', range: 4}}\n",
+    )
+    run_id = launch(spec, "--max-parallel", "2")
+    deadline = time.monotonic() + 20
+    while len(list(out.iterdir())) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    run = local.LocalRun.find(run_id)
+    os.kill(run.run_row()["supervisor_pid"], signal.SIGKILL)
+    time.sleep(0.2)
+
+    doc = json.loads(opsctl("status", run_id, "--json").stdout)
+    assert doc["state"] == "RUNNING"
+    assert doc["reason"].startswith("supervisor died")
+    code, _, _ = watch(run_id)
+    assert code == 1, "watch does not wait for a run nobody drives"
+
+    (home / "go").touch()
+    assert opsctl("resume", run_id).returncode == 0
+    code, doc, _ = watch(run_id)
+    assert code == 0 and doc["reason"] is None
+    assert [len((out / str(k)).read_text().split()) for k in range(4)] == [2, 1, 2, 1]
+
+
+def test_text_status_and_logs_follow(home: Path) -> None:
+    spec = write_spec(
+        home,
+        "name: shown\nsteps:\n  - name: first-step\n    queue: cpu\n    array_size: 2\n"
+        "    commands: ['echo hello from zero; sleep 1', 'echo hello from one; sleep 1']\n",
+    )
+    run_id = launch(spec)
+    follow = opsctl("logs", run_id, "first-step", "--follow")
+    assert follow.returncode == 0
+    assert "hello from zero" in follow.stdout and "hello from one" in follow.stdout
+    assert '"event": "finished"' in follow.stdout, "follow stops only after the run ended"
+    text = opsctl("status", run_id)
+    assert text.returncode == 0
+    assert run_id in text.stdout and "first-step" in text.stdout and "2/2" in text.stdout
+    listed = opsctl("list")
+    assert run_id in listed.stdout and "SUCCEEDED" in listed.stdout
+    missing = opsctl("logs", run_id, "nope")
+    assert missing.returncode == 1 and "step 'nope' is not in run" in missing.stderr

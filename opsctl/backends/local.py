@@ -133,7 +133,13 @@ def pid_alive(pid: int) -> bool:
 
 def launch(spec_path: Path, max_parallel: int | None = None) -> str:
     """Create the run directory and start its supervisor; return the run id at once."""
-    pipe = spec.load(spec_path)
+    run = create_run(spec.load(spec_path), max_parallel)
+    start_supervisor(run)
+    return run.run_id
+
+
+def create_run(pipe: spec.Pipeline, max_parallel: int | None = None) -> LocalRun:
+    """The run directory and database of a new run, every job SUBMITTED; nothing runs yet."""
     run_id = new_run_id(pipe.name)
     run = LocalRun(run_id, runs_dir() / run_id)
     (run.path / "lists").mkdir(parents=True)
@@ -157,8 +163,7 @@ def launch(spec_path: Path, max_parallel: int | None = None) -> str:
                 "INSERT INTO child VALUES (?, ?, ?, 0, NULL, NULL, NULL, NULL, NULL)",
                 [(step.name, i, JobState.SUBMITTED) for i in range(step.array_size)],
             )
-    start_supervisor(run)
-    return run_id
+    return run
 
 
 def start_supervisor(run: LocalRun) -> int:
