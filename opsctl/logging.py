@@ -29,5 +29,6 @@ def configure(stream: TextIO | None = None, *, json: bool | None = None) -> None
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
         logger_factory=structlog.PrintLoggerFactory(out),
-        cache_logger_on_first_use=False,
+        # The worker logs one event per command: resolve the processor chain once.
+        cache_logger_on_first_use=True,
     )
