@@ -79,6 +79,7 @@ steps:
     assert [line[0] for line in log.read_text().split()] == ["a"] * 6 + ["b"] + ["c"] * 4
     c = steps_by_name(doc)["c"]
     assert c["counts"] == {"SUCCEEDED": 2} and c["commands"] == {"total": 4, "done": 4, "failed": 0}
+    assert steps_by_name(doc)["a"]["elapsed"] >= 0.2, "two 0.1 s commands a child, one after the other"
 
 
 def test_concurrency_bound(home: Path) -> None:

@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS run (
     created REAL, finished REAL, supervisor_pid INTEGER, max_parallel INTEGER
 );
 CREATE TABLE IF NOT EXISTS step (
-    name TEXT PRIMARY KEY, position INTEGER, state TEXT, reason TEXT
+    name TEXT PRIMARY KEY, position INTEGER, state TEXT, reason TEXT, started REAL, finished REAL
 );
 CREATE TABLE IF NOT EXISTS child (
     step TEXT, idx INTEGER, state TEXT, attempt INTEGER, pid INTEGER,
@@ -158,7 +158,10 @@ def create_run(pipe: spec.Pipeline, max_parallel: int | None = None) -> LocalRun
             (run_id, pipe.name, JobState.SUBMITTED, time.time(), max_parallel or os.cpu_count() or 1),
         )
         for position, step in enumerate(pipe.steps):
-            conn.execute("INSERT INTO step VALUES (?, ?, ?, NULL)", (step.name, position, JobState.SUBMITTED))
+            conn.execute(
+                "INSERT INTO step VALUES (?, ?, ?, NULL, NULL, NULL)",
+                (step.name, position, JobState.SUBMITTED),
+            )
             conn.executemany(
                 "INSERT INTO child VALUES (?, ?, ?, 0, NULL, NULL, NULL, NULL, NULL)",
                 [(step.name, i, JobState.SUBMITTED) for i in range(step.array_size)],
@@ -253,7 +256,14 @@ class Supervisor:
         self, conn: sqlite3.Connection, name: str, state: JobState, reason: str | None = None
     ) -> None:
         self.step_state[name] = state
-        conn.execute("UPDATE step SET state = ?, reason = ? WHERE name = ?", (state, reason, name))
+        now = time.time()
+        # started: when its first child started running; finished: when it ended.
+        conn.execute(
+            "UPDATE step SET state = ?, reason = ?, "
+            "started = CASE WHEN started IS NULL AND ? THEN ? ELSE started END, "
+            "finished = CASE WHEN ? THEN ? ELSE NULL END WHERE name = ?",
+            (state, reason, state is JobState.RUNNING, now, state in TERMINAL, now, name),
+        )
 
     def _reap(self, conn: sqlite3.Connection) -> None:
         now = self.clock()
@@ -397,15 +407,11 @@ def terminate_groups(pgids: list[int], wait: Callable[[], bool], grace: float = 
 
 def mark_killed(conn: sqlite3.Connection) -> None:
     """Everything not finished ends FAILED, "killed by user"."""
-    for table in ("child", "step"):
+    for table in ("child", "step", "run"):
         conn.execute(
-            f"UPDATE {table} SET state = ?, reason = ? WHERE state NOT IN (?, ?)",  # noqa: S608 - fixed names
-            (JobState.FAILED, KILLED, JobState.SUCCEEDED, JobState.FAILED),
+            f"UPDATE {table} SET state = ?, reason = ?, finished = ? WHERE state NOT IN (?, ?)",  # noqa: S608 - fixed names
+            (JobState.FAILED, KILLED, time.time(), JobState.SUCCEEDED, JobState.FAILED),
         )
-    conn.execute(
-        "UPDATE run SET state = ?, reason = ?, finished = ? WHERE state NOT IN (?, ?)",
-        (JobState.FAILED, KILLED, time.time(), JobState.SUCCEEDED, JobState.FAILED),
-    )
 
 
 def supervise(run_dir: Path) -> int:
@@ -462,7 +468,7 @@ def resume(run_id: str) -> str:
             (JobState.SUBMITTED, JobState.SUCCEEDED),
         )
         conn.execute(
-            "UPDATE step SET state = ?, reason = NULL WHERE state != ?",
+            "UPDATE step SET state = ?, reason = NULL, started = NULL, finished = NULL WHERE state != ?",
             (JobState.SUBMITTED, JobState.SUCCEEDED),
         )
     start_supervisor(run)
@@ -491,6 +497,7 @@ def status(run_id: str) -> dict[str, Any]:
         by_step.setdefault(child["step"], []).append(child)
     manifest_steps = {s["name"]: s for s in run.manifest["steps"]}
     store = LocalStore(run.path / "state")
+    now = time.time()
     doc_steps = []
     for step in steps:
         kids = by_step.get(step["name"], [])
@@ -506,6 +513,7 @@ def status(run_id: str) -> dict[str, Any]:
                 "reason": step["reason"],
                 "array_size": len(kids),
                 "counts": counts,
+                "elapsed": round((step["finished"] or now) - step["started"], 1) if step["started"] else None,
                 "commands": {
                     "total": manifest_steps[step["name"]]["commands"],
                     "done": len(done),
@@ -523,7 +531,7 @@ def status(run_id: str) -> dict[str, Any]:
                 ],
             }
         )
-    finished = row["finished"] or time.time()
+    finished = row["finished"] or now
     return {
         "run_id": run_id,
         "pipeline": row["pipeline"],

@@ -21,14 +21,19 @@ def status_table(doc: dict[str, Any]) -> Group:
     if doc.get("reason"):
         title.append(f"  ({doc['reason']})")
     table = Table(title=title, title_justify="left")
-    for column in ("step", "queue", "state", "children", "commands", ""):
-        table.add_column(column)
+    for column in ("step", "queue", "state", "children", "commands", "", "elapsed"):
+        table.add_column(
+            column,
+            justify="right" if column == "elapsed" else "left",
+            no_wrap=column in ("step", "state", "children"),
+        )
     for step in doc["steps"]:
         step_state = JobState(step["state"])
-        counts = Text()
-        for s in ORDER:
-            if n := step["counts"].get(s.value):
-                counts.append(f"{s.value.lower()} {n}  ", style=STYLE[s])
+        counts = Text(" ").join(
+            Text(f"{s.value.lower()} {n}", style=STYLE[s])
+            for s in ORDER
+            if (n := step["counts"].get(s.value))
+        )
         commands = step["commands"]
         done_text = f"{commands['done']}/{commands['total']}"
         if commands["failed"]:
@@ -39,7 +44,8 @@ def status_table(doc: dict[str, Any]) -> Group:
             Text(step_state.value, style=STYLE[step_state]),
             counts,
             done_text,
-            ProgressBar(total=max(commands["total"], 1), completed=commands["done"], width=20),
+            ProgressBar(total=max(commands["total"], 1), completed=commands["done"], width=12),
+            "-" if step["elapsed"] is None else f"{step['elapsed']:.1f} s",
         )
     return Group(table)
 
