@@ -337,3 +337,11 @@ def test_text_status_and_logs_follow(home: Path) -> None:
     assert run_id in listed.stdout and "SUCCEEDED" in listed.stdout
     missing = opsctl("logs", run_id, "nope")
     assert missing.returncode == 1 and "step 'nope' is not in run" in missing.stderr
+
+
+def test_launch_watch_json_prints_one_document(home: Path) -> None:
+    spec = write_spec(home, "name: both\nsteps:\n  - name: s\n    queue: cpu\n    command: 'true'\n")
+    result = opsctl("launch", str(spec), "--watch", "--json")
+    assert result.returncode == 0
+    doc = json.loads(result.stdout)
+    assert doc["state"] == "SUCCEEDED" and doc["run_id"].startswith("both-")

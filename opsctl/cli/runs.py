@@ -44,17 +44,18 @@ def launch(
 ) -> None:
     """Start a run and print its id.
 
-    Validates SPEC first; the local backend is the default.
+    Validates SPEC first; the local backend is the default. With --json: {"run_id": ...}, or
+    with --watch as well, the final status document (which holds the run id).
     """
     local = _local(backend)
     run_id = local.launch(spec, max_parallel)
-    if as_json and not watch_run:
-        typer.echo(json.dumps({"run_id": run_id}))
-    else:
+    if not as_json:
         typer.echo(run_id)
         typer.echo(f"run directory (logs, markers): {local.runs_dir() / run_id}", err=True)
     if watch_run:
-        watch(run_id, backend, infra, as_json=as_json)
+        watch(run_id, backend, infra, as_json=as_json)  # with --json: the final status document
+    elif as_json:
+        typer.echo(json.dumps({"run_id": run_id}))
 
 
 def watch(
