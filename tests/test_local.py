@@ -345,3 +345,20 @@ def test_launch_watch_json_prints_one_document(home: Path) -> None:
     assert result.returncode == 0
     doc = json.loads(result.stdout)
     assert doc["state"] == "SUCCEEDED" and doc["run_id"].startswith("both-")
+
+
+def test_kill_never_signals_a_process_that_only_shares_a_recorded_pid(home: Path) -> None:
+    spec = write_spec(home, "name: reuse\nsteps:\n  - name: s\n    queue: cpu\n    command: 'true'\n")
+    run = local.create_run(pipeline.load(spec))
+    bystander = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        with sqlite3.connect(run.path / "run.db") as conn:  # as if its pid had been reused
+            conn.execute("UPDATE run SET state = 'RUNNING', supervisor_pid = ?", (bystander.pid,))
+            conn.execute("UPDATE child SET state = 'RUNNING', pid = ?", (bystander.pid,))
+        assert local.status(run.run_id)["reason"].startswith("supervisor died")
+        assert local.kill(run.run_id) == f"{run.run_id} killed"
+        assert bystander.poll() is None, "the bystander is still running"
+        assert local.status(run.run_id)["state"] == "FAILED"
+    finally:
+        bystander.kill()
+        bystander.wait()

@@ -110,7 +110,7 @@ class LocalRun:
 
     def supervisor_alive(self) -> bool:
         pid = self.run_row()["supervisor_pid"]
-        return bool(pid) and pid_alive(pid)
+        return bool(pid) and runs_for(pid, self.run_id)
 
 
 def pid_alive(pid: int) -> bool:
@@ -126,6 +126,23 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return True  # no /proc (macOS): trust kill(0)
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def runs_for(pid: int, run_id: str) -> bool:
+    """True if `pid` is alive and works for `run_id` (OPSCTL_RUN_ID in its environment).
+
+    The pid alone is not enough: once a run's processes are gone, another process may get the
+    pid, and kill and resume signal whole process groups.
+    """
+    if not pid_alive(pid):
+        return False
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except PermissionError:
+        return False  # another user's process: never ours
+    except OSError:
+        return True  # no /proc (macOS): the pid is all there is
+    return f"OPSCTL_RUN_ID={run_id}".encode() in environ.split(b"\0")
 
 
 # --- launch -----------------------------------------------------------------------------------
@@ -174,6 +191,7 @@ def start_supervisor(run: LocalRun) -> int:
     with (run.path / "supervisor.log").open("ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "opsctl.backends.local", str(run.path)],
+            env={**os.environ, "OPSCTL_RUN_ID": run.run_id},  # marks it as this run's (runs_for)
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -433,7 +451,7 @@ def kill(run_id: str) -> str:
     if row["state"] in TERMINAL and not _live_children(run):
         return f"{run_id} already ended {row['state']}" + (f" ({row['reason']})" if row["reason"] else "")
     supervisor_pid = row["supervisor_pid"]
-    if supervisor_pid and pid_alive(supervisor_pid):
+    if supervisor_pid and runs_for(supervisor_pid, run_id):
         os.kill(supervisor_pid, signal.SIGTERM)  # it stops its children and records the kill
         deadline = time.monotonic() + KILL_GRACE + 3
         while pid_alive(supervisor_pid) and time.monotonic() < deadline:
@@ -478,7 +496,7 @@ def resume(run_id: str) -> str:
 def _live_children(run: LocalRun) -> list[int]:
     with run.db() as conn:
         pids = [r[0] for r in conn.execute("SELECT pid FROM child WHERE pid IS NOT NULL")]
-    return [pid for pid in pids if pid_alive(pid)]
+    return [pid for pid in pids if runs_for(pid, run.run_id)]
 
 
 def status(run_id: str) -> dict[str, Any]:
@@ -490,7 +508,7 @@ def status(run_id: str) -> dict[str, Any]:
         children = conn.execute("SELECT * FROM child ORDER BY step, idx").fetchall()
     state = row["state"]
     reason = row["reason"]
-    if state not in TERMINAL and row["supervisor_pid"] and not pid_alive(row["supervisor_pid"]):
+    if state not in TERMINAL and row["supervisor_pid"] and not runs_for(row["supervisor_pid"], run_id):
         reason = "supervisor died: `opsctl resume` continues the run"
     by_step: dict[str, list[sqlite3.Row]] = {}
     for child in children:
