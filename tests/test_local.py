@@ -336,7 +336,7 @@ def test_text_status_and_logs_follow(home: Path) -> None:
     listed = opsctl("list")
     assert run_id in listed.stdout and "SUCCEEDED" in listed.stdout
     missing = opsctl("logs", run_id, "nope")
-    assert missing.returncode == 1 and "step 'nope' is not in run" in missing.stderr
+    assert missing.returncode == 2 and "step 'nope' is not in run" in missing.stderr
 
 
 def test_launch_watch_json_prints_one_document(home: Path) -> None:

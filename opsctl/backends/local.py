@@ -400,9 +400,6 @@ class Supervisor:
     def _kill_all(self, conn: sqlite3.Connection) -> JobState:
         procs = [child.proc for child in self.running.values()]
         terminate_groups([p.pid for p in procs], wait=lambda: all(p.poll() is not None for p in procs))
-        for key in self.running:
-            self._set_child(conn, key, state=JobState.FAILED, reason=KILLED, finished=time.time())
-        self.running.clear()
         mark_killed(conn)
         return JobState.FAILED
 
@@ -585,6 +582,35 @@ def list_runs() -> list[dict[str, Any]]:
 
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+def logs(run_id: str, step: str, index: int | None, *, follow: bool, poll: float = 0.5) -> Iterator[bytes]:
+    """A step's logs (one child's, or all), as they grow while `follow` and the step runs."""
+    run = LocalRun.find(run_id)
+    sizes = {s["name"]: s["array_size"] for s in run.manifest["steps"]}
+    if step not in sizes:
+        raise BadInput(f"step '{step}' is not in run {run_id} (steps: {', '.join(sizes)})")
+    if index is not None and index >= sizes[step]:
+        raise BadInput(f"--index {index}: step '{step}' has children 0..{sizes[step] - 1}")
+    offsets = dict.fromkeys([index] if index is not None else range(sizes[step]), 0)
+    while True:
+        # Read the state before the files: whatever was written before the step ended is then
+        # printed by this pass, so the last lines are never lost.
+        with run.db() as conn:
+            ended = conn.execute("SELECT state FROM step WHERE name = ?", (step,)).fetchone()[0] in TERMINAL
+        for i in offsets:
+            try:
+                with run.log_path(step, i).open("rb") as f:
+                    f.seek(offsets[i])
+                    data = f.read()
+            except FileNotFoundError:
+                continue  # the child has not started
+            offsets[i] += len(data)
+            if data:
+                yield data  # bytes: a UTF-8 character may straddle two reads
+        if not follow or ended or not run.supervisor_alive():
+            return
+        time.sleep(poll)
 
 
 def tail(path: Path, lines: int = 10, window: int = 16384) -> list[str]:

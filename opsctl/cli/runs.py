@@ -9,7 +9,6 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -153,30 +152,9 @@ def logs(
 
     Each child's output and the worker's events.
     """
-    local = _local(backend)
-    run = local.LocalRun.find(run_id)
-    sizes = {s["name"]: s["array_size"] for s in run.manifest["steps"]}
-    if step not in sizes:
-        raise OpsctlError(f"step '{step}' is not in run {run_id} (steps: {', '.join(sizes)})")
-    indices = [index] if index is not None else list(range(sizes[step]))
-    if index is not None and index >= sizes[step]:
-        raise OpsctlError(f"--index {index}: step '{step}' has children 0..{sizes[step] - 1}")
-    offsets = dict.fromkeys(indices, 0)
-    while True:
-        for i in indices:
-            path: Path = run.log_path(step, i)
-            if not path.exists():
-                continue
-            with path.open("rb") as f:
-                f.seek(offsets[i])
-                data = f.read()
-            offsets[i] += len(data)
-            if data:
-                sys.stdout.write(data.decode(errors="replace"))
-                sys.stdout.flush()
-        if not follow or run.run_row()["state"] in TERMINAL:
-            return
-        time.sleep(0.5)
+    for chunk in _local(backend).logs(run_id, step, index, follow=follow):
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
 
 
 def list_runs(backend: Backend = None, infra: Infra = None, as_json: Json = False) -> None:
