@@ -58,20 +58,28 @@ def manifest(pipeline: Pipeline, run_id: str, backend: str, list_uris: dict[str,
     }
 
 
-def worker_environment(
-    step: dict[str, Any], run_id: str, state_uri: str, index: int, attempt: int
-) -> dict[str, str]:
-    """The worker contract (docs/worker.md) for one child, as AWS Batch plus opsctl set it."""
-    env = {
+def contract_environment(step: dict[str, Any], run_id: str, state_uri: str) -> dict[str, str]:
+    """The worker contract (docs/worker.md) that opsctl sets for every child of a step.
+
+    AWS Batch adds AWS_BATCH_JOB_ARRAY_INDEX and AWS_BATCH_JOB_ATTEMPT itself (and refuses
+    overrides of AWS_BATCH_* names); the local backend adds them in `local_environment`.
+    """
+    return {
         **step["env"],
         "ARRAY_SIZE": str(step["array_size"]),
         "LIST_FILE_S3_PATH": step["list_uri"],
-        "AWS_BATCH_JOB_ATTEMPT": str(attempt),
         "OPSCTL_RUN_ID": run_id,
         "OPSCTL_STEP": step["name"],
         "OPSCTL_STATE_URI": state_uri,
         "OPSCTL_SPLIT": step["split"],
     }
+
+
+def local_environment(
+    step: dict[str, Any], run_id: str, state_uri: str, index: int, attempt: int
+) -> dict[str, str]:
+    """The contract plus what AWS Batch would have set: the child's index and attempt."""
+    env = {**contract_environment(step, run_id, state_uri), "AWS_BATCH_JOB_ATTEMPT": str(attempt)}
     if step["array_size"] > 1:  # Batch sets the index for array children only
         env["AWS_BATCH_JOB_ARRAY_INDEX"] = str(index)
     return env

@@ -34,11 +34,11 @@ from typing import IO, Any
 
 from opsctl import pipeline as spec
 from opsctl.errors import BadInput, OpsctlError
-from opsctl.runs import manifest, new_run_id, opsctl_home, worker_environment
+from opsctl.runs import local_environment, manifest, new_run_id, opsctl_home
 from opsctl.states import TERMINAL, JobState
 from opsctl.storage import LocalStore
 from worker.listfile import render_commands
-from worker.markers import DONE, FAILED, Markers
+from worker.markers import Markers
 
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 KILLED = "killed by user"
@@ -376,7 +376,7 @@ class Supervisor:
         log = log_path.open("ab")
         log.write(f"== {self.run.run_id} {step['name']}[{index}] attempt {attempt} ==\n".encode())
         log.flush()
-        env = {**os.environ, **worker_environment(step, self.run.run_id, self.run.state_uri, index, attempt)}
+        env = {**os.environ, **local_environment(step, self.run.run_id, self.run.state_uri, index, attempt)}
         proc = subprocess.Popen(
             [sys.executable, "-m", "worker", "run"],
             stdin=subprocess.DEVNULL,
@@ -517,9 +517,7 @@ def status(run_id: str) -> dict[str, Any]:
     for step in steps:
         kids = by_step.get(step["name"], [])
         counts = dict(Counter(kid["state"] for kid in kids))
-        markers = Markers(store, step["name"])
-        done = markers.indices(DONE)
-        failed = markers.indices(FAILED) - done
+        done, failed = Markers(store, step["name"]).scan()
         doc_steps.append(
             {
                 "name": step["name"],
