@@ -66,11 +66,13 @@ def test_infra_subcommands_are_registered() -> None:
         assert sub in result.stdout
 
 
-def test_aws_backend_not_yet_says_so_in_one_line() -> None:
-    result = opsctl("status", "hello-20261128-120000-abcd", "--backend", "aws")
-    assert result.returncode == 1
+def test_aws_backend_without_infra_file_is_bad_input(tmp_path: Path) -> None:
+    result = opsctl(
+        "status", "hello-20261128-120000-abcd", "--backend", "aws", "--infra", str(tmp_path / "no.json")
+    )
+    assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
-    assert "--backend aws: the AWS Batch backend is not in this version yet" in result.stderr
+    assert "no.json: infra outputs file not found" in result.stderr
 
 
 def test_usage_errors_exit_2() -> None:

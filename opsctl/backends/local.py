@@ -622,6 +622,42 @@ def tail(path: Path, lines: int = 10, window: int = 16384) -> list[str]:
     return data.decode(errors="replace").splitlines()[-lines:]
 
 
+class LocalBackend:
+    """This module behind the interface every backend offers (opsctl.backends.base.Backend)."""
+
+    name = "local"
+
+    def launch(self, spec_path: Path, max_parallel: int | None = None) -> str:
+        return launch(spec_path, max_parallel)
+
+    def status(self, run_id: str) -> dict[str, Any]:
+        return status(run_id)
+
+    def failures(self, run_id: str, doc: dict[str, Any]) -> list[str]:
+        run = LocalRun.find(run_id)
+        lines = []
+        for step in doc["steps"]:
+            for child in step["failed_children"]:
+                lines.append(
+                    f"{step['name']}[{child['index']}] failed: {child['reason']} "
+                    f"(attempt {child['attempt']}, exit code {child['exit_code']})"
+                )
+                lines.extend(f"    {line}" for line in tail(run.log_path(step["name"], child["index"])))
+        return lines
+
+    def kill(self, run_id: str) -> str:
+        return kill(run_id)
+
+    def resume(self, run_id: str) -> str:
+        return resume(run_id)
+
+    def logs(self, run_id: str, step: str, index: int | None, *, follow: bool) -> Iterator[bytes]:
+        return logs(run_id, step, index, follow=follow)
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        return list_runs()
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         raise SystemExit("usage: python -m opsctl.backends.local RUN_DIR")

@@ -15,9 +15,9 @@ from opsctl.states import ORDER, STYLE, JobState
 def status_table(doc: dict[str, Any]) -> Group:
     """The live table: step, queue, state, children by state, commands done/total, elapsed."""
     state = JobState(doc["state"])
-    title = Text.assemble(
-        (doc["run_id"], "bold"), "  ", (state.value, STYLE[state]), f"  {doc['elapsed']:.0f} s"
-    )
+    title = Text.assemble((doc["run_id"], "bold"), "  ", (state.value, STYLE[state]))
+    if doc.get("elapsed") is not None:
+        title.append(f"  {doc['elapsed']:.0f} s")
     if doc.get("reason"):
         title.append(f"  ({doc['reason']})")
     table = Table(title=title, title_justify="left")
@@ -48,16 +48,3 @@ def status_table(doc: dict[str, Any]) -> Group:
             "-" if step["elapsed"] is None else f"{step['elapsed']:.1f} s",
         )
     return Group(table)
-
-
-def failures(doc: dict[str, Any], log_tail: Any) -> list[str]:
-    """Lines explaining each failed child: its reason and the last lines of its log."""
-    lines = []
-    for step in doc["steps"]:
-        for child in step["failed_children"]:
-            lines.append(
-                f"{step['name']}[{child['index']}] failed: {child['reason']} "
-                f"(attempt {child['attempt']}, exit code {child['exit_code']})"
-            )
-            lines.extend(f"    {line}" for line in log_tail(step["name"], child["index"]))
-    return lines

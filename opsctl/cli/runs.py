@@ -1,6 +1,7 @@
 """Run commands: launch, watch, status, kill, resume, logs, list.
 
-The local backend carries them out; `--backend aws` arrives with the AWS Batch backend.
+Each command finds its backend (opsctl.backends.base.get_backend), calls it and renders what
+it returns; no command here knows how a backend does its work.
 """
 
 from __future__ import annotations
@@ -13,24 +14,15 @@ from typing import Annotated, Any
 
 import typer
 
-from opsctl.backends import BackendName
-from opsctl.cli.options import Backend, Infra, Json, RunId, Spec
-from opsctl.errors import OpsctlError
+from opsctl.backends.base import Backend, get_backend, remember
+from opsctl.cli.options import Backend as BackendOption
+from opsctl.cli.options import Infra, Json, RunId, Spec
 from opsctl.states import TERMINAL
-
-
-def _local(backend: BackendName | None) -> Any:
-    """The backend module for this command; only local exists so far."""
-    if backend is BackendName.AWS:
-        raise OpsctlError("--backend aws: the AWS Batch backend is not in this version yet (local works)")
-    from opsctl.backends import local
-
-    return local
 
 
 def launch(
     spec: Spec,
-    backend: Backend = None,
+    backend: BackendOption = None,
     infra: Infra = None,
     watch_run: Annotated[bool, typer.Option("--watch", help="Follow the run until it ends.")] = False,
     max_parallel: Annotated[
@@ -46,20 +38,24 @@ def launch(
     Validates SPEC first; the local backend is the default. With --json: {"run_id": ...}, or
     with --watch as well, the final status document (which holds the run id).
     """
-    local = _local(backend)
-    run_id = local.launch(spec, max_parallel)
+    chosen = get_backend(backend, infra)
+    run_id = chosen.launch(spec, max_parallel)
+    remember(chosen, run_id, infra)
     if not as_json:
         typer.echo(run_id)
-        typer.echo(f"run directory (logs, markers): {local.runs_dir() / run_id}", err=True)
+        if chosen.name == "local":
+            from opsctl.backends.local import runs_dir
+
+            typer.echo(f"run directory (logs, markers): {runs_dir() / run_id}", err=True)
     if watch_run:
-        watch(run_id, backend, infra, as_json=as_json)  # with --json: the final status document
+        _watch(chosen, run_id, 1.0, as_json)  # with --json: the final status document
     elif as_json:
         typer.echo(json.dumps({"run_id": run_id}))
 
 
 def watch(
     run_id: RunId,
-    backend: Backend = None,
+    backend: BackendOption = None,
     infra: Infra = None,
     interval: Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between refreshes.")] = 1.0,
     as_json: Json = False,
@@ -68,9 +64,12 @@ def watch(
 
     A live table, refreshed every --interval seconds; exit 0 if the run succeeded, 1 if it failed.
     """
-    local = _local(backend)
+    _watch(get_backend(backend, infra, run_id), run_id, interval, as_json)
+
+
+def _watch(chosen: Backend, run_id: str, interval: float, as_json: bool) -> None:
     if as_json:
-        doc = _follow(local, run_id, interval)
+        doc = _follow(chosen, run_id, interval)
         typer.echo(json.dumps(doc, indent=2))
     else:
         from rich.console import Console
@@ -79,41 +78,34 @@ def watch(
         from opsctl.cli.render import status_table
 
         with Live(console=Console(), auto_refresh=False) as live:
-            doc = _follow(local, run_id, interval, lambda d: live.update(status_table(d), refresh=True))
-        _print_failures(local, run_id, doc)
+            doc = _follow(chosen, run_id, interval, lambda d: live.update(status_table(d), refresh=True))
+        for line in chosen.failures(run_id, doc):
+            typer.echo(line, err=True)
     raise typer.Exit(0 if doc["state"] == "SUCCEEDED" else 1)
 
 
 def _follow(
-    local: Any, run_id: str, interval: float, show: Callable[[dict[str, Any]], None] = lambda _: None
+    chosen: Backend, run_id: str, interval: float, show: Callable[[dict[str, Any]], None] = lambda _: None
 ) -> dict[str, Any]:
     """Poll the status until the run will not change by itself, showing each document.
 
-    That is when it ended, or when its supervisor died (the status then carries a reason
-    while the run is not terminal, and only `opsctl resume` moves it on).
+    That is when it ended, or when nothing drives it any more (the status then carries a
+    reason while the run is not terminal, and only `opsctl resume` moves it on).
     """
     while True:
-        doc: dict[str, Any] = local.status(run_id)
+        doc = chosen.status(run_id)
         show(doc)
         if doc["state"] in TERMINAL or doc.get("reason"):
             return doc
         time.sleep(interval)
 
 
-def _print_failures(local: Any, run_id: str, doc: dict[str, Any]) -> None:
-    from opsctl.cli.render import failures
-
-    run = local.LocalRun.find(run_id)
-    for line in failures(doc, lambda step, index: local.tail(run.log_path(step, index))):
-        typer.echo(line, err=True)
-
-
-def status(run_id: RunId, backend: Backend = None, infra: Infra = None, as_json: Json = False) -> None:
+def status(run_id: RunId, backend: BackendOption = None, infra: Infra = None, as_json: Json = False) -> None:
     """Print a run's state once.
 
     Each step with its children by state and its commands done.
     """
-    doc = _local(backend).status(run_id)
+    doc = get_backend(backend, infra, run_id).status(run_id)
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
         return
@@ -124,47 +116,49 @@ def status(run_id: RunId, backend: Backend = None, infra: Infra = None, as_json:
     Console().print(status_table(doc))
 
 
-def kill(run_id: RunId, backend: Backend = None, infra: Infra = None) -> None:
+def kill(run_id: RunId, backend: BackendOption = None, infra: Infra = None) -> None:
     """Stop every job of a run.
 
     The run ends FAILED ("killed by user"). Killing a finished run changes nothing.
     """
-    typer.echo(_local(backend).kill(run_id))
+    typer.echo(get_backend(backend, infra, run_id).kill(run_id))
 
 
-def resume(run_id: RunId, backend: Backend = None, infra: Infra = None) -> None:
+def resume(run_id: RunId, backend: BackendOption = None, infra: Infra = None) -> None:
     """Re-run what did not succeed.
 
     Every step that did not succeed runs again; commands already done are skipped.
     """
-    typer.echo(_local(backend).resume(run_id))
+    typer.echo(get_backend(backend, infra, run_id).resume(run_id))
 
 
 def logs(
     run_id: RunId,
     step: Annotated[str, typer.Argument(help="Step name.")],
-    index: Annotated[int | None, typer.Option("--index", min=0, help="Array child (default: all).")] = None,
+    index: Annotated[
+        int | None, typer.Option("--index", min=0, help="Array child (local default: all; aws default: 0).")
+    ] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
-    backend: Backend = None,
+    backend: BackendOption = None,
     infra: Infra = None,
 ) -> None:
     """Print a step's logs.
 
     Each child's output and the worker's events.
     """
-    for chunk in _local(backend).logs(run_id, step, index, follow=follow):
+    for chunk in get_backend(backend, infra, run_id).logs(run_id, step, index, follow=follow):
         sys.stdout.buffer.write(chunk)
         sys.stdout.buffer.flush()
 
 
-def list_runs(backend: Backend = None, infra: Infra = None, as_json: Json = False) -> None:
+def list_runs(backend: BackendOption = None, infra: Infra = None, as_json: Json = False) -> None:
     """List runs, newest first."""
-    rows = _local(backend).list_runs()
+    rows = get_backend(backend, infra).list_runs()
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
-        typer.echo(f"{row['run_id']:<64} {row['state']:<10} {row['created']}")
+        typer.echo(f"{row['run_id']:<64} {row['state'] or '-':<10} {row['created']}")
 
 
 def register(app: typer.Typer) -> None:

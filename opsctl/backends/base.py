@@ -1,0 +1,77 @@
+"""What every backend offers, and which backend a command talks to.
+
+A run launched from this machine is found without `--backend`: local runs by their directory
+under `$OPSCTL_HOME/runs/`, AWS runs by a small record under `$OPSCTL_HOME/aws-runs/` naming the
+infra file they were launched with. With `--backend aws --infra FILE`, any machine finds an AWS
+run from its manifest in the bucket.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from opsctl.backends import BackendName
+from opsctl.errors import BadInput
+from opsctl.runs import opsctl_home
+
+
+class Backend(Protocol):
+    name: str
+
+    def launch(self, spec_path: Path, max_parallel: int | None = None) -> str: ...
+
+    def status(self, run_id: str) -> dict[str, Any]: ...
+
+    def failures(self, run_id: str, doc: dict[str, Any]) -> list[str]:
+        """Lines explaining each failed child: reasons, exit code, last log lines."""
+        ...
+
+    def kill(self, run_id: str) -> str: ...
+
+    def resume(self, run_id: str) -> str: ...
+
+    def logs(self, run_id: str, step: str, index: int | None, *, follow: bool) -> Iterator[bytes]: ...
+
+    def list_runs(self) -> list[dict[str, Any]]: ...
+
+
+def _aws_record(run_id: str) -> Path:
+    return opsctl_home() / "aws-runs" / f"{run_id}.json"
+
+
+def get_backend(name: BackendName | None, infra: Path | None, run_id: str | None = None) -> Backend:
+    """The backend for a command: the one asked for, else the one `run_id` was launched on."""
+    if name is None and run_id is not None:
+        from opsctl.backends import local
+
+        if (local.runs_dir() / run_id / "run.db").is_file():
+            name = BackendName.LOCAL
+        elif _aws_record(run_id).is_file():
+            name = BackendName.AWS
+            infra = infra or Path(json.loads(_aws_record(run_id).read_text())["infra"])
+        else:
+            raise BadInput(
+                f"run '{run_id}' was not launched from this machine ({opsctl_home()}); "
+                "for an AWS run pass --backend aws --infra FILE"
+            )
+    if name is BackendName.AWS:
+        from opsctl.backends.aws import AwsBackend
+        from opsctl.infra import load_outputs
+
+        return AwsBackend(load_outputs(infra))
+    from opsctl.backends.local import LocalBackend
+
+    return LocalBackend()
+
+
+def remember(backend: Backend, run_id: str, infra: Path | None) -> None:
+    """Note where an AWS run was launched from, so later commands here need no flags."""
+    if backend.name == BackendName.AWS.value:
+        from opsctl.infra import DEFAULT_INFRA_FILE
+
+        record = _aws_record(run_id)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"infra": str((infra or DEFAULT_INFRA_FILE).resolve())}))
