@@ -87,3 +87,99 @@ def bucket(moto_endpoint: str) -> str:
     name = f"opsctl-test-{uuid.uuid4().hex[:12]}"
     boto3.client("s3").create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="session")
+def batch_env(moto_endpoint: str) -> dict[str, str]:
+    """Batch resources in moto (no-Docker mode: submitted jobs succeed at once), once a session.
+
+    VPC, subnet, security group, roles, CPU and GPU compute environments, queues, job
+    definitions and the log group: what `make infra` creates, as infra output values.
+    """
+    import json as _json
+
+    import boto3
+
+    request = urllib.request.Request(  # noqa: S310 - 127.0.0.1 only
+        f"{moto_endpoint}/moto-api/config",
+        data=_json.dumps({"batch": {"use_docker": False}}).encode(),
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - 127.0.0.1 only
+        pass
+    ec2 = boto3.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(GroupName="opsctl-test", Description="egress only", VpcId=vpc)[
+        "GroupId"
+    ]
+    iam = boto3.client("iam")
+    trust = _json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "batch.amazonaws.com"},
+                    "Action": "sts:AssumeRole",
+                }
+            ],
+        }
+    )
+    service_role = iam.create_role(RoleName="opsctl-test-batch", AssumeRolePolicyDocument=trust)["Role"][
+        "Arn"
+    ]
+    iam.create_instance_profile(InstanceProfileName="opsctl-test-ecs")
+    profile = iam.get_instance_profile(InstanceProfileName="opsctl-test-ecs")["InstanceProfile"]["Arn"]
+    batch = boto3.client("batch")
+    values = {"region": "us-east-1", "log_group": "/aws/batch/job"}
+    for queue, family in (("cpu", "c5"), ("gpu", "g5")):
+        env = batch.create_compute_environment(
+            computeEnvironmentName=f"opsctl-test-{queue}",
+            type="MANAGED",
+            state="ENABLED",
+            computeResources={
+                "type": "SPOT" if queue == "cpu" else "EC2",
+                "minvCpus": 0,
+                "maxvCpus": 64,
+                "instanceTypes": [family],
+                "subnets": [subnet],
+                "securityGroupIds": [group],
+                "instanceRole": profile,
+            },
+            serviceRole=service_role,
+        )["computeEnvironmentArn"]
+        values[f"{queue}_queue"] = batch.create_job_queue(
+            jobQueueName=f"opsctl-test-{queue}",
+            state="ENABLED",
+            priority=1,
+            computeEnvironmentOrder=[{"order": 1, "computeEnvironment": env}],
+        )["jobQueueArn"]
+        image = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/opsctl-{queue}:test"
+        values[f"{queue}_image"] = image
+        values[f"{queue}_job_definition"] = batch.register_job_definition(
+            jobDefinitionName=f"opsctl-test-{queue}",
+            type="container",
+            containerProperties={
+                "image": image,
+                "command": ["run"],
+                "resourceRequirements": [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "2048"}],
+            },
+        )["jobDefinitionArn"]
+    boto3.client("logs").create_log_group(logGroupName="/aws/batch/job")
+    return values
+
+
+@pytest.fixture
+def infra_file(batch_env: dict[str, str], bucket: str, tmp_path: Path) -> Path:
+    """The infra outputs, in the shape of `terraform output -json`, with a fresh bucket."""
+    import json as _json
+
+    outputs = {**batch_env, "bucket": bucket}
+    path = tmp_path / "infra.json"
+    path.write_text(
+        _json.dumps(
+            {key: {"sensitive": False, "type": "string", "value": value} for key, value in outputs.items()}
+        )
+    )
+    return path

@@ -98,7 +98,11 @@ class BatchAPI:
         request: dict[str, Any] = {"logGroupName": group, "logStreamName": stream, "startFromHead": True}
         if token:
             request["nextToken"] = token
-        response = self.logs.get_log_events(**request)
+        try:
+            response = self.logs.get_log_events(**request)
+        except self.logs.exceptions.ResourceNotFoundException:
+            # Batch names the stream when the container starts; it appears with its first line.
+            return [], token
         return [event["message"] for event in response["events"]], response.get("nextForwardToken")
 
 
