@@ -407,3 +407,76 @@ def test_logs_of_a_job_that_never_started(infra_file: Path) -> None:
             OpsctlError, match=r"no log stream: the job never started \(reason: Dependent Job failed\)"
         ):
             list(backend.logs(run_id, "fbp", 1, follow=False))
+
+
+def described(job_id: str, status: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "jobId": job_id,
+        "jobName": job_id,
+        "jobQueue": "q",
+        "status": status,
+        "startedAt": 0,
+        "jobDefinition": "d",
+        **extra,
+    }
+
+
+def test_status_warns_about_jobs_stuck_runnable(infra_file: Path) -> None:
+    api = BatchAPI("us-east-1")
+    backend = AwsBackend(load_outputs(infra_file), api=api)
+    run_id = "four-20261128-120000-cafe"
+    step = {"name": "fbp", "queue": "gpu", "array_size": 3, "commands": 3}
+    backend._write_manifest(
+        {"run_id": run_id, "pipeline": "four", "created": "x", "steps": [step], "jobs": {"fbp": "j-fbp"}}
+    )
+    twenty_minutes_ago = int((time.time() - 20 * 60) * 1000)
+    waiting = described(
+        "j-fbp",
+        "PENDING",
+        createdAt=twenty_minutes_ago,
+        arrayProperties={"statusSummary": {"RUNNABLE": 3}, "size": 3},
+    )
+    with Stubber(api.batch) as stub:
+        for _ in range(2):
+            stub.add_response("describe_jobs", {"jobs": [waiting]}, {"jobs": ["j-fbp"]})
+        [warning] = backend.status(run_id)["warnings"]
+        assert backend.status(run_id, stuck_after=30 * 60)["warnings"] == []
+    assert warning.startswith("step 'fbp' has been RUNNABLE for 20 min")
+    assert "no GPU instance types" in warning and "maxvCpus" in warning
+
+
+def test_failures_name_reason_exit_code_and_log_tail(infra_file: Path) -> None:
+    api = BatchAPI("us-east-1")
+    backend = AwsBackend(load_outputs(infra_file), api=api)
+    child = described(
+        "j-pre:1",
+        "FAILED",
+        statusReason="Essential container in task exited",
+        arrayProperties={"index": 1},
+        container={
+            "exitCode": 1,
+            "reason": "OutOfMemoryError: Container killed",
+            "logStreamName": "d/default/x1",
+        },
+    )
+    logs = boto3.client("logs")
+    logs.create_log_stream(logGroupName=backend.infra.log_group, logStreamName="d/default/x1")
+    logs.put_log_events(
+        logGroupName=backend.infra.log_group,
+        logStreamName="d/default/x1",
+        logEvents=[{"timestamp": int(time.time() * 1000), "message": "MemoryError in fbp"}],
+    )
+    doc = {"steps": [{"name": "pre", "state": "FAILED", "job_id": "j-pre", "array_size": 4}]}
+    with Stubber(api.batch) as stub:
+        stub.add_response(
+            "list_jobs",
+            {"jobSummaryList": [{"jobId": "j-pre:1", "jobName": "pre"}]},
+            {"arrayJobId": "j-pre", "jobStatus": "FAILED", "maxResults": 10},
+        )
+        stub.add_response("describe_jobs", {"jobs": [child]}, {"jobs": ["j-pre:1"]})
+        lines = backend.failures("r", doc)
+    assert lines == [
+        "pre[1] failed: Essential container in task exited "
+        "(container: OutOfMemoryError: Container killed, exit code 1)",
+        "    MemoryError in fbp",
+    ]

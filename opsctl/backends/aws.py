@@ -29,6 +29,7 @@ from worker.markers import Markers
 
 DESCRIBE_CHUNK = 100  # DescribeJobs takes at most 100 job ids
 KILLED = "killed by user"
+STUCK_AFTER = 15 * 60.0  # seconds RUNNABLE before status warns
 BEFORE_START = (JobState.SUBMITTED, JobState.PENDING, JobState.RUNNABLE)
 STARTED = (JobState.STARTING, JobState.RUNNING)
 
@@ -246,11 +247,16 @@ class AwsBackend:
 
     # --- status ---------------------------------------------------------------------------
 
-    def status(self, run_id: str) -> dict[str, Any]:
-        """The status document: ceil(steps/100) DescribeJobs calls and one listing per step."""
+    def status(self, run_id: str, *, stuck_after: float = STUCK_AFTER) -> dict[str, Any]:
+        """The status document: ceil(steps/100) DescribeJobs calls and one listing per step.
+
+        `warnings` names steps that have waited RUNNABLE for more than `stuck_after` seconds.
+        """
         doc = self.read_manifest(run_id)
         jobs = self.api.describe(list(doc["jobs"].values()))
         store = self.store(run_id)
+        now_ms = time.time() * 1000
+        warnings = []
         steps = []
         for step in doc["steps"]:
             job = jobs.get(doc["jobs"].get(step["name"], ""))
@@ -273,6 +279,18 @@ class AwsBackend:
                     "job_id": job["jobId"] if job else None,
                 }
             )
+            waited = _runnable_for(job, jobs, now_ms) if job else 0.0
+            if waited > stuck_after:
+                warnings.append(
+                    f"step '{step['name']}' has been RUNNABLE for {waited / 60:.0f} min: likely "
+                    + (
+                        "no GPU instance types in the gpu compute environment, or "
+                        if step["queue"] == "gpu"
+                        else ""
+                    )
+                    + "no capacity for its instance types (spot), or its compute environment's maxvCpus is "
+                    "reached or smaller than the job's vCPUs/memory"
+                )
         return {
             "run_id": run_id,
             "pipeline": doc["pipeline"],
@@ -286,6 +304,7 @@ class AwsBackend:
             "created": doc["created"],
             "elapsed": None,
             "steps": steps,
+            "warnings": warnings,
         }
 
     def failures(self, run_id: str, doc: dict[str, Any]) -> list[str]:
@@ -399,6 +418,29 @@ def _run_state(states: list[JobState], *, submitted: bool) -> str:
     if any(s in STARTED for s in states):
         return JobState.RUNNING.value
     return JobState.PENDING.value if submitted else JobState.SUBMITTED.value
+
+
+def _runnable_for(job: dict[str, Any], jobs: dict[str, dict[str, Any]], now_ms: float) -> float:
+    """Seconds a job has been waiting for capacity (RUNNABLE with nothing started), else 0.
+
+    Batch does not say when a job became RUNNABLE; it is when it was created or, later, when
+    the last job it depends on stopped.
+    """
+    summary = job.get("arrayProperties", {}).get("statusSummary", {})
+    waiting = job["status"] == JobState.RUNNABLE or (
+        summary.get("RUNNABLE", 0) > 0 and not any(summary.get(s.value) for s in (*STARTED, *TERMINAL))
+    )
+    if not waiting:
+        return 0.0
+    since = max(
+        [float(job.get("createdAt", now_ms))]
+        + [
+            float(jobs[d["jobId"]].get("stoppedAt", 0))
+            for d in job.get("dependsOn", [])
+            if d["jobId"] in jobs
+        ]
+    )
+    return max(0.0, (now_ms - since) / 1000)
 
 
 def _elapsed(job: dict[str, Any] | None) -> float | None:

@@ -23,7 +23,9 @@ class Backend(Protocol):
 
     def launch(self, spec_path: Path, max_parallel: int | None = None) -> str: ...
 
-    def status(self, run_id: str) -> dict[str, Any]: ...
+    def status(self, run_id: str, *, stuck_after: float = ...) -> dict[str, Any]:
+        """The status document (docs/cli.md); `warnings` for jobs RUNNABLE over `stuck_after` s."""
+        ...
 
     def failures(self, run_id: str, doc: dict[str, Any]) -> list[str]:
         """Lines explaining each failed child: reasons, exit code, last log lines."""

@@ -29,3 +29,11 @@ RunId = Annotated[
     str, typer.Argument(help="Run id, as printed by launch and listed by `opsctl list`.", metavar="RUN")
 ]
 Spec = Annotated[Path, typer.Argument(help="Pipeline spec (YAML); see docs/spec.md.", metavar="SPEC")]
+StuckAfter = Annotated[
+    float,
+    typer.Option(
+        "--stuck-after",
+        min=0,
+        help="AWS: warn about jobs RUNNABLE for more than this many minutes.",
+    ),
+]

@@ -47,4 +47,5 @@ def status_table(doc: dict[str, Any]) -> Group:
             ProgressBar(total=max(commands["total"], 1), completed=commands["done"], width=12),
             "-" if step["elapsed"] is None else f"{step['elapsed']:.1f} s",
         )
-    return Group(table)
+    warnings = [Text(f"warning: {w}", style="yellow") for w in doc.get("warnings", [])]
+    return Group(table, *warnings)

@@ -6,6 +6,7 @@ it returns; no command here knows how a backend does its work.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -16,7 +17,7 @@ import typer
 
 from opsctl.backends.base import Backend, get_backend, remember
 from opsctl.cli.options import Backend as BackendOption
-from opsctl.cli.options import Infra, Json, RunId, Spec
+from opsctl.cli.options import Infra, Json, RunId, Spec, StuckAfter
 from opsctl.states import TERMINAL
 
 
@@ -48,7 +49,7 @@ def launch(
 
             typer.echo(f"run directory (logs, markers): {runs_dir() / run_id}", err=True)
     if watch_run:
-        _watch(chosen, run_id, 1.0, as_json)  # with --json: the final status document
+        _watch(chosen, run_id, 1.0, as_json, 15.0)  # with --json: the final status document
     elif as_json:
         typer.echo(json.dumps({"run_id": run_id}))
 
@@ -58,18 +59,20 @@ def watch(
     backend: BackendOption = None,
     infra: Infra = None,
     interval: Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between refreshes.")] = 1.0,
+    stuck_after: StuckAfter = 15.0,
     as_json: Json = False,
 ) -> None:
     """Follow a run until it ends.
 
     A live table, refreshed every --interval seconds; exit 0 if the run succeeded, 1 if it failed.
     """
-    _watch(get_backend(backend, infra, run_id), run_id, interval, as_json)
+    _watch(get_backend(backend, infra, run_id), run_id, interval, as_json, stuck_after)
 
 
-def _watch(chosen: Backend, run_id: str, interval: float, as_json: bool) -> None:
+def _watch(chosen: Backend, run_id: str, interval: float, as_json: bool, stuck_after: float) -> None:
+    poll = functools.partial(chosen.status, stuck_after=stuck_after * 60)
     if as_json:
-        doc = _follow(chosen, run_id, interval)
+        doc = _follow(poll, run_id, interval)
         typer.echo(json.dumps(doc, indent=2))
     else:
         from rich.console import Console
@@ -78,14 +81,17 @@ def _watch(chosen: Backend, run_id: str, interval: float, as_json: bool) -> None
         from opsctl.cli.render import status_table
 
         with Live(console=Console(), auto_refresh=False) as live:
-            doc = _follow(chosen, run_id, interval, lambda d: live.update(status_table(d), refresh=True))
+            doc = _follow(poll, run_id, interval, lambda d: live.update(status_table(d), refresh=True))
         for line in chosen.failures(run_id, doc):
             typer.echo(line, err=True)
     raise typer.Exit(0 if doc["state"] == "SUCCEEDED" else 1)
 
 
 def _follow(
-    chosen: Backend, run_id: str, interval: float, show: Callable[[dict[str, Any]], None] = lambda _: None
+    poll: Callable[[str], dict[str, Any]],
+    run_id: str,
+    interval: float,
+    show: Callable[[dict[str, Any]], None] = lambda _: None,
 ) -> dict[str, Any]:
     """Poll the status until the run will not change by itself, showing each document.
 
@@ -93,19 +99,25 @@ def _follow(
     reason while the run is not terminal, and only `opsctl resume` moves it on).
     """
     while True:
-        doc = chosen.status(run_id)
+        doc = poll(run_id)
         show(doc)
         if doc["state"] in TERMINAL or doc.get("reason"):
             return doc
         time.sleep(interval)
 
 
-def status(run_id: RunId, backend: BackendOption = None, infra: Infra = None, as_json: Json = False) -> None:
+def status(
+    run_id: RunId,
+    backend: BackendOption = None,
+    infra: Infra = None,
+    stuck_after: StuckAfter = 15.0,
+    as_json: Json = False,
+) -> None:
     """Print a run's state once.
 
     Each step with its children by state and its commands done.
     """
-    doc = get_backend(backend, infra, run_id).status(run_id)
+    doc = get_backend(backend, infra, run_id).status(run_id, stuck_after=stuck_after * 60)
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
         return
