@@ -154,9 +154,12 @@ def test_launch_and_poll_make_a_fixed_number_of_calls(backend: AwsBackend, tmp_p
         run_id = backend.launch(big)
     # 4 list files, the first manifest, then the manifest again after each of the 4 submits.
     assert launch_calls == Counter({"SubmitJob": 4, "PutObject": 9})
+    with Calls(backend.api.batch, s3_client()) as first_poll:
+        backend.status(run_id)
+    assert first_poll == Counter({"GetObject": 1, "DescribeJobs": 1, "ListObjectsV2": 4})
     with Calls(backend.api.batch, s3_client()) as poll_calls:
         doc = backend.status(run_id)
-    assert poll_calls == Counter({"GetObject": 1, "DescribeJobs": 1, "ListObjectsV2": 4})
+    assert poll_calls == Counter({"DescribeJobs": 1, "ListObjectsV2": 4}), "the manifest is read once"
     assert [s["commands"]["total"] for s in doc["steps"]] == [10_000] * 4
 
 

@@ -115,6 +115,9 @@ class AwsBackend:
     def __init__(self, infra: InfraOutputs, api: BatchAPI | None = None) -> None:
         self.infra = infra
         self._api = api
+        # Manifests of fully submitted runs, for repeated polls by this process: their job ids
+        # only change through `resume`, and a run a watch follows cannot be resumed until it ended.
+        self._submitted: dict[str, dict[str, Any]] = {}
 
     @functools.cached_property
     def api(self) -> BatchAPI:
@@ -252,7 +255,9 @@ class AwsBackend:
 
         `warnings` names steps that have waited RUNNABLE for more than `stuck_after` seconds.
         """
-        doc = self.read_manifest(run_id)
+        doc = self._submitted.get(run_id) or self.read_manifest(run_id)
+        if len(doc["jobs"]) == len(doc["steps"]):
+            self._submitted[run_id] = doc
         jobs = self.api.describe(list(doc["jobs"].values()))
         store = self.store(run_id)
         now_ms = time.time() * 1000
