@@ -37,6 +37,7 @@ def manifest(pipeline: Pipeline, run_id: str, backend: str, list_uris: dict[str,
         "backend": backend,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "spec": str(pipeline.spec_path),
+        "spec_text": pipeline.spec_path.read_text(encoding="utf-8"),  # the record outlives the file
         "steps": [
             {
                 "name": step.name,
