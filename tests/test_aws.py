@@ -93,6 +93,32 @@ class Calls:
             client.meta.events.unregister("before-call", self._count)
 
 
+def described(
+    job_id: str, status: str, summary: dict[str, int] | None = None, **extra: Any
+) -> dict[str, Any]:
+    """A DescribeJobs entry, for answers that moto cannot give (botocore's Stubber)."""
+    job: dict[str, Any] = {
+        "jobId": job_id,
+        "jobName": job_id,
+        "jobQueue": "q",
+        "status": status,
+        "startedAt": 0,
+        "jobDefinition": "d",
+        **extra,
+    }
+    if summary is not None:
+        job["arrayProperties"] = {"statusSummary": summary, "size": sum(summary.values())}
+    return job
+
+
+def stubbed(infra_file: Path, manifest: dict[str, Any]) -> tuple[AwsBackend, BatchAPI]:
+    """A backend whose Batch client a test stubs, with `manifest` stored in the (moto) bucket."""
+    api = BatchAPI("us-east-1")
+    backend = AwsBackend(load_outputs(infra_file), api=api)
+    backend._write_manifest(manifest)
+    return backend, api
+
+
 @contextlib.contextmanager
 def submitted_requests(backend: AwsBackend) -> Iterator[list[dict[str, Any]]]:
     """Capture the SubmitJob requests as sent (moto does not keep retryStrategy)."""
@@ -277,39 +303,25 @@ def test_throttling_neither_fails_nor_duplicates(backend: AwsBackend, spec: Path
 
 def test_kill_cancels_waiting_jobs_and_terminates_started_ones(infra_file: Path) -> None:
     """moto finishes jobs at submit, so the job states come from botocore's Stubber here."""
-    api = BatchAPI("us-east-1")
-    backend = AwsBackend(load_outputs(infra_file), api=api)
     run_id = "four-20261128-120000-abcd"
-    doc = {
-        "run_id": run_id,
-        "pipeline": "four",
-        "steps": [{"name": n} for n in ("pre", "filter", "calibrate", "fbp")],
-        "jobs": {"pre": "j-pre", "filter": "j-filter", "calibrate": "j-cal", "fbp": "j-fbp"},
-    }
-    backend._write_manifest(doc)
-
-    def job(job_id: str, status: str, summary: dict[str, int] | None = None) -> dict[str, Any]:
-        described: dict[str, Any] = {
-            "jobId": job_id,
-            "jobName": job_id,
-            "jobQueue": "q",
-            "status": status,
-            "startedAt": 0,
-            "jobDefinition": "d",
-        }
-        if summary is not None:
-            described["arrayProperties"] = {"statusSummary": summary, "size": sum(summary.values())}
-        return described
-
+    backend, api = stubbed(
+        infra_file,
+        {
+            "run_id": run_id,
+            "pipeline": "four",
+            "steps": [{"name": n} for n in ("pre", "filter", "calibrate", "fbp")],
+            "jobs": {"pre": "j-pre", "filter": "j-filter", "calibrate": "j-cal", "fbp": "j-fbp"},
+        },
+    )
     with Stubber(api.batch) as stub:
         stub.add_response(
             "describe_jobs",
             {
                 "jobs": [
-                    job("j-pre", "SUCCEEDED", {"SUCCEEDED": 4}),
-                    job("j-filter", "PENDING", {"RUNNING": 2, "RUNNABLE": 2}),
-                    job("j-cal", "PENDING"),
-                    job("j-fbp", "PENDING", {"PENDING": 3}),
+                    described("j-pre", "SUCCEEDED", {"SUCCEEDED": 4}),
+                    described("j-filter", "PENDING", {"RUNNING": 2, "RUNNABLE": 2}),
+                    described("j-cal", "PENDING"),
+                    described("j-fbp", "PENDING", {"PENDING": 3}),
                 ]
             },
             {"jobs": ["j-pre", "j-filter", "j-cal", "j-fbp"]},
@@ -384,26 +396,17 @@ def test_list_and_cli_with_infra_file(
 
 def test_logs_of_a_job_that_never_started(infra_file: Path) -> None:
     """A job that never ran has no log stream; moto starts every job, so the Stubber answers."""
-    api = BatchAPI("us-east-1")
-    backend = AwsBackend(load_outputs(infra_file), api=api)
     run_id = "four-20261128-120000-beef"
-    backend._write_manifest(
+    backend, api = stubbed(
+        infra_file,
         {
             "run_id": run_id,
             "pipeline": "four",
             "steps": [{"name": "fbp", "array_size": 3}],
             "jobs": {"fbp": "j-fbp"},
-        }
+        },
     )
-    never = {
-        "jobId": "j-fbp:1",
-        "jobName": "fbp",
-        "jobQueue": "q",
-        "status": "FAILED",
-        "startedAt": 0,
-        "jobDefinition": "d",
-        "statusReason": "Dependent Job failed",
-    }
+    never = described("j-fbp:1", "FAILED", statusReason="Dependent Job failed")
     with Stubber(api.batch) as stub:
         stub.add_response("describe_jobs", {"jobs": [never]}, {"jobs": ["j-fbp:1"]})
         with pytest.raises(
@@ -412,33 +415,15 @@ def test_logs_of_a_job_that_never_started(infra_file: Path) -> None:
             list(backend.logs(run_id, "fbp", 1, follow=False))
 
 
-def described(job_id: str, status: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "jobId": job_id,
-        "jobName": job_id,
-        "jobQueue": "q",
-        "status": status,
-        "startedAt": 0,
-        "jobDefinition": "d",
-        **extra,
-    }
-
-
 def test_status_warns_about_jobs_stuck_runnable(infra_file: Path) -> None:
-    api = BatchAPI("us-east-1")
-    backend = AwsBackend(load_outputs(infra_file), api=api)
     run_id = "four-20261128-120000-cafe"
     step = {"name": "fbp", "queue": "gpu", "array_size": 3, "commands": 3}
-    backend._write_manifest(
-        {"run_id": run_id, "pipeline": "four", "created": "x", "steps": [step], "jobs": {"fbp": "j-fbp"}}
+    backend, api = stubbed(
+        infra_file,
+        {"run_id": run_id, "pipeline": "four", "created": "x", "steps": [step], "jobs": {"fbp": "j-fbp"}},
     )
     twenty_minutes_ago = int((time.time() - 20 * 60) * 1000)
-    waiting = described(
-        "j-fbp",
-        "PENDING",
-        createdAt=twenty_minutes_ago,
-        arrayProperties={"statusSummary": {"RUNNABLE": 3}, "size": 3},
-    )
+    waiting = described("j-fbp", "PENDING", {"RUNNABLE": 3}, createdAt=twenty_minutes_ago)
     with Stubber(api.batch) as stub:
         for _ in range(2):
             stub.add_response("describe_jobs", {"jobs": [waiting]}, {"jobs": ["j-fbp"]})
@@ -449,8 +434,7 @@ def test_status_warns_about_jobs_stuck_runnable(infra_file: Path) -> None:
 
 
 def test_failures_name_reason_exit_code_and_log_tail(infra_file: Path) -> None:
-    api = BatchAPI("us-east-1")
-    backend = AwsBackend(load_outputs(infra_file), api=api)
+    backend, api = stubbed(infra_file, {"run_id": "r", "pipeline": "four", "steps": [], "jobs": {}})
     child = described(
         "j-pre:1",
         "FAILED",
