@@ -124,10 +124,12 @@ class AwsBackend:
         return self._api or BatchAPI(self.infra.region)
 
     def store(self, run_id: str) -> S3Store:
+        """Where a run lives: s3://BUCKET/runs/<run_id>/."""
         return S3Store(self.infra.bucket, f"runs/{run_id}")
 
-    def state_uri(self, run_id: str) -> str:
-        return f"s3://{self.infra.bucket}/runs/{run_id}/state"
+    def state_store(self, run_id: str) -> S3Store:
+        """The run's markers (OPSCTL_STATE_URI)."""
+        return S3Store(self.infra.bucket, f"runs/{run_id}/state")
 
     # --- the manifest ---------------------------------------------------------------------
 
@@ -153,7 +155,7 @@ class AwsBackend:
         list_uris = {}
         for step in pipe.steps:
             store.write(f"lists/{step.name}.txt", render_commands(step.commands).encode())
-            list_uris[step.name] = f"s3://{self.infra.bucket}/runs/{run_id}/lists/{step.name}.txt"
+            list_uris[step.name] = f"{store.uri}/lists/{step.name}.txt"
         doc = manifest(pipe, run_id, "aws", list_uris)
         doc["infra"] = {"bucket": self.infra.bucket, "region": self.infra.region}
         doc["jobs"] = {}
@@ -194,7 +196,7 @@ class AwsBackend:
     def submit_request(self, doc: dict[str, Any], step: dict[str, Any], job_name: str) -> dict[str, Any]:
         """The SubmitJob request for one step (an array job when array_size >= 2)."""
         run_id = doc["run_id"]
-        env = contract_environment(step, run_id, self.state_uri(run_id))
+        env = contract_environment(step, run_id, self.state_store(run_id).uri)
         resources = [
             {"type": kind, "value": str(step[key])}
             for kind, key in (("VCPU", "vcpus"), ("MEMORY", "memory"), ("GPU", "gpus"))
@@ -259,7 +261,7 @@ class AwsBackend:
         if len(doc["jobs"]) == len(doc["steps"]):
             self._submitted[run_id] = doc
         jobs = self.api.describe(list(doc["jobs"].values()))
-        store = self.store(run_id)
+        markers = self.state_store(run_id)
         now_ms = time.time() * 1000
         warnings = []
         steps = []
@@ -270,7 +272,7 @@ class AwsBackend:
                 counts = {k: v for k, v in job["arrayProperties"].get("statusSummary", {}).items() if v}
             else:
                 counts = {state.value: 1} if job else {}
-            done, failed = Markers(S3Store(store.bucket, f"{store.prefix}/state"), step["name"]).scan()
+            done, failed = Markers(markers, step["name"]).scan()
             steps.append(
                 {
                     "name": step["name"],
