@@ -467,3 +467,58 @@ def test_failures_name_reason_exit_code_and_log_tail(infra_file: Path) -> None:
         "(container: OutOfMemoryError: Container killed, exit code 1)",
         "    MemoryError in fbp",
     ]
+
+
+def test_a_resume_that_died_after_submitting_is_not_repeated(infra_file: Path) -> None:
+    run_id = "four-20261128-120000-dead"
+    manifest = {
+        "run_id": run_id,
+        "pipeline": "four",
+        "steps": [
+            {
+                "name": "fbp",
+                "queue": "gpu",
+                "array_size": 1,
+                "list_uri": "s3://b/l",
+                "split": "contiguous",
+                "depends_on": [],
+                "retries": 0,
+                "timeout": 60,
+                "vcpus": None,
+                "memory": None,
+                "gpus": None,
+                "env": {},
+            }
+        ],
+        "jobs": {"fbp": "0ldj0b1d-0000"},
+    }
+    backend, api = stubbed(infra_file, manifest)
+    renamed = f"{run_id}-fbp-0ldj0b1d"
+    gpu_queue = backend.infra.gpu_queue
+    name_filter = {"jobQueue": gpu_queue, "filters": [{"name": "JOB_NAME", "values": [renamed]}]}
+    writes = []
+    real_write = backend._write_manifest
+
+    def write_then_die(doc: dict[str, Any]) -> None:
+        writes.append(doc)
+        raise KeyboardInterrupt("resume killed before recording the job id")
+
+    with Stubber(api.batch) as stub:
+        failed = described("0ldj0b1d-0000", "FAILED")
+        stub.add_response("describe_jobs", {"jobs": [failed]}, {"jobs": ["0ldj0b1d-0000"]})
+        stub.add_response("list_jobs", {"jobSummaryList": []}, name_filter)
+        stub.add_response("submit_job", {"jobName": renamed, "jobId": "n3w"})
+        backend._write_manifest = write_then_die  # type: ignore[method-assign]
+        with pytest.raises(KeyboardInterrupt):
+            backend.resume(run_id)
+        backend._write_manifest = real_write  # type: ignore[method-assign]
+        assert writes[0]["jobs"] == {"fbp": "n3w"}, "it died just after SubmitJob"
+
+        # The manifest still names the failed job; the second resume finds the first one's job.
+        stub.add_response("describe_jobs", {"jobs": [failed]}, {"jobs": ["0ldj0b1d-0000"]})
+        stub.add_response(
+            "list_jobs", {"jobSummaryList": [{"jobId": "n3w", "jobName": renamed}]}, name_filter
+        )
+        assert backend.resume(run_id) == f"{run_id} resumed: submitted nothing"
+        stub.assert_no_pending_responses()
+    assert backend.read_manifest(run_id)["jobs"] == {"fbp": "n3w"}

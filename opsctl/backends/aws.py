@@ -170,20 +170,19 @@ class AwsBackend:
 
         Each job id is written to the manifest as soon as SubmitJob returns, so a launch that
         dies half way is completed by `resume` without submitting anything twice. With `adopt`
-        (resume), a step without a recorded id is first looked up by its job name, in case the
-        launch died between SubmitJob and recording the id.
+        (resume), a job is first looked up by the name it would be submitted under, in case an
+        earlier launch or resume died between SubmitJob and recording the id. That name is
+        `<run>-<step>`, and for a resubmission `<run>-<step>-<first 8 of the replaced job id>`:
+        it follows from the manifest alone, so the same resume run twice picks the same name.
         """
         submitted = []
         for step in doc["steps"]:
             name = step["name"]
             if name in doc["jobs"] and name not in resubmit:
                 continue
-            job_name = f"{doc['run_id']}-{name}"
-            orphans = (
-                self.api.jobs_named(self.infra.queue(step["queue"]), job_name)
-                if adopt and name not in resubmit
-                else []
-            )
+            replaced = doc["jobs"].get(name)
+            job_name = f"{doc['run_id']}-{name}" + (f"-{replaced[:8]}" if replaced else "")
+            orphans = self.api.jobs_named(self.infra.queue(step["queue"]), job_name) if adopt else []
             if orphans:
                 # Submitted by a launch that died before recording it: adopt, do not duplicate.
                 doc["jobs"][name] = orphans[0]
