@@ -154,6 +154,7 @@ def test_launch_submits_one_job_per_step(backend: AwsBackend, spec: Path) -> Non
 
     env = {e["name"]: e["value"] for e in by_step["calibrate"]["container"]["environment"]}
     assert env["MODE"] == "fast" and env["ARRAY_SIZE"] == "1" and env["OPSCTL_STEP"] == "calibrate"
+    assert env["AWS_DEFAULT_REGION"] == "us-east-1"
     assert env["LIST_FILE_S3_PATH"] == f"s3://{backend.infra.bucket}/runs/{run_id}/lists/calibrate.txt"
     assert env["OPSCTL_STATE_URI"] == f"s3://{backend.infra.bucket}/runs/{run_id}/state"
     assert not [name for name in env if name.startswith("AWS_BATCH_") and name != "AWS_BATCH_JOB_ID"]

@@ -196,6 +196,8 @@ class AwsBackend:
         """The SubmitJob request for one step (an array job when array_size >= 2)."""
         run_id = doc["run_id"]
         env = contract_environment(step, run_id, self.state_store(run_id).uri)
+        # Containers cannot reach the instance metadata (hop limit 1): tell boto3 the region.
+        env["AWS_DEFAULT_REGION"] = self.infra.region
         resources = [
             {"type": kind, "value": str(step[key])}
             for kind, key in (("VCPU", "vcpus"), ("MEMORY", "memory"), ("GPU", "gpus"))

@@ -2,41 +2,74 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from opsctl import __version__
-from opsctl.errors import OpsctlError
+from opsctl.cli.options import Infra
+from opsctl.infra import Terraform, write_outputs
 
 app = typer.Typer(help="Manage the AWS infrastructure (Terraform in terraform/).")
 
-Dir = Annotated[str, typer.Option("--dir", help="Terraform root module.")]
+Dir = Annotated[Path, typer.Option("--dir", help="Terraform root module.", file_okay=False)]
+VarFile = Annotated[
+    list[Path] | None,
+    typer.Option("--var-file", help="Terraform variables file (repeatable).", dir_okay=False),
+]
+BackendConfig = Annotated[
+    Path | None,
+    typer.Option(
+        "--backend-config",
+        help="Keep the state in S3: a file with bucket, key and region (state locked with a lock file).",
+        dir_okay=False,
+    ),
+]
+Yes = Annotated[bool, typer.Option("--yes", help="Do not ask for approval (-auto-approve).")]
 
 
-def _not_yet(verb: str) -> OpsctlError:
-    return OpsctlError(f"infra {verb}: not available in opsctl {__version__} yet")
+def _terraform(directory: Path, var_files: list[Path] | None, backend_config: Path | None) -> Terraform:
+    tf = Terraform(directory, var_files)
+    tf.init(backend_config)
+    return tf
 
 
 @app.command()
-def plan(terraform_dir: Dir = "terraform") -> None:
+def plan(
+    terraform_dir: Dir = Path("terraform"), var_file: VarFile = None, backend_config: BackendConfig = None
+) -> None:
     """Show what `apply` would change."""
-    raise _not_yet("plan")
+    _terraform(terraform_dir, var_file, backend_config).plan()
 
 
 @app.command()
-def apply(terraform_dir: Dir = "terraform") -> None:
-    """Create or update the infrastructure and write its outputs to .opsctl/infra.json."""
-    raise _not_yet("apply")
+def apply(
+    terraform_dir: Dir = Path("terraform"),
+    var_file: VarFile = None,
+    backend_config: BackendConfig = None,
+    yes: Yes = False,
+    infra: Infra = None,
+) -> None:
+    """Create or update the infrastructure, then write its outputs to the infra file."""
+    tf = _terraform(terraform_dir, var_file, backend_config)
+    tf.apply(yes=yes)
+    typer.echo(f"infra outputs written to {write_outputs(tf.outputs(), infra)}")
 
 
 @app.command()
-def destroy(terraform_dir: Dir = "terraform") -> None:
-    """Destroy the infrastructure."""
-    raise _not_yet("destroy")
+def destroy(
+    terraform_dir: Dir = Path("terraform"),
+    var_file: VarFile = None,
+    backend_config: BackendConfig = None,
+    yes: Yes = False,
+) -> None:
+    """Destroy the infrastructure (the run bucket must be empty; ECR repositories too)."""
+    _terraform(terraform_dir, var_file, backend_config).destroy(yes=yes)
 
 
 @app.command()
-def output(terraform_dir: Dir = "terraform") -> None:
-    """Write the current outputs to .opsctl/infra.json and print them."""
-    raise _not_yet("output")
+def output(
+    terraform_dir: Dir = Path("terraform"), backend_config: BackendConfig = None, infra: Infra = None
+) -> None:
+    """Write the current outputs to the infra file (default .opsctl/infra.json) and print its path."""
+    typer.echo(write_outputs(_terraform(terraform_dir, None, backend_config).outputs(), infra))
