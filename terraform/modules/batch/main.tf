@@ -125,8 +125,10 @@ resource "aws_batch_compute_environment" "cpu" {
   }
 
   lifecycle {
-    create_before_destroy = true                                  # a replacement comes up before the queue lets go of the old one
-    ignore_changes        = [compute_resources[0].desired_vcpus] # Batch moves it; a plan must not fight it
+    # A replacement comes up before the queue lets go of the old one.
+    create_before_destroy = true
+    # Batch moves desired_vcpus as it scales; a plan must not fight it.
+    ignore_changes = [compute_resources[0].desired_vcpus]
   }
 
   # Deleting the environment needs the service role's permissions until it is gone.
