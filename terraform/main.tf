@@ -54,3 +54,14 @@ module "batch" {
   runnable_time_limit_seconds = var.runnable_time_limit_seconds
   log_retention_days          = var.log_retention_days
 }
+
+module "github_oidc" {
+  source               = "./modules/github_oidc"
+  count                = var.github_repository == null ? 0 : 1
+  name                 = var.name
+  github_repository    = var.github_repository
+  create_oidc_provider = var.create_github_oidc_provider
+  state_bucket         = var.terraform_state_bucket
+  region               = var.region
+  account_id           = data.aws_caller_identity.current.account_id
+}

@@ -50,3 +50,8 @@ output "instance_profile" {
   description = "Instance profile of the worker instances; `make ami` builds with it to pull the GPU image."
   value       = module.iam.instance_profile_name
 }
+
+output "deploy_role_arn" {
+  description = "Role the deploy workflow assumes (repository variable AWS_DEPLOY_ROLE_ARN); null without github_repository."
+  value       = one(module.github_oidc[*].deploy_role_arn)
+}

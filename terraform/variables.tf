@@ -98,3 +98,21 @@ variable "ecr_keep_images" {
   type        = number
   default     = 30
 }
+
+variable "github_repository" {
+  description = "owner/name of the GitHub repository allowed to deploy through OIDC (its main branch only); null creates no deploy role."
+  type        = string
+  default     = null
+}
+
+variable "create_github_oidc_provider" {
+  description = "Create the account's GitHub OIDC provider; false when the account already has one."
+  type        = bool
+  default     = true
+}
+
+variable "terraform_state_bucket" {
+  description = "Bucket of the Terraform state the deploy workflow uses (repository variable TF_STATE_BUCKET)."
+  type        = string
+  default     = ""
+}

@@ -168,6 +168,8 @@ def test_launch_submits_one_job_per_step(backend: AwsBackend, spec: Path) -> Non
         {"type": "MEMORY", "value": "4096"},
     ]
     assert requests[3]["containerOverrides"]["resourceRequirements"] == [{"type": "GPU", "value": "1"}]
+    assert requests[3]["containerOverrides"]["command"] == ["run", "--preflight-gpu"]
+    assert requests[0]["containerOverrides"]["command"] == ["run"]
 
 
 def test_launch_and_poll_make_a_fixed_number_of_calls(backend: AwsBackend, tmp_path: Path) -> None:

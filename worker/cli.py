@@ -23,9 +23,17 @@ from worker.runner import Terminated, raise_terminated, run_commands
 from worker.split import contiguous_slice
 
 
-def run(fail_fast: bool) -> int:
+def run(fail_fast: bool, preflight_gpu: bool = False) -> int:
     """Run this child's commands; the exit code follows the worker contract (0, 1 or 2)."""
     env = WorkerEnv.from_environ(os.environ)
+    if preflight_gpu:
+        from worker.gpucheck import check
+
+        report = check(require_gpu=True)
+        if not report.healthy:
+            # Exit 1, not 2: a broken GPU host is worth another attempt elsewhere.
+            print(report.render(), file=sys.stderr)
+            return 1
     if env.split != "contiguous":
         raise BadInput(
             f"environment: OPSCTL_SPLIT={env.split!r} is not supported by this worker version "
@@ -52,6 +60,16 @@ def run(fail_fast: bool) -> int:
     return summary.exit_code
 
 
+def gpu_check(*, as_json: bool, require_gpu: bool) -> int:
+    import json
+
+    from worker.gpucheck import check
+
+    report = check(require_gpu=require_gpu)
+    print(json.dumps(report.to_dict(), indent=2) if as_json else report.render())
+    return 0 if report.healthy else 1
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="opsctl-worker", description="Run one array child of an opsctl step."
@@ -66,13 +84,29 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="stop at the first failed command instead of running the rest of the slice",
     )
+    run_parser.add_argument(
+        "--preflight-gpu",
+        action="store_true",
+        help="run gpu-check --require-gpu first and exit 1 without running commands if it fails",
+    )
+    gpu_parser = sub.add_parser(
+        "gpu-check",
+        help="check OpenCL end to end (loader, vendor files, devices, a test kernel); exit 0 healthy, 1 not",
+    )
+    gpu_parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    gpu_parser.add_argument(
+        "--require-gpu", action="store_true", help="unhealthy unless a GPU device is present"
+    )
     args = parser.parse_args(argv)
+
+    if args.command == "gpu-check":
+        sys.exit(gpu_check(as_json=args.json, require_gpu=args.require_gpu))
 
     opsctl_logging.configure()
     signal.signal(signal.SIGTERM, raise_terminated)
     signal.signal(signal.SIGINT, raise_terminated)
     try:
-        code = run(args.fail_fast)
+        code = run(args.fail_fast, args.preflight_gpu)
     except Terminated as e:
         print(f"opsctl-worker: stopped by {e}", file=sys.stderr)
         code = 128 + e.signum

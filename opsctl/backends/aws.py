@@ -204,7 +204,8 @@ class AwsBackend:
             if step[key] is not None
         ]
         overrides: dict[str, Any] = {
-            "command": ["run"],  # the images' ENTRYPOINT is opsctl-worker
+            # The images' ENTRYPOINT is opsctl-worker; a GPU step first proves its GPU works.
+            "command": ["run", "--preflight-gpu"] if step["queue"] == "gpu" else ["run"],
             "environment": [{"name": k, "value": v} for k, v in sorted(env.items())],
         }
         if resources:

@@ -209,7 +209,8 @@ resource "aws_batch_job_definition" "worker" {
 
   container_properties = jsonencode({
     image   = each.value.image
-    command = ["run"] # the image's entry point is opsctl-worker
+    # The image's entry point is opsctl-worker; a GPU job first proves its GPU works.
+    command = each.key == "gpu" ? ["run", "--preflight-gpu"] : ["run"]
     # Requests of a step that sets none; steps override vcpus, memory and gpus at submit.
     resourceRequirements = concat(
       [{ type = "VCPU", value = "1" }, { type = "MEMORY", value = "2048" }],

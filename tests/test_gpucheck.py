@@ -1,0 +1,120 @@
+"""`opsctl-worker gpu-check` against a real OpenCL stack: pyopencl's ICD loader and PoCL on the CPU.
+
+The PoCL in the pyopencl wheel compiles kernels with LLVM 14, which cannot name processors newer
+than it (this project's CI machines are AMD family 26, "Zen 5"): there it would only ever see
+the compiler failure. On such a host the kernel-running checks run under qemu-user emulating an
+EPYC-Rome CPU, which LLVM 14 knows: the same binaries, loader, PoCL and kernel, on a CPU model
+the compiler can target. `.ci/run` installs qemu-user where it is needed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from worker import gpucheck
+
+EMULATED_CPU = "EPYC-Rome"
+
+
+@functools.cache
+def host_compiles() -> bool:
+    """Can PoCL build a kernel for this machine's own CPU?"""
+    report = gpucheck.check()
+    return not any("cannot build for this processor" in p for p in report.problems)
+
+
+def worker_argv(*args: str) -> list[str]:
+    prefix: list[str] = []
+    if not host_compiles():
+        qemu = shutil.which("qemu-x86_64")
+        if qemu is None:
+            pytest.fail(
+                "PoCL's LLVM 14 cannot build for this CPU and qemu-x86_64 is missing: "
+                "apt-get install qemu-user (as .ci/run does)"
+            )
+        prefix = [qemu, "-cpu", EMULATED_CPU]
+    return [*prefix, sys.executable, "-m", "worker", *args]
+
+
+def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in ("OCL_ICD_VENDORS", "OCL_ICD_FILENAMES")}
+    return subprocess.run(
+        worker_argv(*args), env={**clean, **env}, capture_output=True, text=True, timeout=300
+    )
+
+
+def report_of(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def test_pocl_cpu_device_is_healthy() -> None:
+    result = run("gpu-check", "--json")
+    report = report_of(result)
+    assert result.returncode == 0, report["problems"]
+    assert report["healthy"] is True
+    [platform] = [p for p in report["platforms"] if "Portable Computing Language" in p["name"]]
+    assert [d["type"] for d in platform["devices"]] == ["ALL | CPU"] or "CPU" in platform["devices"][0][
+        "type"
+    ]
+    kernel = report["kernel"]
+    assert kernel["ok"] is True and kernel["size"] == gpucheck.KERNEL_SIZE and kernel["max_error"] < 1e-5
+
+
+def test_require_gpu_on_a_cpu_only_machine() -> None:
+    result = run("gpu-check", "--require-gpu")
+    assert result.returncode == 1
+    assert "UNHEALTHY:" in result.stdout
+    assert "--require-gpu: no GPU among the OpenCL devices (found: ALL | CPU pthread-" in result.stdout
+
+
+def test_nvidia_vendor_file_without_the_driver_library(tmp_path: Path) -> None:
+    """What a container started without the `compute` capability looks like from inside."""
+    vendors = tmp_path / "vendors"
+    vendors.mkdir()
+    (vendors / "nvidia.icd").write_text("libnvidia-opencl.so.1\n")
+    result = run("gpu-check", "--json", "--require-gpu", OCL_ICD_VENDORS=str(vendors))
+    report = report_of(result)
+    assert result.returncode == 1 and report["healthy"] is False
+    [vendor] = report["vendor_files"]
+    assert (vendor["library"], vendor["loadable"]) == ("libnvidia-opencl.so.1", False)
+    first = report["problems"][0]
+    assert first.startswith(f"{vendors / 'nvidia.icd'} names libnvidia-opencl.so.1, which is not there")
+    assert "without the NVIDIA runtime or without the `compute` driver capability" in first
+    assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in first
+
+
+def test_a_compiler_that_cannot_target_the_cpu_is_named() -> None:
+    import pyopencl as cl
+
+    device = cl.get_platforms()[0].get_devices()[0]
+    message = gpucheck._kernel_failure(
+        device, RuntimeError("clBuildProgram failed: error: unknown target CPU 'generic'")
+    )
+    assert "cannot build for this processor" in message and "LLVM" in message
+    other = gpucheck._kernel_failure(device, RuntimeError("out of resources"))
+    assert other.startswith("the test kernel failed on") and "out of resources" in other
+
+
+def test_preflight_stops_a_gpu_step_on_a_machine_without_gpu(tmp_path: Path) -> None:
+    ran = tmp_path / "ran"
+    (tmp_path / "list.txt").write_text(f"touch {ran}\n")
+    result = run(
+        "run",
+        "--preflight-gpu",
+        LIST_FILE_S3_PATH=str(tmp_path / "list.txt"),
+        OPSCTL_STATE_URI=str(tmp_path / "state"),
+        OPSCTL_STEP="fbp",
+    )
+    assert result.returncode == 1
+    assert "--require-gpu: no GPU" in result.stderr
+    assert not ran.exists(), "no command ran"
