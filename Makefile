@@ -73,8 +73,8 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 demo: $(STAMP)
-	$(BIN)/opsctl validate examples/hello.yaml
-	$(BIN)/opsctl launch examples/hello.yaml --watch
+	$(BIN)/opsctl validate examples/tomo/pipeline.yaml
+	$(BIN)/python examples/tomo/demo.py
 
 bench: $(STAMP)
 	@set -e; for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script; done

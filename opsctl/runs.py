@@ -59,11 +59,13 @@ def manifest(pipeline: Pipeline, run_id: str, backend: str, list_uris: dict[str,
     }
 
 
-def contract_environment(step: dict[str, Any], run_id: str, state_uri: str) -> dict[str, str]:
+def contract_environment(step: dict[str, Any], run_id: str, run_uri: str) -> dict[str, str]:
     """The worker contract (docs/worker.md) that opsctl sets for every child of a step.
 
-    AWS Batch adds AWS_BATCH_JOB_ARRAY_INDEX and AWS_BATCH_JOB_ATTEMPT itself (and refuses
-    overrides of AWS_BATCH_* names); the local backend adds them in `local_environment`.
+    `run_uri` is where the run lives (a directory or s3://…): commands keep their data under
+    OPSCTL_RUN_URI, and the markers live under its state/. AWS Batch adds
+    AWS_BATCH_JOB_ARRAY_INDEX and AWS_BATCH_JOB_ATTEMPT itself (and refuses overrides of
+    AWS_BATCH_* names); the local backend adds them in `local_environment`.
     """
     return {
         **step["env"],
@@ -71,16 +73,17 @@ def contract_environment(step: dict[str, Any], run_id: str, state_uri: str) -> d
         "LIST_FILE_S3_PATH": step["list_uri"],
         "OPSCTL_RUN_ID": run_id,
         "OPSCTL_STEP": step["name"],
-        "OPSCTL_STATE_URI": state_uri,
+        "OPSCTL_RUN_URI": run_uri,
+        "OPSCTL_STATE_URI": f"{run_uri}/state",
         "OPSCTL_SPLIT": step["split"],
     }
 
 
 def local_environment(
-    step: dict[str, Any], run_id: str, state_uri: str, index: int, attempt: int
+    step: dict[str, Any], run_id: str, run_uri: str, index: int, attempt: int
 ) -> dict[str, str]:
     """The contract plus what AWS Batch would have set: the child's index and attempt."""
-    env = {**contract_environment(step, run_id, state_uri), "AWS_BATCH_JOB_ATTEMPT": str(attempt)}
+    env = {**contract_environment(step, run_id, run_uri), "AWS_BATCH_JOB_ATTEMPT": str(attempt)}
     if step["array_size"] > 1:  # Batch sets the index for array children only
         env["AWS_BATCH_JOB_ARRAY_INDEX"] = str(index)
     return env

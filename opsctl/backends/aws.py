@@ -195,7 +195,7 @@ class AwsBackend:
     def submit_request(self, doc: dict[str, Any], step: dict[str, Any], job_name: str) -> dict[str, Any]:
         """The SubmitJob request for one step (an array job when array_size >= 2)."""
         run_id = doc["run_id"]
-        env = contract_environment(step, run_id, self.state_store(run_id).uri)
+        env = contract_environment(step, run_id, self.store(run_id).uri)
         # Containers cannot reach the instance metadata (hop limit 1): tell boto3 the region.
         env["AWS_DEFAULT_REGION"] = self.infra.region
         resources = [

@@ -96,10 +96,6 @@ class LocalRun:
         data: dict[str, Any] = json.loads((self.path / "manifest.json").read_text())
         return data
 
-    @property
-    def state_uri(self) -> str:
-        return str(self.path / "state")
-
     def log_path(self, step: str, index: int) -> Path:
         return self.path / "logs" / step / f"{index}.log"
 
@@ -376,7 +372,13 @@ class Supervisor:
         log = log_path.open("ab")
         log.write(f"== {self.run.run_id} {step['name']}[{index}] attempt {attempt} ==\n".encode())
         log.flush()
-        env = {**os.environ, **local_environment(step, self.run.run_id, self.run.state_uri, index, attempt)}
+        env = {
+            **os.environ,
+            # Commands find this environment's interpreter first, as in an activated venv: on
+            # AWS the image's Python is the one on PATH.
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+            **local_environment(step, self.run.run_id, str(self.run.path), index, attempt),
+        }
         proc = subprocess.Popen(
             [sys.executable, "-m", "worker", "run"],
             stdin=subprocess.DEVNULL,
