@@ -17,7 +17,7 @@ WINDOWS = ("ram-lak", "shepp-logan", "hann")
 def ramp(n: int, spacing: float, window: str) -> np.ndarray:
     """Frequency response |ω|·window(ω) for an n-sample FFT, ω in cycles per unit length."""
     freq = np.fft.fftfreq(n, d=spacing)
-    response = np.abs(freq)
+    response: np.ndarray = np.abs(freq)
     nyquist = 0.5 / spacing
     if window == "shepp-logan":
         response = response * np.sinc(freq / (2 * nyquist))

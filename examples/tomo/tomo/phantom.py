@@ -44,10 +44,14 @@ def ellipses(z: float) -> list[tuple[float, float, float, float, float, float]]:
     return found
 
 
-def image(z: float, n: int) -> np.ndarray:
-    """The slice at height z on an nxn grid (row 0 at the top), attenuation per unit length."""
+def image(z: float, n: int, shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """The slice at height z on an nxn grid (row 0 at the top), attenuation per unit length.
+
+    `shift` moves the pixel centres by (dx, dy) pixels: other tools' grids (scikit-image's
+    puts the centre on a pixel, not between two) are compared on their own sampling.
+    """
     centres = (np.arange(n) - (n - 1) / 2) * (2.0 / n)
-    x, y = np.meshgrid(centres, -centres)
+    x, y = np.meshgrid(centres + shift[0] * 2.0 / n, -centres + shift[1] * 2.0 / n)
     out = np.zeros((n, n))
     for density, a, b, x0, y0, phi in ellipses(z):
         dx, dy = x - x0, y - y0

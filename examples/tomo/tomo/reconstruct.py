@@ -21,7 +21,8 @@ def field_of_view(n: int) -> np.ndarray:
     """Pixels inside the circle every projection covers: only there is FBP defined."""
     c = np.arange(n) - (n - 1) / 2
     x, y = np.meshgrid(c, c)
-    return (x**2 + y**2) <= ((n - 1) / 2) ** 2
+    inside: np.ndarray = (x**2 + y**2) <= ((n - 1) / 2) ** 2
+    return inside
 
 
 def rmse(recon: np.ndarray, truth: np.ndarray) -> float:

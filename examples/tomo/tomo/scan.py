@@ -30,7 +30,8 @@ def detector(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def record(expected: np.ndarray, dark: np.ndarray, rng: np.random.Generator, frames: int = 1) -> np.ndarray:
     """Mean of `frames` noisy frames: photon (Poisson) noise on the signal, plus the dark current."""
     counts = rng.poisson(np.broadcast_to(expected, (frames, *expected.shape))).mean(axis=0)
-    return counts + dark + rng.normal(0.0, 2.0, expected.shape)
+    recorded: np.ndarray = counts + dark + rng.normal(0.0, 2.0, expected.shape)
+    return recorded
 
 
 def acquire(index: int) -> None:
