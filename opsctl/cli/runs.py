@@ -80,8 +80,11 @@ def _watch(chosen: Backend, run_id: str, interval: float, as_json: bool, stuck_a
 
         from opsctl.cli.render import status_table
 
-        with Live(console=Console(), auto_refresh=False) as live:
+        console = Console()
+        with Live(console=console, auto_refresh=False) as live:
             doc = _follow(poll, run_id, interval, lambda d: live.update(status_table(d), refresh=True))
+        if not console.is_terminal:
+            console.line()  # off a terminal, Live leaves its last frame without a line break
         for line in chosen.failures(run_id, doc):
             typer.echo(line, err=True)
     raise typer.Exit(0 if doc["state"] == "SUCCEEDED" else 1)
