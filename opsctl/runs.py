@@ -59,7 +59,9 @@ def manifest(pipeline: Pipeline, run_id: str, backend: str, list_uris: dict[str,
     }
 
 
-def contract_environment(step: dict[str, Any], run_id: str, run_uri: str) -> dict[str, str]:
+def contract_environment(
+    step: dict[str, Any], run_id: str, run_uri: str, generation: int = 1
+) -> dict[str, str]:
     """The worker contract (docs/worker.md) that opsctl sets for every child of a step.
 
     `run_uri` is where the run lives (a directory or s3://…): commands keep their data under
@@ -76,14 +78,18 @@ def contract_environment(step: dict[str, Any], run_id: str, run_uri: str) -> dic
         "OPSCTL_RUN_URI": run_uri,
         "OPSCTL_STATE_URI": f"{run_uri}/state",
         "OPSCTL_SPLIT": step["split"],
+        "OPSCTL_GENERATION": str(generation),
     }
 
 
 def local_environment(
-    step: dict[str, Any], run_id: str, run_uri: str, index: int, attempt: int
+    step: dict[str, Any], run_id: str, run_uri: str, index: int, attempt: int, generation: int = 1
 ) -> dict[str, str]:
     """The contract plus what AWS Batch would have set: the child's index and attempt."""
-    env = {**contract_environment(step, run_id, run_uri), "AWS_BATCH_JOB_ATTEMPT": str(attempt)}
+    env = {
+        **contract_environment(step, run_id, run_uri, generation),
+        "AWS_BATCH_JOB_ATTEMPT": str(attempt),
+    }
     if step["array_size"] > 1:  # Batch sets the index for array children only
         env["AWS_BATCH_JOB_ARRAY_INDEX"] = str(index)
     return env

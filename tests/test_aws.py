@@ -212,7 +212,9 @@ def test_status_counts_commands_from_markers(backend: AwsBackend, spec: Path) ->
     status = backend.status(run_id)
     assert status["state"] == "SUCCEEDED" and status["backend"] == "aws"
     steps = {s["name"]: s for s in status["steps"]}
-    assert steps["pre"]["commands"] == {"total": 12, "done": 6, "failed": 0}, "children 0 and 2: 3 each"
+    assert steps["pre"]["commands"] == {"total": 12, "done": 6, "failed": 0, "reexecuted": 0}, (
+        "children 0 and 2: 3 each"
+    )
     assert steps["pre"]["counts"] == {"SUCCEEDED": 4}
     assert steps["calibrate"]["counts"] == {"SUCCEEDED": 1}
     assert set(status) >= {"run_id", "pipeline", "backend", "state", "steps"}

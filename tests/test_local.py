@@ -78,7 +78,12 @@ steps:
     assert code == 0 and doc["state"] == "SUCCEEDED"
     assert [line[0] for line in log.read_text().split()] == ["a"] * 6 + ["b"] + ["c"] * 4
     c = steps_by_name(doc)["c"]
-    assert c["counts"] == {"SUCCEEDED": 2} and c["commands"] == {"total": 4, "done": 4, "failed": 0}
+    assert c["counts"] == {"SUCCEEDED": 2} and c["commands"] == {
+        "total": 4,
+        "done": 4,
+        "failed": 0,
+        "reexecuted": 0,
+    }
     assert steps_by_name(doc)["a"]["elapsed"] >= 0.2, "two 0.1 s commands a child, one after the other"
 
 
@@ -136,7 +141,7 @@ steps:
     assert code == 1 and doc["state"] == "FAILED"
     steps = steps_by_name(doc)
     assert steps["bad"]["state"] == "FAILED" and steps["bad"]["counts"] == {"SUCCEEDED": 1, "FAILED": 1}
-    assert steps["bad"]["commands"] == {"total": 2, "done": 1, "failed": 1}
+    assert steps["bad"]["commands"] == {"total": 2, "done": 1, "failed": 1, "reexecuted": 0}
     assert steps["after-bad"]["state"] == "FAILED" and steps["after-bad"]["reason"] == "dependency failed"
     assert steps["good"]["state"] == "SUCCEEDED"
     assert "must not run" not in opsctl("logs", run_id, "after-bad").stdout
@@ -285,7 +290,7 @@ def test_ten_thousand_commands(home: Path) -> None:
     code, doc, _ = watch(launch(spec, "--max-parallel", "2"))
     assert code == 0
     step = steps_by_name(doc)["s"]
-    assert step["commands"] == {"total": 10000, "done": 10000, "failed": 0}
+    assert step["commands"] == {"total": 10000, "done": 10000, "failed": 0, "reexecuted": 0}
     assert step["counts"] == {"SUCCEEDED": 4}
 
 

@@ -10,15 +10,17 @@ import argparse
 import os
 import signal
 import sys
+from collections.abc import Iterable
 
 import structlog
 
 from opsctl import logging as opsctl_logging
 from opsctl.errors import BadInput, OpsctlError
 from opsctl.storage import NotFound, open_store, read_uri
+from worker.claims import Claims
 from worker.env import WorkerEnv
 from worker.listfile import parse_commands
-from worker.markers import Markers
+from worker.markers import DONE, Markers
 from worker.runner import Terminated, raise_terminated, run_commands
 from worker.split import contiguous_slice
 
@@ -34,11 +36,6 @@ def run(fail_fast: bool, preflight_gpu: bool = False) -> int:
             # Exit 1, not 2: a broken GPU host is worth another attempt elsewhere.
             print(report.render(), file=sys.stderr)
             return 1
-    if env.split != "contiguous":
-        raise BadInput(
-            f"environment: OPSCTL_SPLIT={env.split!r} is not supported by this worker version "
-            "(supported: contiguous)"
-        )
     try:
         text = read_uri(env.list_uri).decode("utf-8")
     except NotFound:
@@ -46,15 +43,20 @@ def run(fail_fast: bool, preflight_gpu: bool = False) -> int:
     except UnicodeDecodeError as e:
         raise BadInput(f"list file {env.list_uri}: not UTF-8 text (byte {e.start})") from None
     commands = parse_commands(text)
-    mine = contiguous_slice(len(commands), env.index, env.array_size)
+    store = open_store(env.state_uri)
+    markers = Markers(store, env.step)
+    if env.split == "dynamic":
+        mine: Iterable[int] = Claims(store, env).commands(len(commands), markers.indices(DONE))
+        first, stop = 0, len(commands)
+    else:
+        mine = contiguous_slice(len(commands), env.index, env.array_size)
+        first, stop = mine.start, mine.stop
     # Bound once here: every event of this child, the runner's included, carries them.
     structlog.contextvars.bind_contextvars(
         run_id=env.run_id, step=env.step, child=env.index, attempt=env.attempt
     )
     log = structlog.get_logger()
-    log.info("slice", first=mine.start, stop=mine.stop, commands=len(mine), total=len(commands))
-
-    markers = Markers(open_store(env.state_uri), env.step)
+    log.info("slice", split=env.split, first=first, stop=stop, total=len(commands))
     summary = run_commands(env, commands, mine, markers, fail_fast=fail_fast)
     log.info("finished", ran=summary.ran, failed=summary.failed, skipped=summary.skipped)
     return summary.exit_code

@@ -31,6 +31,7 @@ class WorkerEnv:
     step: str
     state_uri: str
     split: str
+    generation: int = 1  # bumped by each `opsctl resume`: claims of older generations are void
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> WorkerEnv:
@@ -38,6 +39,7 @@ class WorkerEnv:
         size = _int(environ, SIZE_VARS, default=1, low=1, high=MAX_ARRAY_SIZE)
         index = _int(environ, INDEX_VARS, default=0, low=0, high=size - 1, hint=f" (array size {size})")
         attempt = _int(environ, ("AWS_BATCH_JOB_ATTEMPT",), default=1, low=1, high=None)
+        generation = _int(environ, ("OPSCTL_GENERATION",), default=1, low=1, high=None)
         split = environ.get("OPSCTL_SPLIT", "contiguous")
         if split not in SPLITS:
             raise BadInput(f"environment: OPSCTL_SPLIT={split!r} is not one of {' | '.join(SPLITS)}")
@@ -53,6 +55,7 @@ class WorkerEnv:
             step=step,
             state_uri=_required(environ, "OPSCTL_STATE_URI"),
             split=split,
+            generation=generation,
         )
 
 

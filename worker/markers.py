@@ -14,6 +14,7 @@ from opsctl.storage import Store
 
 DONE = "done"
 FAILED = "failed"
+RERUN = "rerun"  # dynamic split: a command run again because its runner died mid-way
 
 
 class Markers:
@@ -33,18 +34,18 @@ class Markers:
             int(key.rsplit("/", 1)[1]) for key in self.store.list(folder) if key.rsplit("/", 1)[1].isdigit()
         }
 
-    def scan(self) -> tuple[set[int], set[int]]:
-        """(done, failed) command indices from one listing of the step's folder.
+    def scan(self) -> tuple[set[int], set[int], set[int]]:
+        """(done, failed, rerun) command indices from one listing of the step's folder.
 
         `failed` holds only commands without a `done` marker: one that failed and later
         succeeded counts as done. This is what status reports poll, so it is one LIST call.
         """
-        found: dict[str, set[int]] = {DONE: set(), FAILED: set()}
+        found: dict[str, set[int]] = {DONE: set(), FAILED: set(), RERUN: set()}
         for key in self.store.list(self.step):
             parts = key.split("/")  # <step>/<kind>/<k>
             if len(parts) == 3 and parts[1] in found and parts[2].isdigit():
                 found[parts[1]].add(int(parts[2]))
-        return found[DONE], found[FAILED] - found[DONE]
+        return found[DONE], found[FAILED] - found[DONE], found[RERUN]
 
     def mark(self, kind: str, index: int, record: dict[str, Any]) -> None:
         self.store.write(self._key(kind, index), json.dumps(record, sort_keys=True).encode())

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import BinaryIO
@@ -59,7 +59,7 @@ class Summary:
 def run_commands(
     env: WorkerEnv,
     commands: Sequence[str],
-    indices: Sequence[int],
+    indices: Iterable[int],
     markers: Markers,
     *,
     fail_fast: bool = False,

@@ -195,7 +195,7 @@ class AwsBackend:
     def submit_request(self, doc: dict[str, Any], step: dict[str, Any], job_name: str) -> dict[str, Any]:
         """The SubmitJob request for one step (an array job when array_size >= 2)."""
         run_id = doc["run_id"]
-        env = contract_environment(step, run_id, self.store(run_id).uri)
+        env = contract_environment(step, run_id, self.store(run_id).uri, doc.get("generation", 1))
         # Containers cannot reach the instance metadata (hop limit 1): tell boto3 the region.
         env["AWS_DEFAULT_REGION"] = self.infra.region
         resources = [
@@ -274,7 +274,7 @@ class AwsBackend:
                 counts = {k: v for k, v in job["arrayProperties"].get("statusSummary", {}).items() if v}
             else:
                 counts = {state.value: 1} if job else {}
-            done, failed = Markers(markers, step["name"]).scan()
+            done, failed, rerun = Markers(markers, step["name"]).scan()
             steps.append(
                 {
                     "name": step["name"],
@@ -284,7 +284,12 @@ class AwsBackend:
                     "array_size": step["array_size"],
                     "counts": counts,
                     "elapsed": _elapsed(job),
-                    "commands": {"total": step["commands"], "done": len(done), "failed": len(failed)},
+                    "commands": {
+                        "total": step["commands"],
+                        "done": len(done),
+                        "failed": len(failed),
+                        "reexecuted": len(rerun),
+                    },
                     "job_id": job["jobId"] if job else None,
                 }
             )

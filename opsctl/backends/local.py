@@ -47,7 +47,8 @@ DEPENDENCY_FAILED = "dependency failed"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS run (
     id TEXT PRIMARY KEY, pipeline TEXT, state TEXT, reason TEXT,
-    created REAL, finished REAL, supervisor_pid INTEGER, max_parallel INTEGER
+    created REAL, finished REAL, supervisor_pid INTEGER, max_parallel INTEGER,
+    generation INTEGER DEFAULT 1
 );
 CREATE TABLE IF NOT EXISTS step (
     name TEXT PRIMARY KEY, position INTEGER, state TEXT, reason TEXT, started REAL, finished REAL
@@ -167,7 +168,7 @@ def create_run(pipe: spec.Pipeline, max_parallel: int | None = None) -> LocalRun
         conn.execute("PRAGMA journal_mode=WAL")
         conn.executescript(SCHEMA)
         conn.execute(
-            "INSERT INTO run VALUES (?, ?, ?, NULL, ?, NULL, NULL, ?)",
+            "INSERT INTO run VALUES (?, ?, ?, NULL, ?, NULL, NULL, ?, 1)",
             (run_id, pipe.name, JobState.SUBMITTED, time.time(), max_parallel or os.cpu_count() or 1),
         )
         for position, step in enumerate(pipe.steps):
@@ -230,7 +231,9 @@ class Supervisor:
         # One connection for the supervisor's life; each tick is one transaction.
         self.conn = sqlite3.connect(run.path / "run.db", timeout=30)
         self.conn.row_factory = sqlite3.Row
-        self.max_parallel = int(self.conn.execute("SELECT max_parallel FROM run").fetchone()[0])
+        self.max_parallel, self.generation = self.conn.execute(
+            "SELECT max_parallel, generation FROM run"
+        ).fetchone()
         self.children = {(r["step"], r["idx"]): dict(r) for r in self.conn.execute("SELECT * FROM child")}
         self.step_state = {r["name"]: JobState(r["state"]) for r in self.conn.execute("SELECT * FROM step")}
 
@@ -377,7 +380,7 @@ class Supervisor:
             # Commands find this environment's interpreter first, as in an activated venv: on
             # AWS the image's Python is the one on PATH.
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-            **local_environment(step, self.run.run_id, str(self.run.path), index, attempt),
+            **local_environment(step, self.run.run_id, str(self.run.path), index, attempt, self.generation),
         }
         proc = subprocess.Popen(
             [sys.executable, "-m", "worker", "run"],
@@ -484,6 +487,8 @@ def resume(run_id: str) -> str:
             "started = NULL, finished = NULL WHERE state != ?",
             (JobState.SUBMITTED, JobState.SUCCEEDED),
         )
+        # A new generation: claims of the previous one are void (worker/claims.py).
+        conn.execute("UPDATE run SET generation = generation + 1")
         conn.execute(
             "UPDATE step SET state = ?, reason = NULL, started = NULL, finished = NULL WHERE state != ?",
             (JobState.SUBMITTED, JobState.SUCCEEDED),
@@ -519,7 +524,7 @@ def status(run_id: str) -> dict[str, Any]:
     for step in steps:
         kids = by_step.get(step["name"], [])
         counts = dict(Counter(kid["state"] for kid in kids))
-        done, failed = Markers(store, step["name"]).scan()
+        done, failed, rerun = Markers(store, step["name"]).scan()
         doc_steps.append(
             {
                 "name": step["name"],
@@ -533,6 +538,7 @@ def status(run_id: str) -> dict[str, Any]:
                     "total": manifest_steps[step["name"]]["commands"],
                     "done": len(done),
                     "failed": len(failed),
+                    "reexecuted": len(rerun),
                 },
                 "failed_children": [
                     {

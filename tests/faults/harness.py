@@ -1,0 +1,113 @@
+"""Fault injection for the local backend: kill -9 children and the supervisor at random moments.
+
+One round: a step whose commands each append a line to their own file and sleep a random,
+skewed (log-normal) time; while it runs, kill -9 a random child's process group (the supervisor
+retries it) or, sometimes, the supervisor itself (then `opsctl resume`), a few times; then let
+it finish, resuming whenever nothing drives it. Afterwards every command must have exactly one
+`done` marker and at least one line, and the re-executions (lines beyond the first) may not
+exceed the commands in flight at the kills. Used by tests/faults (CI) and bench/faults.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+OPSCTL = str(Path(sys.executable).parent / "opsctl")
+
+
+@dataclass
+class Round:
+    commands: int
+    split: str
+    kills: list[str] = field(default_factory=list)
+    in_flight_at_kills: int = 0
+    lost: int = 0  # commands without a done marker or without a line
+    reexecutions: int = 0
+    status_reexecuted: int = 0
+    seconds: float = 0.0
+
+
+def _opsctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([OPSCTL, *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def _live_children(db: Path, run_id: str) -> list[int]:
+    from opsctl.backends.local import runs_for
+
+    with sqlite3.connect(db) as conn:
+        pids = [
+            r[0] for r in conn.execute("SELECT pid FROM child WHERE state = 'RUNNING' AND pid IS NOT NULL")
+        ]
+    return [pid for pid in pids if runs_for(pid, run_id)]
+
+
+def run_round(work: Path, seed: int, split: str, commands: int = 40, kills: int = 3) -> Round:
+    rng = random.Random(seed)
+    out = work / "out"
+    out.mkdir(parents=True)
+    durations = [min(1.5, rng.lognormvariate(-2.5, 1.0)) for _ in range(commands)]
+    spec = work / "faults.yaml"
+    listing = "".join(f"      - echo ran >> {out}/{k}; sleep {d:.3f}\n" for k, d in enumerate(durations))
+    spec.write_text(
+        f"name: faults\nsteps:\n  - name: s\n    queue: cpu\n    array_size: 4\n    split: {split}\n"
+        f"    retries: 9\n    commands:\n{listing}"
+    )
+    env = {**os.environ, "OPSCTL_HOME": str(work / "home")}
+    result = Round(commands=commands, split=split)
+    started = time.monotonic()
+    launched = _opsctl(env, "launch", str(spec), "--json", "--max-parallel", "4")
+    assert launched.returncode == 0, launched.stderr
+    run_id = json.loads(launched.stdout)["run_id"]
+    run_dir = work / "home" / "runs" / run_id
+    db = run_dir / "run.db"
+
+    for _ in range(kills):
+        time.sleep(rng.uniform(0.1, 0.6))
+        status = json.loads(_opsctl(env, "status", run_id, "--json").stdout)
+        if status["state"] in ("SUCCEEDED", "FAILED"):
+            break
+        live = _live_children(db, run_id)
+        if rng.random() < 0.3:
+            with sqlite3.connect(db) as conn:
+                supervisor = conn.execute("SELECT supervisor_pid FROM run").fetchone()[0]
+            os.kill(supervisor, signal.SIGKILL)
+            result.kills.append("supervisor")
+            result.in_flight_at_kills += len(live)  # stopped for good by the resume below
+            time.sleep(0.1)
+            assert _opsctl(env, "resume", run_id).returncode == 0
+        elif live:
+            victim = rng.choice(live)
+            os.killpg(victim, signal.SIGKILL)  # the worker and the command it runs
+            result.kills.append("child")
+            result.in_flight_at_kills += 1
+
+    deadline = time.monotonic() + 120
+    while True:
+        status = json.loads(_opsctl(env, "status", run_id, "--json").stdout)
+        if status["state"] == "SUCCEEDED":
+            break
+        if status["state"] == "FAILED" or status.get("reason"):
+            result.in_flight_at_kills += len(_live_children(db, run_id))
+            assert _opsctl(env, "resume", run_id).returncode == 0
+        assert time.monotonic() < deadline, "the run never finished"
+        time.sleep(0.2)
+    result.seconds = time.monotonic() - started
+
+    done = sorted(int(p.name) for p in (run_dir / "state" / "s" / "done").iterdir())
+    counts = [
+        len((out / str(k)).read_text().split()) if (out / str(k)).exists() else 0 for k in range(commands)
+    ]
+    result.lost = sum(1 for k in range(commands) if k not in done or counts[k] == 0)
+    result.reexecutions = sum(c - 1 for c in counts if c > 1)
+    result.status_reexecuted = status["steps"][0]["commands"]["reexecuted"]
+    assert len(done) == len(set(done)) <= commands
+    return result
