@@ -8,40 +8,18 @@ Usage: python bench/balance.py [--commands 200] [--seconds 60]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
-import select
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
+from localrun import launch_and_wait
+
 TARGET = 1.10
 
 
 def makespan(spec: Path, env: dict[str, str]) -> float:
-    from opsctl.backends.local import LocalRun
-
-    started = time.perf_counter()
-    launched = subprocess.run(
-        [BIN / "opsctl", "launch", str(spec), "--json", "--max-parallel", "8"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    run = LocalRun.find(json.loads(launched.stdout)["run_id"])
-    pidfd = os.pidfd_open(run.run_row()["supervisor_pid"])
-    try:
-        select.select([pidfd], [], [])
-    finally:
-        os.close(pidfd)
-    elapsed = time.perf_counter() - started
-    assert run.run_row()["state"] == "SUCCEEDED"
-    return elapsed
+    return launch_and_wait(spec, env, max_parallel=8)[0]
 
 
 def main() -> None:

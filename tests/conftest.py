@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,3 +63,24 @@ def infra_file(batch_env: dict[str, str], bucket: str, tmp_path: Path) -> Path:
         )
     )
     return path
+
+
+def released_together(argvs: list[list[str]], timeout: float = 300) -> list[str]:
+    """Run processes that each print `ready` when set up and then wait for a line on stdin;
+    release them all at once, and return each one's remaining stdout. Races start together."""
+    procs = [
+        subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for argv in argvs
+    ]
+    for proc in procs:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    outputs = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=timeout)
+        assert proc.returncode == 0
+        outputs.append(out)
+    return outputs

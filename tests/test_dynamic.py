@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from opsctl.storage import open_store
-from tests.conftest import ROOT
+from tests.conftest import released_together
 from tests.test_worker import WORKER, appender, lines, markers, write_list
 
 
@@ -99,23 +99,8 @@ def test_claims_on_s3_under_8_concurrent_processes(bucket: str) -> None:
         "sys.stdin.readline()\n"
         "print(json.dumps(list(claims.commands(1000, set()))))\n"
     )
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", code, str(i), f"{place}/state"],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(8)
-    ]
-    for proc in procs:
-        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-    for proc in procs:
-        assert proc.stdin is not None
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-    claimed = [json.loads(proc.communicate(timeout=300)[0]) for proc in procs]
+    argvs = [[sys.executable, "-c", code, str(i), f"{place}/state"] for i in range(8)]
+    claimed = [json.loads(out) for out in released_together(argvs)]
     counts = Counter(k for mine in claimed for k in mine)
     assert sorted(counts) == list(range(1000)) and set(counts.values()) == {1}
     assert all(len(mine) > 50 for mine in claimed), [len(mine) for mine in claimed]

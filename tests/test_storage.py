@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 
 from opsctl.errors import BadInput
 from opsctl.storage import LocalStore, NotFound, S3Store, Store, open_store, read_uri
-from tests.conftest import ROOT
+from tests.conftest import released_together
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -88,28 +87,8 @@ def _race(uri: str, keys: int, contenders: int) -> list[list[int]]:
         "random.Random(me).shuffle(order)  # each contender meets the others at different keys\n"
         "print(json.dumps([k for k in order if store.create(f'claims/{k}', me.encode())]))\n"
     )
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", code, uri, str(keys), str(i)],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(contenders)
-    ]
-    for proc in procs:
-        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-    for proc in procs:
-        assert proc.stdin is not None
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-    results = []
-    for proc in procs:
-        out, _ = proc.communicate(timeout=120)
-        assert proc.returncode == 0
-        results.append(json.loads(out))
-    return results
+    argvs = [[sys.executable, "-c", code, uri, str(keys), str(i)] for i in range(contenders)]
+    return [json.loads(out) for out in released_together(argvs, timeout=120)]
 
 
 def test_create_is_atomic_under_8_processes(store_uri: str) -> None:
