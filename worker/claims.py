@@ -15,6 +15,7 @@ Only those commands run twice, and each re-run leaves a `rerun/<k>` marker that 
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 from collections.abc import Iterator
@@ -81,8 +82,14 @@ class Claims:
             self.mark_rerun(k)
             yield k
         older = self._older_generations() - done
-        start = total * self.env.index // self.env.array_size
-        for k in [*range(start, total), *range(start)]:
+        # Child i of n first tries its own stride, i, i+n, i+2n…: children advancing together
+        # never collide, and the list is consumed front to back as from one shared queue. Then
+        # it takes whatever is left, in list order. (Starting at the child's share, total*i//n,
+        # leaves each child a long stretch whose tail others must steal; trying i, i+1, … makes
+        # every child race every other for each next command. bench/balance.py compares.)
+        n = self.env.array_size
+        own = range(self.env.index, total, n)
+        for k in itertools.chain(own, (k for k in range(total) if k % n != self.env.index)):
             if k in done or k in claimed:
                 continue
             if self.store.create(f"{self.folder}/{k}", self.record):
