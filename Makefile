@@ -77,7 +77,7 @@ demo: $(STAMP)
 	$(BIN)/python examples/tomo/demo.py
 
 bench: $(STAMP)
-	@set -e; for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script; done
+	@set -e; for script in bench/[!_]*.py; do echo "== $$script"; $(BIN)/python $$script; done
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) tools/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

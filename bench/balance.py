@@ -17,7 +17,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from localrun import launch_and_wait
+from _localrun import launch_and_wait
 
 TARGET = 1.10
 

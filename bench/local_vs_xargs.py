@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from localrun import BIN, launch_and_wait
+from _localrun import BIN, launch_and_wait
 
 TARGET = 1.15
 TMPFS = "/dev/shm"  # noqa: S108 - only ever used through mkdtemp: a private, randomly named folder
