@@ -76,8 +76,23 @@ demo: $(STAMP)
 	$(BIN)/opsctl validate examples/tomo/pipeline.yaml
 	$(BIN)/python examples/tomo/demo.py
 
-bench: $(STAMP)
-	@set -e; for script in bench/[!_]*.py; do echo "== $$script"; $(BIN)/python $$script; done
+# OPENCL_CPU=intel adds Intel's OpenCL CPU runtime (proprietary EULA, so only on request) beside
+# PoCL, for machines whose processor PoCL's LLVM cannot compile for; see bench/README.md.
+OPENCL_VENDORS := $(VENV)/etc/OpenCL/opsctl-vendors
+ifeq ($(OPENCL_CPU),intel)
+BENCH_DEPS := $(VENV)/.opencl-cpu-intel
+BENCH_ENV := OCL_ICD_VENDORS=$(abspath $(OPENCL_VENDORS))
+else ifneq ($(OPENCL_CPU),)
+$(error OPENCL_CPU=$(OPENCL_CPU) is not supported: leave it unset (PoCL only) or set it to intel)
+endif
+
+$(VENV)/.opencl-cpu-intel: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,opencl-cpu]'
+	$(BIN)/python tools/opencl_vendors.py $(OPENCL_VENDORS)
+	@touch $@
+
+bench: $(STAMP) $(BENCH_DEPS)
+	@set -e; for script in bench/[!_]*.py; do echo "== $$script"; $(BENCH_ENV) $(BIN)/python $$script; done
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) tools/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -59,7 +59,11 @@ def measure(commands: int, rounds: int, where: str | None) -> tuple[list[float],
         env = dict(os.environ)
         xargs_runs, opsctl_runs = [], []
         for _ in range(rounds):
+            # Each timed run starts with the previous one's files written back, so neither
+            # runner pays for the other's dirty pages.
+            os.sync()
             xargs_runs.append(time_xargs(list_file))
+            os.sync()
             opsctl_runs.append(time_opsctl(spec, commands, env))
     return xargs_runs, opsctl_runs
 

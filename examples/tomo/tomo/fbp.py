@@ -4,6 +4,11 @@ Every output pixel (x, y) sums, over the angles θ, the filtered projection at d
 x·cos θ + y·sin θ + centre, linearly interpolated. On OpenCL one work item computes one pixel
 with the angles' cosines and sines precomputed; numpy does the same per angle when there is no
 usable OpenCL device.
+
+Pixel (col, row) sits at x = col - origin, y = origin - row from the rotation axis. The default
+origin, (n - 1) / 2, puts the axis between the two middle pixels of an even-sized image, as the
+detector does; scikit-image's `iradon` puts it on pixel n // 2, and `origin` lets a comparison
+sample the phantom at the same points as iradon does.
 """
 
 from __future__ import annotations
@@ -16,13 +21,13 @@ import numpy as np
 KERNEL = """
 __kernel void backproject(__global const float *sino, __global const float *cos_t,
                           __global const float *sin_t, const int n_angles, const int n_det,
-                          const int n, const float centre, const float scale,
-                          __global float *out) {
+                          const int n, const float centre, const float origin,
+                          const float scale, __global float *out) {
     const int col = get_global_id(0);
     const int row = get_global_id(1);
     if (col >= n || row >= n) return;
-    const float x = col - 0.5f * (n - 1);
-    const float y = 0.5f * (n - 1) - row;
+    const float x = col - origin;
+    const float y = origin - row;
     float acc = 0.0f;
     for (int a = 0; a < n_angles; a++) {
         const float k = x * cos_t[a] + y * sin_t[a] + centre;
@@ -42,10 +47,16 @@ def _scale(n_angles: int) -> float:
     return float(np.pi / n_angles)  # dθ of the back-projection integral over [0, π)
 
 
-def backproject_numpy(filtered: np.ndarray, theta: np.ndarray, offset: float, n: int) -> np.ndarray:
+def _origin(n: int, origin: float | None) -> float:
+    return (n - 1) / 2 if origin is None else origin
+
+
+def backproject_numpy(
+    filtered: np.ndarray, theta: np.ndarray, offset: float, n: int, origin: float | None = None
+) -> np.ndarray:
     n_angles, n_det = filtered.shape
     centre = (n_det - 1) / 2 + offset
-    coords = np.arange(n) - (n - 1) / 2
+    coords = np.arange(n) - _origin(n, origin)
     x, y = np.meshgrid(coords, -coords)
     out = np.zeros((n, n))
     index = np.arange(n_det, dtype=float)
@@ -63,11 +74,17 @@ class OpenCLBackprojector:
         self.device = device
         self.context = cl.Context([device])
         self.queue = cl.CommandQueue(self.context)
-        self.program = cl.Program(self.context, KERNEL).build()
+        # One kernel object for the process: fetching it from the program by name makes a new one
+        # on every call.
+        self.kernel = cl.Kernel(cl.Program(self.context, KERNEL).build(), "backproject")
 
     @classmethod
     def create(cls, device_hint: str | None = None) -> tuple[OpenCLBackprojector | None, str]:
-        """A back-projector on the best device (GPU first), or None and the reason why not."""
+        """A back-projector on the best device that builds the kernel, or None and why not.
+
+        GPUs come first. A device whose compiler fails (an OpenCL CPU driver older than the
+        processor, say) does not hide the next one: the machine may have two CPU drivers.
+        """
         try:
             import pyopencl as cl
         except ImportError as e:
@@ -80,17 +97,20 @@ class OpenCLBackprojector:
             devices = [d for d in devices if device_hint.lower() in d.name.lower()]
         if not devices:
             return None, "no OpenCL device" + (f" matching {device_hint!r}" if device_hint else "")
-        gpus = [d for d in devices if d.type & cl.device_type.GPU]
-        device = (gpus or devices)[0]
-        try:
-            return cls(cl, device), device.name.strip()
-        except cl.Error as e:
-            reason = " ".join(str(e).split())
-            if "unknown target CPU" in reason:
-                reason = "the OpenCL compiler cannot target this CPU (see `opsctl-worker gpu-check`)"
-            return None, f"{device.name.strip()}: {reason[:200]}"
+        failures = []
+        for device in sorted(devices, key=lambda d: not d.type & cl.device_type.GPU):
+            try:
+                return cls(cl, device), f"{device.name.strip()} ({device.platform.name.strip()})"
+            except cl.Error as e:
+                reason = " ".join(str(e).split())
+                if "unknown target CPU" in reason:
+                    reason = "the OpenCL compiler cannot target this CPU (see `opsctl-worker gpu-check`)"
+                failures.append(f"{device.name.strip()}: {reason[:200]}")
+        return None, "; ".join(failures)
 
-    def __call__(self, filtered: np.ndarray, theta: np.ndarray, offset: float, n: int) -> np.ndarray:
+    def __call__(
+        self, filtered: np.ndarray, theta: np.ndarray, offset: float, n: int, origin: float | None = None
+    ) -> np.ndarray:
         cl = self.cl
         n_angles, n_det = filtered.shape
         flags = cl.mem_flags
@@ -104,7 +124,7 @@ class OpenCLBackprojector:
         )
         out = np.empty((n, n), dtype=np.float32)
         out_buf = cl.Buffer(self.context, flags.WRITE_ONLY, out.nbytes)
-        self.program.backproject(
+        self.kernel(
             self.queue,
             (n, n),
             None,
@@ -115,6 +135,7 @@ class OpenCLBackprojector:
             np.int32(n_det),
             np.int32(n),
             np.float32((n_det - 1) / 2 + offset),
+            np.float32(_origin(n, origin)),
             np.float32(_scale(n_angles)),
             out_buf,
         )
