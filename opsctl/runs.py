@@ -10,9 +10,10 @@ import os
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from opsctl.pipeline import Pipeline
+if TYPE_CHECKING:  # the supervisor and the worker import this module; the YAML parser is not theirs
+    from opsctl.pipeline import Pipeline
 
 
 def new_run_id(pipeline_name: str, now: datetime | None = None) -> str:

@@ -30,15 +30,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from opsctl import pipeline as spec
 from opsctl.errors import BadInput, OpsctlError
 from opsctl.runs import local_environment, manifest, new_run_id, opsctl_home
 from opsctl.states import TERMINAL, JobState
 from opsctl.storage import LocalStore
 from worker.listfile import render_commands
 from worker.markers import Markers
+
+if TYPE_CHECKING:  # the supervisor process starts without the YAML parser: it reads the manifest
+    from opsctl import pipeline as spec
 
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 KILLED = "killed by user"
@@ -147,6 +149,8 @@ def runs_for(pid: int, run_id: str) -> bool:
 
 def launch(spec_path: Path, max_parallel: int | None = None) -> str:
     """Create the run directory and start its supervisor; return the run id at once."""
+    from opsctl import pipeline as spec
+
     run = create_run(spec.load(spec_path), max_parallel)
     start_supervisor(run)
     return run.run_id
