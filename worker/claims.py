@@ -2,8 +2,8 @@
 
 A claim is `<step>/claims/<generation>/<k>`, created only if absent (O_EXCL-like locally,
 `If-None-Match: *` on S3): of any number of children racing for k, exactly one runs it. Each
-child starts at its own share of the list (child i of n at total·i//n) so children do not
-collide at the front, and re-lists the claims when it meets one it did not know about.
+child tries the commands in `claim_order`, so children do not collide at the front, and
+re-lists the claims when it meets one it did not know about.
 
 Nothing is lost when a runner dies:
   - a retried attempt (same generation) first re-runs the commands its child claimed but did
@@ -22,6 +22,19 @@ from collections.abc import Iterator
 
 from opsctl.storage import NotFound, Store
 from worker.env import WorkerEnv
+
+
+def claim_order(index: int, size: int, total: int) -> Iterator[int]:
+    """The order in which child `index` of `size` tries to claim commands 0..total-1.
+
+    First its own stride, i, i+n, i+2n…: children advancing together never collide, and the
+    list is consumed front to back as from one shared queue. Then whatever is left, in list
+    order. (Starting at the child's share, total*i//n, leaves each child a long stretch whose
+    tail others must steal; trying i, i+1, … makes every child race every other for each next
+    command. bench/balance.py simulates this order without overheads.)
+    """
+    own = range(index, total, size)
+    return itertools.chain(own, (k for k in range(total) if k % size != index))
 
 
 class Claims:
@@ -82,14 +95,7 @@ class Claims:
             self.mark_rerun(k)
             yield k
         older = self._older_generations() - done
-        # Child i of n first tries its own stride, i, i+n, i+2n…: children advancing together
-        # never collide, and the list is consumed front to back as from one shared queue. Then
-        # it takes whatever is left, in list order. (Starting at the child's share, total*i//n,
-        # leaves each child a long stretch whose tail others must steal; trying i, i+1, … makes
-        # every child race every other for each next command. bench/balance.py compares.)
-        n = self.env.array_size
-        own = range(self.env.index, total, n)
-        for k in itertools.chain(own, (k for k in range(total) if k % n != self.env.index)):
+        for k in claim_order(self.env.index, self.env.array_size, total):
             if k in done or k in claimed:
                 continue
             if self.store.create(f"{self.folder}/{k}", self.record):
