@@ -1,10 +1,14 @@
-"""Fault injection, many rounds: kill -9 children and the supervisor of local runs at random
-moments, resume until SUCCEEDED, and count lost commands (must be 0) and re-executions.
+"""Fault injection, many rounds: kill -9 children (and the local supervisor, or a whole step on
+the AWS path) at random moments, recover until done, and count lost commands (must be 0) and
+re-executions (at most the commands in flight at the kills).
 
-The harness is tests/faults/harness.py (CI runs 5 rounds of it). Each round: 40 commands of
-log-normal duration over 4 children, 3 kills; splits alternate between dynamic and contiguous.
+The harness is tests/faults/harness.py (CI runs 5 local and 3 S3 rounds of it). Each round: 40
+commands of log-normal duration over 4 children, 3 kills; splits alternate between dynamic and
+contiguous. Local rounds run the local backend and `opsctl resume`; S3 rounds keep the state in
+a moto S3 server on 127.0.0.1 and drive real worker processes as AWS Batch would (a retried
+attempt for a killed child, a new generation for a killed step).
 
-Usage: python bench/faults.py [--rounds 50]
+Usage: python bench/faults.py [--rounds 50] [--s3-rounds 20]
 """
 
 from __future__ import annotations
@@ -12,39 +16,64 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.faults.harness import run_round
+from tests import moto_env
+from tests.faults.harness import Round, run_batch_round, run_round
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=50)
-    args = parser.parse_args()
+def campaign(name: str, rounds: int, one_round: Callable[[Path, int, str], Round]) -> None:
     lost = reexecuted = bound = seconds = 0.0
     kills: Counter[str] = Counter()
     over_bound = 0
-    for seed in range(args.rounds):
+    for seed in range(rounds):
         split = "dynamic" if seed % 2 == 0 else "contiguous"
         with tempfile.TemporaryDirectory() as tmp:
-            result = run_round(Path(tmp), seed, split)
+            result = one_round(Path(tmp), seed, split)
         lost += result.lost
         reexecuted += result.reexecutions
         bound += result.in_flight_at_kills
         seconds += result.seconds
         kills.update(result.kills)
         over_bound += result.reexecutions > result.in_flight_at_kills
-    print(f"{args.rounds} rounds, {args.rounds * 40} commands, kills: {dict(kills)}, {seconds:.0f} s of runs")
+    print(f"{name}: {rounds} rounds, {rounds * 40} commands, kills: {dict(kills)}, {seconds:.0f} s of runs")
     print(
-        f"lost commands: {lost:.0f}; re-executions: {reexecuted:.0f} "
-        f"(commands in flight at the kills: {bound:.0f})"
+        f"  lost commands: {lost:.0f}; re-executions: {reexecuted:.0f} "
+        f"(commands in flight at the kills: {bound:.0f}); "
+        f"rounds with more re-executions than commands in flight: {over_bound}"
     )
-    print(f"rounds with more re-executions than commands in flight: {over_bound}")
-    print(f"RESULT faults_lost_commands {lost:.0f} commands target <= 0")
-    print(f"RESULT faults_reexecutions_per_in_flight {reexecuted / max(bound, 1):.2f} ratio target <= 1.0")
+    print(f"RESULT faults_{name}_lost_commands {lost:.0f} commands target <= 0")
+    ratio = reexecuted / max(bound, 1)
+    print(f"RESULT faults_{name}_reexecutions_per_in_flight {ratio:.2f} ratio target <= 1.0")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=50, help="rounds on the local backend")
+    parser.add_argument("--s3-rounds", type=int, default=20, help="rounds with the state on moto S3")
+    args = parser.parse_args()
+    campaign("local", args.rounds, run_round)
+    if not args.s3_rounds:
+        return
+    proc, endpoint = moto_env.start_server()
+    try:
+        moto_env.point_boto3_at(endpoint)
+        import boto3
+
+        bucket = f"opsctl-faults-{uuid.uuid4().hex[:12]}"
+        boto3.client("s3").create_bucket(Bucket=bucket)
+        campaign(
+            "s3",
+            args.s3_rounds,
+            lambda work, seed, split: run_batch_round(work, f"s3://{bucket}/runs/r{seed}", seed, split),
+        )
+    finally:
+        moto_env.stop_server(proc)
 
 
 if __name__ == "__main__":

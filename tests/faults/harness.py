@@ -102,12 +102,113 @@ def run_round(work: Path, seed: int, split: str, commands: int = 40, kills: int 
         time.sleep(0.2)
     result.seconds = time.monotonic() - started
 
-    done = sorted(int(p.name) for p in (run_dir / "state" / "s" / "done").iterdir())
+    # A worker killed between staging a marker and renaming it leaves a .opsctl-tmp-* file,
+    # which every listing ignores: only the names that are indices are markers.
+    done = sorted(int(p.name) for p in (run_dir / "state" / "s" / "done").iterdir() if p.name.isdigit())
     counts = [
         len((out / str(k)).read_text().split()) if (out / str(k)).exists() else 0 for k in range(commands)
     ]
     result.lost = sum(1 for k in range(commands) if k not in done or counts[k] == 0)
     result.reexecutions = sum(c - 1 for c in counts if c > 1)
     result.status_reexecuted = status["steps"][0]["commands"]["reexecuted"]
+    assert len(done) == len(set(done)) <= commands
+    return result
+
+
+def run_batch_round(
+    work: Path, run_uri: str, seed: int, split: str, commands: int = 40, kills: int = 3, children: int = 4
+) -> Round:
+    """The same round with the run's state in S3, its children driven as AWS Batch drives them.
+
+    moto's Batch runs no containers, so this plays Batch's part with real worker processes, each
+    given the environment the AWS backend and Batch give a child. A child killed alone is
+    retried as the job definition's retry strategy retries a lost host: the same index,
+    AWS_BATCH_JOB_ATTEMPT + 1. Three times in ten every child is killed at once, as when the
+    step is terminated, and the step is submitted again as `opsctl resume` does: the next
+    generation, attempts from 1. Checked as in `run_round`; `status_reexecuted` counts the
+    `rerun` markers in S3, which is what `opsctl status --backend aws` reports.
+    """
+    from opsctl.runs import local_environment
+    from opsctl.storage import open_store
+
+    rng = random.Random(seed)
+    out = work / "out"
+    out.mkdir(parents=True)
+    durations = [min(1.5, rng.lognormvariate(-2.5, 1.0)) for _ in range(commands)]
+    store = open_store(run_uri)
+    listing = "".join(f"echo ran >> {out}/{k}; sleep {d:.3f}\n" for k, d in enumerate(durations))
+    store.write("lists/s.txt", listing.encode())
+    step = {
+        "name": "s",
+        "array_size": children,
+        "list_uri": f"{run_uri}/lists/s.txt",
+        "split": split,
+        "env": {},
+    }
+    run_id = f"faults-{seed}"
+    generation = 1
+    attempts = dict.fromkeys(range(children), 0)
+    procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    def submit(index: int) -> None:
+        attempts[index] += 1
+        env = {**os.environ, **local_environment(step, run_id, run_uri, index, attempts[index], generation)}
+        with (work / f"child-{index}.log").open("ab") as log:
+            procs[index] = subprocess.Popen(
+                [sys.executable, "-m", "worker", "run"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,  # a process group: the kill takes the command in flight too
+            )
+
+    def live() -> list[int]:
+        return [i for i, p in procs.items() if p.poll() is None]
+
+    def kill(index: int) -> None:
+        os.killpg(procs[index].pid, signal.SIGKILL)
+        procs[index].wait()
+
+    result = Round(commands=commands, split=split)
+    started = time.monotonic()
+    for index in range(children):
+        submit(index)
+    for _ in range(kills):
+        time.sleep(rng.uniform(0.1, 0.6))
+        running = live()
+        if not running:
+            break
+        if rng.random() < 0.3:
+            for index in running:
+                kill(index)
+            result.kills.append("step")
+            result.in_flight_at_kills += len(running)
+            generation += 1  # `opsctl resume`: every child again, in a new generation
+            attempts = dict.fromkeys(range(children), 0)
+            for index in range(children):
+                submit(index)
+        else:
+            victim = rng.choice(running)
+            kill(victim)
+            result.kills.append("child")
+            result.in_flight_at_kills += 1
+            submit(victim)  # Batch's retry of a lost host: the next attempt of the same child
+
+    deadline = time.monotonic() + 120
+    while live():
+        assert time.monotonic() < deadline, "the children never finished"
+        time.sleep(0.05)
+    failed = {i: p.returncode for i, p in procs.items() if p.returncode != 0}
+    assert not failed, f"children exited {failed}; logs in {work}"
+    result.seconds = time.monotonic() - started
+
+    done = sorted(int(key.rsplit("/", 1)[1]) for key in store.list("state/s/done"))
+    counts = [
+        len((out / str(k)).read_text().split()) if (out / str(k)).exists() else 0 for k in range(commands)
+    ]
+    result.lost = sum(1 for k in range(commands) if k not in done or counts[k] == 0)
+    result.reexecutions = sum(c - 1 for c in counts if c > 1)
+    result.status_reexecuted = len(store.list("state/s/rerun"))
     assert len(done) == len(set(done)) <= commands
     return result
