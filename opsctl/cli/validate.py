@@ -7,7 +7,6 @@ from typing import Any
 
 import typer
 
-from opsctl import pipeline
 from opsctl.cli.options import Json, Spec
 
 
@@ -18,6 +17,8 @@ def validate(spec: Spec, as_json: Json = False) -> None:
     commands per child and dependencies. The first problem found exits 2 with one line naming
     the file, the line, the value and the limit.
     """
+    from opsctl import pipeline  # the YAML parser: only the commands that read a spec pay for it
+
     plan = pipeline.load(spec).plan()
     if as_json:
         typer.echo(json.dumps(plan, indent=2))
