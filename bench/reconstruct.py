@@ -9,7 +9,8 @@ origin, so all three sample the phantom at the same points and their RMSEs compa
 not where the phantom's sharp edges fall on two different grids. OpenCL times exclude building
 the kernel (done once per process) and include the transfers.
 
-The OpenCL device is the first that builds the kernel, GPUs first; `--device` picks one by name.
+The OpenCL device is the first that builds the kernel, GPUs first; `--device` picks one by a
+part of its name or its platform's.
 `make bench` also registers Intel's OpenCL CPU runtime, which compiles for processors newer than
 PoCL's LLVM knows (see bench/README.md).
 
@@ -49,7 +50,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--angles", type=int, default=512)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--device", help="OpenCL device to use (substring of its name); default: GPU first")
+    parser.add_argument(
+        "--device", help="OpenCL device, by part of its name or its platform's (default: GPU first)"
+    )
     args = parser.parse_args()
     n = args.size
     theta = np.arange(args.angles) * np.pi / args.angles

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
         if step == "filter":
             command.add_argument("--window", choices=WINDOWS, default="shepp-logan")
         if step == "reconstruct":
-            command.add_argument("--device", help="OpenCL device name to use (substring)")
+            command.add_argument("--device", help="OpenCL device to use: part of its name or its platform's")
     sub.add_parser("calibrate", help="estimate the centre of rotation from all slices")
     args = parser.parse_args(argv)
 

@@ -94,7 +94,8 @@ class OpenCLBackprojector:
         except cl.Error as e:
             return None, f"no OpenCL platform ({e})"
         if device_hint:
-            devices = [d for d in devices if device_hint.lower() in d.name.lower()]
+            hint = device_hint.lower()
+            devices = [d for d in devices if hint in f"{d.name} {d.platform.name}".lower()]
         if not devices:
             return None, "no OpenCL device" + (f" matching {device_hint!r}" if device_hint else "")
         failures = []
