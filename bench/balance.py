@@ -108,8 +108,9 @@ def main() -> None:
     overhead = statistics.mean(d / i for d, i in zip(ratios["dynamic"], ratios["ideal"], strict=True))
     print(f"RESULT balance_dynamic_vs_bound {means['dynamic']:.2f} ratio target <= {TARGET}")
     print(f"RESULT balance_contiguous_vs_bound {means['contiguous']:.2f} ratio target <= {TARGET}")
-    print(f"RESULT balance_ideal_dynamic_vs_bound {means['ideal']:.2f} ratio (the claim order's floor)")
-    print(f"RESULT balance_dynamic_vs_ideal {overhead:.2f} ratio (opsctl's own cost)")
+    print(f"the claim order's own floor (ideal dynamic): {means['ideal']:.2f} x bound")
+    # opsctl's own cost, measured against the same schedule without overheads: 5 % is our budget.
+    print(f"RESULT balance_dynamic_vs_ideal {overhead:.2f} ratio target <= 1.05")
 
 
 if __name__ == "__main__":
