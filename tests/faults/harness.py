@@ -35,6 +35,25 @@ class Round:
     status_reexecuted: int = 0
     seconds: float = 0.0
 
+    def tally(self, done: list[int], out: Path) -> None:
+        """Lost commands and re-executions, from the done markers and each command's own file."""
+        assert len(done) == len(set(done)) <= self.commands
+        counts = [
+            len((out / str(k)).read_text().split()) if (out / str(k)).exists() else 0
+            for k in range(self.commands)
+        ]
+        self.lost = sum(1 for k in range(self.commands) if k not in done or counts[k] == 0)
+        self.reexecutions = sum(c - 1 for c in counts if c > 1)
+
+
+def _workload(work: Path, seed: int, commands: int) -> tuple[random.Random, Path, list[str]]:
+    """Commands that each append a line to their own file under `out`, then sleep a skewed time."""
+    rng = random.Random(seed)
+    out = work / "out"
+    out.mkdir(parents=True)
+    durations = [min(1.5, rng.lognormvariate(-2.5, 1.0)) for _ in range(commands)]
+    return rng, out, [f"echo ran >> {out}/{k}; sleep {d:.3f}" for k, d in enumerate(durations)]
+
 
 def _opsctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([OPSCTL, *args], env=env, capture_output=True, text=True, timeout=120)
@@ -51,12 +70,9 @@ def _live_children(db: Path, run_id: str) -> list[int]:
 
 
 def run_round(work: Path, seed: int, split: str, commands: int = 40, kills: int = 3) -> Round:
-    rng = random.Random(seed)
-    out = work / "out"
-    out.mkdir(parents=True)
-    durations = [min(1.5, rng.lognormvariate(-2.5, 1.0)) for _ in range(commands)]
+    rng, out, lines = _workload(work, seed, commands)
     spec = work / "faults.yaml"
-    listing = "".join(f"      - echo ran >> {out}/{k}; sleep {d:.3f}\n" for k, d in enumerate(durations))
+    listing = "".join(f"      - {line}\n" for line in lines)
     spec.write_text(
         f"name: faults\nsteps:\n  - name: s\n    queue: cpu\n    array_size: 4\n    split: {split}\n"
         f"    retries: 9\n    commands:\n{listing}"
@@ -104,14 +120,8 @@ def run_round(work: Path, seed: int, split: str, commands: int = 40, kills: int 
 
     # A worker killed between staging a marker and renaming it leaves a .opsctl-tmp-* file,
     # which every listing ignores: only the names that are indices are markers.
-    done = sorted(int(p.name) for p in (run_dir / "state" / "s" / "done").iterdir() if p.name.isdigit())
-    counts = [
-        len((out / str(k)).read_text().split()) if (out / str(k)).exists() else 0 for k in range(commands)
-    ]
-    result.lost = sum(1 for k in range(commands) if k not in done or counts[k] == 0)
-    result.reexecutions = sum(c - 1 for c in counts if c > 1)
+    result.tally([int(p.name) for p in (run_dir / "state" / "s" / "done").iterdir() if p.name.isdigit()], out)
     result.status_reexecuted = status["steps"][0]["commands"]["reexecuted"]
-    assert len(done) == len(set(done)) <= commands
     return result
 
 
@@ -131,13 +141,9 @@ def run_batch_round(
     from opsctl.runs import local_environment
     from opsctl.storage import open_store
 
-    rng = random.Random(seed)
-    out = work / "out"
-    out.mkdir(parents=True)
-    durations = [min(1.5, rng.lognormvariate(-2.5, 1.0)) for _ in range(commands)]
+    rng, out, lines = _workload(work, seed, commands)
     store = open_store(run_uri)
-    listing = "".join(f"echo ran >> {out}/{k}; sleep {d:.3f}\n" for k, d in enumerate(durations))
-    store.write("lists/s.txt", listing.encode())
+    store.write("lists/s.txt", "".join(f"{line}\n" for line in lines).encode())
     step = {
         "name": "s",
         "array_size": children,
@@ -203,12 +209,6 @@ def run_batch_round(
     assert not failed, f"children exited {failed}; logs in {work}"
     result.seconds = time.monotonic() - started
 
-    done = sorted(int(key.rsplit("/", 1)[1]) for key in store.list("state/s/done"))
-    counts = [
-        len((out / str(k)).read_text().split()) if (out / str(k)).exists() else 0 for k in range(commands)
-    ]
-    result.lost = sum(1 for k in range(commands) if k not in done or counts[k] == 0)
-    result.reexecutions = sum(c - 1 for c in counts if c > 1)
+    result.tally([int(key.rsplit("/", 1)[1]) for key in store.list("state/s/done")], out)
     result.status_reexecuted = len(store.list("state/s/rerun"))
-    assert len(done) == len(set(done)) <= commands
     return result
