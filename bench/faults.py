@@ -4,9 +4,10 @@ re-executions (at most the commands in flight at the kills).
 
 The harness is tests/faults/harness.py (CI runs 5 local and 3 S3 rounds of it). Each round: 40
 commands of log-normal duration over 4 children, 3 kills; splits alternate between dynamic and
-contiguous. Local rounds run the local backend and `opsctl resume`; S3 rounds keep the state in
-a moto S3 server on 127.0.0.1 and drive real worker processes as AWS Batch would (a retried
-attempt for a killed child, a new generation for a killed step).
+contiguous. Local rounds run the local backend and `opsctl resume`; S3 rounds run opsctl's own
+`launch`, `status`, `kill` and `resume --backend aws` with the state in a moto S3 server on
+127.0.0.1 and AWS Batch played by tests/batch_player.py with real workers (a reclaimed host's
+child retried by the submitted retryStrategy; a killed run resumed in its next generation).
 
 Usage: python bench/faults.py [--rounds 50] [--s3-rounds 20]
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests import moto_env
+from tests.batch_player import playing
 from tests.faults.harness import Round, run_batch_round, run_round
 
 
@@ -67,11 +69,13 @@ def main() -> None:
 
         bucket = f"opsctl-faults-{uuid.uuid4().hex[:12]}"
         boto3.client("s3").create_bucket(Bucket=bucket)
-        campaign(
-            "s3",
-            args.s3_rounds,
-            lambda work, seed, split: run_batch_round(work, f"s3://{bucket}/runs/r{seed}", seed, split),
-        )
+        outputs = {**moto_env.create_batch_env(endpoint), "bucket": bucket}
+
+        def one_round(work: Path, seed: int, split: str) -> Round:
+            with playing(work / "player", outputs) as player:
+                return run_batch_round(work, player, seed, split)
+
+        campaign("s3", args.s3_rounds, one_round)
     finally:
         moto_env.stop_server(proc)
 

@@ -352,6 +352,8 @@ class _Validator:
             seen[step.name] = step.line
             steps.append(step)
         self._check_dependencies(steps)
+        for step in steps:
+            _check_submit_size(name, step)
         return Pipeline(
             name=name,
             spec_path=Path(self.source),
@@ -563,6 +565,42 @@ class _Validator:
         if cycle:
             first = by_name[cycle[0]]
             raise _At(first.line, f"dependency cycle: {' -> '.join([*cycle, cycle[0]])}")
+
+
+def _check_submit_size(pipeline_name: str, step: Step) -> None:
+    """Refuse a step whose AWS Batch SubmitJob request would be over Batch's 30 KiB.
+
+    The request is the one the AWS backend sends, built with the longest values the
+    infrastructure can give it (bucket name, queue and job definition ARNs, region) and this
+    pipeline's own run id length. A big `env` is the usual cause; the command list goes to S3.
+    """
+    from opsctl.backends.batch import MAX_SUBMIT_BYTES, request_bytes, submit_request
+    from opsctl.runs import step_record
+
+    run_id = f"{pipeline_name}-00000000-000000-0000"
+    run_uri = f"s3://{'b' * 63}/runs/{run_id}"
+    arn = "arn:aws-us-gov:batch:us-gov-west-1:000000000000:"
+    record = step_record(step, f"{run_uri}/lists/{step.name}.txt")
+    request = submit_request(
+        {"run_id": run_id, "pipeline": pipeline_name, "generation": 999_999},
+        record,
+        job_name=f"{run_id}-{step.name}-00000000",
+        queue=f"{arn}job-queue/{'q' * 128}",
+        job_definition=f"{arn}job-definition/{'d' * 128}:999999",
+        region="us-gov-west-1",
+        run_uri=run_uri,
+        after={d.step: "0" * 36 for d in step.depends_on},
+    )
+    size = request_bytes(request)
+    if size > MAX_SUBMIT_BYTES:
+        env = sum(len(k) + len(v) for k, v in step.env.items())
+        raise _At(
+            step.line,
+            f"step '{step.name}': its AWS Batch SubmitJob request would be {size / 1024:.1f} KiB, over "
+            f"Batch's {MAX_SUBMIT_BYTES // 1024} KiB limit (env: {len(step.env)} "
+            f"{'variable' if len(step.env) == 1 else 'variables'}, {env / 1024:.1f} KiB): "
+            "keep large values in a file the commands read",
+        )
 
 
 def _empty_map(parent: _Map) -> _Map:

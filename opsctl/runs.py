@@ -7,12 +7,15 @@ run them), so a run can be watched, resumed or killed later without the original
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from opsctl.states import JobState
+
 if TYPE_CHECKING:  # the supervisor and the worker import this module; the YAML parser is not theirs
-    from opsctl.pipeline import Pipeline
+    from opsctl.pipeline import Pipeline, Step
 
 
 def new_run_id(pipeline_name: str, now: datetime | None = None) -> str:
@@ -39,24 +42,26 @@ def manifest(pipeline: Pipeline, run_id: str, backend: str, list_uris: dict[str,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "spec": str(pipeline.spec_path),
         "spec_text": pipeline.spec_path.read_text(encoding="utf-8"),  # the record outlives the file
-        "steps": [
-            {
-                "name": step.name,
-                "queue": step.queue.value,
-                "array_size": step.array_size,
-                "commands": len(step.commands),
-                "list_uri": list_uris[step.name],
-                "split": step.split.value,
-                "depends_on": [{"step": d.step, "n_to_n": d.n_to_n} for d in step.depends_on],
-                "retries": step.retries,
-                "timeout": step.timeout,
-                "vcpus": step.vcpus,
-                "memory": step.memory,
-                "gpus": step.gpus,
-                "env": dict(step.env),
-            }
-            for step in pipeline.steps
-        ],
+        "steps": [step_record(step, list_uris[step.name]) for step in pipeline.steps],
+    }
+
+
+def step_record(step: Step, list_uri: str) -> dict[str, Any]:
+    """A step as the manifest keeps it: everything a backend needs to run it, as plain JSON."""
+    return {
+        "name": step.name,
+        "queue": step.queue.value,
+        "array_size": step.array_size,
+        "commands": len(step.commands),
+        "list_uri": list_uri,
+        "split": step.split.value,
+        "depends_on": [{"step": d.step, "n_to_n": d.n_to_n} for d in step.depends_on],
+        "retries": step.retries,
+        "timeout": step.timeout,
+        "vcpus": step.vcpus,
+        "memory": step.memory,
+        "gpus": step.gpus,
+        "env": dict(step.env),
     }
 
 
@@ -94,3 +99,21 @@ def local_environment(
     if step["array_size"] > 1:  # Batch sets the index for array children only
         env["AWS_BATCH_JOB_ARRAY_INDEX"] = str(index)
     return env
+
+
+def plan_resume(
+    steps: list[dict[str, Any]], states: Mapping[str, JobState | None], generation: int
+) -> tuple[list[str], int]:
+    """What `opsctl resume` runs again, and in which generation: the rule of both backends.
+
+    `states` holds each step's settled state (`opsctl.states.settle`), or None for a step that
+    was never submitted. A step runs again when it was never submitted or ended FAILED; a step
+    still running is left alone, and a SUCCEEDED one is done. Its dependents need no rule of
+    their own: a failed step fails them ("dependency failed"), so they are FAILED too.
+
+    Anything to run starts a new generation, which the caller records before any child of it
+    starts: a dynamic-split child of generation g+1 then claims again every command that was
+    claimed in generation g but never done (worker/claims.py). Reusing g would let it skip them.
+    """
+    redo = [s["name"] for s in steps if states.get(s["name"]) in (None, JobState.FAILED)]
+    return redo, generation + 1 if redo else generation

@@ -33,3 +33,20 @@ STYLE = {
     JobState.SUCCEEDED: "green",
     JobState.FAILED: "red",
 }
+
+
+def settle(state: JobState, done: int, total: int, run_id: str) -> tuple[JobState, str | None]:
+    """A step's state once its markers are counted: SUCCEEDED only when every command is done.
+
+    The scheduler's word is not enough. A child can exit 0 without running its share (a worker
+    bug, a list file changed under it, claims taken over wrongly), and AWS Batch or the local
+    supervisor would then call the step SUCCEEDED while commands never ran. The `done` markers
+    are the durable record, so a step whose scheduler says SUCCEEDED but whose markers fall short
+    is FAILED, with a reason that says what `opsctl resume` does about it.
+    """
+    if state is not JobState.SUCCEEDED or done >= total:
+        return state, None
+    missing = total - done
+    return JobState.FAILED, (
+        f"{missing} of {total} commands have no done marker; `opsctl resume {run_id}` runs them"
+    )

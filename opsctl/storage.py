@@ -179,18 +179,20 @@ def _unlink(path: str) -> None:
 # --- S3 ---------------------------------------------------------------------------------------
 
 
+class _Conflict(Exception):
+    """A conditional PutObject did not apply: S3's PreconditionFailed (412) or 409 conflict."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
 @functools.cache
 def s3_client() -> Any:
     """One S3 client per process; honours AWS_ENDPOINT_URL (how tests reach moto)."""
-    import boto3
-    from botocore.config import Config
+    from opsctl.awsclient import client
 
-    return boto3.client("s3", config=Config(retries={"mode": "adaptive", "max_attempts": 10}))
-
-
-def _error_code(error: Exception) -> str:
-    response: dict[str, Any] = getattr(error, "response", {}) or {}
-    return str(response.get("Error", {}).get("Code", ""))
+    return client("s3")
 
 
 class S3Store:
@@ -206,20 +208,24 @@ class S3Store:
 
     @contextlib.contextmanager
     def _errors(self, key: str) -> Iterator[None]:
-        """Translate the S3 errors a user can act on; anything else propagates as is."""
+        """S3's answers as our errors: a missing key is `NotFound`, the rest as `aws_call` says."""
         from botocore.exceptions import ClientError
 
-        try:
-            yield
-        except ClientError as e:
-            code = _error_code(e)
-            if code in ("NoSuchKey", "404", "NotFound"):
-                raise NotFound(f"s3://{self.bucket}/{self._key(key)}") from None
-            if code == "NoSuchBucket":
-                raise BadInput(f"s3://{self.bucket}: bucket does not exist") from None
-            if code in ("AccessDenied", "403", "InvalidAccessKeyId", "ExpiredToken"):
-                raise OpsctlError(f"s3://{self.bucket}/{self._key(key)}: access denied ({code})") from None
-            raise
+        from opsctl.awsclient import aws_call, error_code
+
+        where = f"s3://{self.bucket}/{self._key(key)}"
+        with aws_call("S3", where):
+            try:
+                yield
+            except ClientError as e:
+                code = error_code(e)
+                if code in ("NoSuchKey", "404", "NotFound"):
+                    raise NotFound(where) from None
+                if code == "NoSuchBucket":
+                    raise BadInput(f"s3://{self.bucket}: bucket does not exist") from None
+                if code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    raise _Conflict(code) from None
+                raise
 
     def read(self, key: str) -> bytes:
         with self._errors(key):
@@ -239,19 +245,38 @@ class S3Store:
             s3_client().put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
     def create(self, key: str, data: bytes) -> bool:
-        from botocore.exceptions import ClientError
+        return self.create_tagged(key, data) is not None
 
+    def create_tagged(self, key: str, data: bytes) -> str | None:
+        """`create`, returning the new object's ETag (None if it existed), for a later `replace`."""
+        return self._put_if(key, data, IfNoneMatch="*")
+
+    def read_tagged(self, key: str) -> tuple[bytes, str]:
+        """The object's bytes and its ETag, for a later `replace`."""
+        with self._errors(key):
+            response = s3_client().get_object(Bucket=self.bucket, Key=self._key(key))
+            return response["Body"].read(), str(response["ETag"])
+
+    def replace(self, key: str, data: bytes, etag: str) -> str | None:
+        """Write the object only if it still has `etag`; its new ETag, or None if it changed.
+
+        Optimistic concurrency for an object several processes update (the AWS run manifest):
+        a writer that lost re-reads and applies its change again instead of undoing another's.
+        """
+        return self._put_if(key, data, IfMatch=etag)
+
+    def _put_if(self, key: str, data: bytes, **condition: str) -> str | None:
+        """A conditional PutObject: the new ETag, or None when the condition did not hold."""
         for attempt in range(8):
             try:
                 with self._errors(key):
-                    s3_client().put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
-                return True
-            except ClientError as e:
-                code = _error_code(e)
-                if code == "PreconditionFailed":
-                    return False
-                if code != "ConditionalRequestConflict":
-                    raise
+                    response = s3_client().put_object(
+                        Bucket=self.bucket, Key=self._key(key), Body=data, **condition
+                    )
+                return str(response["ETag"])
+            except _Conflict as e:
+                if e.code == "PreconditionFailed":
+                    return None
                 # S3 answers 409 while another conditional write of the key is in flight;
                 # the documented remedy is to retry, which then settles the race with a 412.
                 time.sleep(0.05 * 2**attempt)

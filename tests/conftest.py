@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests import moto_env as moto
-from tests.moto_env import ROOT
+from tests.batch_player import BatchPlayer, playing
+from tests.moto_env import ROOT, write_infra
 
 __all__ = ["ROOT"]
 
@@ -53,16 +54,15 @@ def batch_env(moto_endpoint: str) -> dict[str, str]:
 @pytest.fixture
 def infra_file(batch_env: dict[str, str], bucket: str, tmp_path: Path) -> Path:
     """The infra outputs, in the shape of `terraform output -json`, with a fresh bucket."""
-    import json as _json
+    return write_infra(tmp_path / "infra.json", {**batch_env, "bucket": bucket})
 
-    outputs = {**batch_env, "bucket": bucket}
-    path = tmp_path / "infra.json"
-    path.write_text(
-        _json.dumps(
-            {key: {"sensitive": False, "type": "string", "value": value} for key, value in outputs.items()}
-        )
-    )
-    return path
+
+@pytest.fixture
+def player(batch_env: dict[str, str], bucket: str, tmp_path: Path) -> Iterator[BatchPlayer]:
+    """AWS Batch played with real worker processes (tests/batch_player.py), S3 and Logs on moto;
+    `player.infra` is an infra file naming its queues and job definitions."""
+    with playing(tmp_path / "player", {**batch_env, "bucket": bucket}) as played:
+        yield played
 
 
 def released_together(argvs: list[list[str]], timeout: float = 300) -> list[str]:

@@ -155,3 +155,13 @@ def create_batch_env(endpoint: str) -> dict[str, str]:
         )["jobDefinitionArn"]
     boto3.client("logs").create_log_group(logGroupName="/aws/batch/job")
     return values
+
+
+def write_infra(path: Path, outputs: dict[str, str]) -> Path:
+    """Infra outputs in the shape of `terraform output -json`."""
+    path.write_text(
+        json.dumps(
+            {key: {"sensitive": False, "type": "string", "value": value} for key, value in outputs.items()}
+        )
+    )
+    return path

@@ -1,8 +1,14 @@
-"""The AWS Batch backend against a moto server over HTTP (Batch in moto's no-Docker mode).
+"""The AWS Batch backend, against three stand-ins for AWS, each where it is faithful:
 
-moto marks every submitted job SUCCEEDED at once and runs nothing, so where a test needs the
-commands to have run, it runs `opsctl-worker run` itself with exactly the environment the job
-was submitted with: the container's view of the contract, against the same S3.
+- a moto server (S3, CloudWatch Logs, and Batch in moto's no-Docker mode) for what opsctl sends:
+  moto checks SubmitJob requests against its queues and definitions, but marks every job
+  SUCCEEDED at once and runs nothing;
+- tests/batch_player.py for what Batch does over time: real worker processes as the children,
+  retries by the submitted retryStrategy, array parents that read PENDING while children run,
+  reclaimed hosts and jobs past retention;
+- DescribeJobs answers shaped as the AWS Batch API Reference documents them
+  (tests/fixtures/batch/*.json, each naming its doc section), through botocore's Stubber, for
+  states neither can produce on demand (100 children in mixed states, a timed-out attempt).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -24,13 +31,18 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.stub import Stubber
 
-from opsctl.backends.aws import RETRY_RULES, AwsBackend, BatchAPI
-from opsctl.errors import OpsctlError
+from opsctl.backends.aws import AwsBackend
+from opsctl.backends.batch import RETRY_RULES, BatchAPI
+from opsctl.errors import BadInput, LaunchIncomplete, OpsctlError
 from opsctl.infra import load_outputs
 from opsctl.storage import s3_client
+from tests.batch_player import BatchPlayer
+from tests.moto_env import write_infra
+from worker.markers import DONE, Markers
 
 WORKER = str(Path(sys.executable).parent / "opsctl-worker")
 OPSCTL = str(Path(sys.executable).parent / "opsctl")
+FIXTURES = Path(__file__).parent / "fixtures" / "batch"
 
 FOUR_STEPS = """
 name: four
@@ -60,6 +72,26 @@ steps:
     depends_on: [calibrate]
 """
 
+# What the player runs: CPU steps only (a GPU step's --preflight-gpu needs a GPU).
+THREE_STEPS = """
+name: three
+defaults: {{retries: 2, timeout: 900}}
+steps:
+  - name: pre
+    queue: cpu
+    array_size: 3
+    commands: {{template: "echo pre {{i}}", range: {n}}}
+  - name: filter
+    queue: cpu
+    array_size: 3
+    commands: {{template: "echo filter {{i}}", range: {n}}}
+    depends_on: [{{step: pre, type: N_TO_N}}]
+  - name: calibrate
+    queue: cpu
+    command: echo calibrate
+    depends_on: [filter]
+"""
+
 
 @pytest.fixture
 def spec(tmp_path: Path) -> Path:
@@ -69,8 +101,21 @@ def spec(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def three(tmp_path: Path) -> Path:
+    path = tmp_path / "three.yaml"
+    path.write_text(THREE_STEPS.format(n=9))
+    return path
+
+
+@pytest.fixture
 def backend(infra_file: Path) -> AwsBackend:
     return AwsBackend(load_outputs(infra_file))
+
+
+@pytest.fixture
+def played(player: BatchPlayer) -> AwsBackend:
+    """The backend, its Batch calls answered by the player."""
+    return AwsBackend(load_outputs(player.infra))
 
 
 class Calls:
@@ -93,30 +138,79 @@ class Calls:
             client.meta.events.unregister("before-call", self._count)
 
 
-def described(
-    job_id: str, status: str, summary: dict[str, int] | None = None, **extra: Any
-) -> dict[str, Any]:
-    """A DescribeJobs entry, for answers that moto cannot give (botocore's Stubber)."""
-    job: dict[str, Any] = {
-        "jobId": job_id,
-        "jobName": job_id,
-        "jobQueue": "q",
-        "status": status,
-        "startedAt": 0,
-        "jobDefinition": "d",
-        **extra,
+def fixture(name: str) -> dict[str, Any]:
+    """A DescribeJobs answer from tests/fixtures/batch/, without its `_doc` note."""
+    data: dict[str, Any] = json.loads((FIXTURES / f"{name}.json").read_text())
+    data.pop("_doc")
+    return data
+
+
+def a_step(name: str, **fields: Any) -> dict[str, Any]:
+    """A step as the manifest records it."""
+    return {
+        "name": name,
+        "queue": "cpu",
+        "array_size": 1,
+        "commands": 1,
+        "list_uri": "s3://b/l",
+        "split": "contiguous",
+        "depends_on": [],
+        "retries": 0,
+        "timeout": 60,
+        "vcpus": None,
+        "memory": None,
+        "gpus": None,
+        "env": {},
+        **fields,
     }
-    if summary is not None:
-        job["arrayProperties"] = {"statusSummary": summary, "size": sum(summary.values())}
-    return job
 
 
-def stubbed(infra_file: Path, manifest: dict[str, Any]) -> tuple[AwsBackend, BatchAPI]:
-    """A backend whose Batch client a test stubs, with `manifest` stored in the (moto) bucket."""
+def stubbed(
+    infra_file: Path, run_id: str, steps: list[dict[str, Any]], jobs: dict[str, str]
+) -> tuple[AwsBackend, BatchAPI]:
+    """A backend whose Batch client a test stubs, with the run's manifest in the (moto) bucket."""
     api = BatchAPI("us-east-1")
     backend = AwsBackend(load_outputs(infra_file), api=api)
-    backend._write_manifest(manifest)
+    doc = {
+        "run_id": run_id,
+        "pipeline": "four",
+        "created": "2026-11-28T12:00:00+00:00",
+        "steps": steps,
+        "jobs": jobs,
+    }
+    backend.store(run_id).write("manifest.json", json.dumps(doc).encode())
     return backend, api
+
+
+def wait_for(
+    backend: AwsBackend, run_id: str, states: tuple[str, ...] = ("SUCCEEDED", "FAILED")
+) -> dict[str, Any]:
+    deadline = time.monotonic() + 120
+    while True:
+        doc = backend.status(run_id)
+        if doc["state"] in states:
+            return doc
+        assert time.monotonic() < deadline, doc
+        time.sleep(0.1)
+
+
+def by_name(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["name"]: s for s in doc["steps"]}
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [OPSCTL, *args], env=env or dict(os.environ), capture_output=True, text=True, timeout=120
+    )
+
+
+def one_line(result: subprocess.CompletedProcess[str], code: int) -> str:
+    """The single `opsctl:` line of a failed command: no traceback, the expected exit code."""
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("opsctl: "), result.stderr
+    return lines[0]
 
 
 @contextlib.contextmanager
@@ -132,6 +226,9 @@ def submitted_requests(backend: AwsBackend) -> Iterator[list[dict[str, Any]]]:
         yield requests
     finally:
         backend.api.batch.meta.events.unregister("provide-client-params.batch.SubmitJob", capture)
+
+
+# --- what opsctl sends (moto) -------------------------------------------------------------------
 
 
 def test_launch_submits_one_job_per_step(backend: AwsBackend, spec: Path) -> None:
@@ -151,10 +248,11 @@ def test_launch_submits_one_job_per_step(backend: AwsBackend, spec: Path) -> Non
     assert by_step["filter"]["dependsOn"] == [{"jobId": doc["jobs"]["pre"], "type": "N_TO_N"}]
     assert by_step["calibrate"]["dependsOn"] == [{"jobId": doc["jobs"]["filter"]}]
     assert by_step["fbp"]["tags"] == {"opsctl:run": run_id, "opsctl:step": "fbp", "opsctl:pipeline": "four"}
+    assert doc["generation"] == 1
 
     env = {e["name"]: e["value"] for e in by_step["calibrate"]["container"]["environment"]}
     assert env["MODE"] == "fast" and env["ARRAY_SIZE"] == "1" and env["OPSCTL_STEP"] == "calibrate"
-    assert env["AWS_DEFAULT_REGION"] == "us-east-1"
+    assert env["AWS_DEFAULT_REGION"] == "us-east-1" and env["OPSCTL_GENERATION"] == "1"
     assert env["LIST_FILE_S3_PATH"] == f"s3://{backend.infra.bucket}/runs/{run_id}/lists/calibrate.txt"
     assert env["OPSCTL_STATE_URI"] == f"s3://{backend.infra.bucket}/runs/{run_id}/state"
     assert not [name for name in env if name.startswith("AWS_BATCH_") and name != "AWS_BATCH_JOB_ID"]
@@ -172,56 +270,159 @@ def test_launch_submits_one_job_per_step(backend: AwsBackend, spec: Path) -> Non
     assert requests[0]["containerOverrides"]["command"] == ["run"]
 
 
-def test_launch_and_poll_make_a_fixed_number_of_calls(backend: AwsBackend, tmp_path: Path) -> None:
-    big = tmp_path / "big.yaml"
-    big.write_text(
-        FOUR_STEPS.format(n=10_000).replace(
-            "command: echo calibrate", "commands: {template: 'c {i}', range: 10000}"
+def test_launch_checks_queues_and_definitions_before_uploading(
+    batch_env: dict[str, str], bucket: str, spec: Path, tmp_path: Path
+) -> None:
+    wrong = batch_env["cpu_queue"].replace("opsctl-test-cpu", "no-such-queue")
+    infra = write_infra(tmp_path / "wrong.json", {**batch_env, "bucket": bucket, "cpu_queue": wrong})
+    with pytest.raises(BadInput, match=f"job queue {wrong}: not found or not usable") as raised:
+        AwsBackend(load_outputs(infra)).launch(spec)
+    assert str(infra) in str(raised.value)
+    assert "Contents" not in s3_client().list_objects_v2(Bucket=bucket), "nothing was uploaded"
+
+
+def test_launch_and_poll_call_counts_on_a_finished_run(backend: AwsBackend, tmp_path: Path) -> None:
+    """Poll cost on a run whose markers are all written: a LIST page per 1,000 markers."""
+    spec = tmp_path / "big.yaml"
+    spec.write_text(
+        FOUR_STEPS.format(n=4).replace(
+            'commands: {template: "echo pre {i}", range: 4}',
+            "commands: {template: 'echo pre {i}', range: 2500}",
         )
     )
     with Calls(backend.api.batch, s3_client()) as launch_calls:
-        run_id = backend.launch(big)
-    # 4 list files, the first manifest, then the manifest again after each of the 4 submits.
-    assert launch_calls == Counter({"SubmitJob": 4, "PutObject": 9})
-    with Calls(backend.api.batch, s3_client()) as first_poll:
-        backend.status(run_id)
-    assert first_poll == Counter({"GetObject": 1, "DescribeJobs": 1, "ListObjectsV2": 4})
-    with Calls(backend.api.batch, s3_client()) as poll_calls:
-        doc = backend.status(run_id)
-    assert poll_calls == Counter({"DescribeJobs": 1, "ListObjectsV2": 4}), "the manifest is read once"
-    assert [s["commands"]["total"] for s in doc["steps"]] == [10_000] * 4
-
-
-def run_container(backend: AwsBackend, job: dict[str, Any], index: int | None) -> None:
-    """Run the worker as Batch would: the job's environment plus the index Batch sets."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPSCTL_", "AWS_BATCH_"))}
-    env.update({e["name"]: e["value"] for e in job["container"]["environment"]})
-    if index is not None:
-        env["AWS_BATCH_JOB_ARRAY_INDEX"] = str(index)
-    subprocess.run(
-        [WORKER, *job["container"]["command"]], env=env, check=True, capture_output=True, timeout=60
+        run_id = backend.launch(spec)
+    # The queues and definitions checked; 4 list files, the manifest, then once per submit.
+    assert launch_calls == Counter(
+        {"DescribeJobQueues": 1, "DescribeJobDefinitions": 1, "SubmitJob": 4, "PutObject": 9}
     )
+    doc = backend.read_manifest(run_id)
+    store = backend.state_store(run_id)
+    for step in doc["steps"]:  # as each child's worker writes them (moto runs no containers)
+        markers = Markers(store, step["name"])
+        for k in range(step["commands"]):
+            markers.mark(DONE, k, {"index": k, "exit_code": 0})
+    with Calls(backend.api.batch, s3_client()) as first_poll:
+        status = backend.status(run_id)
+    assert status["state"] == "SUCCEEDED"
+    # The manifest read, 3 + 1 + 1 + 1 LIST pages, and the final states written once.
+    assert first_poll == Counter({"GetObject": 1, "DescribeJobs": 1, "ListObjectsV2": 6, "PutObject": 1})
+    with Calls(backend.api.batch, s3_client()) as poll_calls:
+        backend.status(run_id)
+    assert poll_calls == Counter({"DescribeJobs": 1, "ListObjectsV2": 6}), "a steady poll"
+    assert backend.read_manifest(run_id)["state"] == "SUCCEEDED"
 
 
-def test_status_counts_commands_from_markers(backend: AwsBackend, spec: Path) -> None:
+def test_batch_success_without_done_markers_is_failure(backend: AwsBackend, spec: Path) -> None:
+    """moto's Batch calls every job SUCCEEDED; only the markers say what ran."""
     run_id = backend.launch(spec)
     doc = backend.read_manifest(run_id)
     pre = backend.api.describe([doc["jobs"]["pre"]])[doc["jobs"]["pre"]]
-    for index in (0, 2):
-        run_container(backend, pre, index)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPSCTL_", "AWS_BATCH_"))}
+    env.update({e["name"]: e["value"] for e in pre["container"]["environment"]})
+    for index in (0, 2):  # two of the four children, as Batch would run them
+        subprocess.run(
+            [WORKER, "run"], env={**env, "AWS_BATCH_JOB_ARRAY_INDEX": str(index)}, check=True, timeout=60
+        )
     status = backend.status(run_id)
-    assert status["state"] == "SUCCEEDED" and status["backend"] == "aws"
-    steps = {s["name"]: s for s in status["steps"]}
-    assert steps["pre"]["commands"] == {"total": 12, "done": 6, "failed": 0, "reexecuted": 0}, (
-        "children 0 and 2: 3 each"
+    steps = by_name(status)
+    assert steps["pre"]["commands"] == {"total": 12, "done": 6, "failed": 0, "reexecuted": 0}
+    assert steps["pre"]["counts"] == {"SUCCEEDED": 4}, "Batch's own view of the children"
+    assert steps["pre"]["state"] == "FAILED"
+    assert (
+        steps["pre"]["reason"] == f"6 of 12 commands have no done marker; `opsctl resume {run_id}` runs them"
     )
-    assert steps["pre"]["counts"] == {"SUCCEEDED": 4}
-    assert steps["calibrate"]["counts"] == {"SUCCEEDED": 1}
+    assert status["state"] == "FAILED"
     assert set(status) >= {"run_id", "pipeline", "backend", "state", "steps"}
     assert set(steps["fbp"]) >= {"name", "state", "array_size", "counts", "commands"}
 
 
-def test_interrupted_launch_is_completed_by_resume(backend: AwsBackend, spec: Path) -> None:
+def test_logs_from_cloudwatch(backend: AwsBackend, spec: Path) -> None:
+    run_id = backend.launch(spec)
+    doc = backend.read_manifest(run_id)
+    child = f"{doc['jobs']['pre']}:2"
+    stream = backend.api.describe([child])[child]["container"]["logStreamName"]
+    logs = boto3.client("logs")
+    logs.create_log_stream(logGroupName=backend.infra.log_group, logStreamName=stream)
+    logs.put_log_events(
+        logGroupName=backend.infra.log_group,
+        logStreamName=stream,
+        logEvents=[{"timestamp": int(time.time() * 1000) + i, "message": f"line {i}"} for i in range(3)],
+    )
+    text = b"".join(backend.logs(run_id, "pre", 2, follow=False)).decode()
+    assert text == "line 0\nline 1\nline 2\n"
+
+    with pytest.raises(BadInput, match="step 'nope' is not in run"):
+        list(backend.logs(run_id, "nope", None, follow=False))
+
+
+# --- what Batch does over time (the player) -----------------------------------------------------
+
+
+def test_a_running_array_reads_running_and_kill_terminates_it(
+    played: AwsBackend, player: BatchPlayer, tmp_path: Path
+) -> None:
+    spec = tmp_path / "slow.yaml"
+    spec.write_text(
+        "name: slow\nsteps:\n  - name: s\n    queue: cpu\n    array_size: 4\n"
+        "    commands: {template: 'sleep 30 # {i}', range: 4}\n"
+    )
+    run_id = played.launch(spec)
+    doc = wait_for(played, run_id, ("RUNNING",))
+    [step] = doc["steps"]
+    assert step["state"] == "RUNNING" and step["counts"] == {"RUNNING": 4}
+    parent = played.api.describe([step["job_id"]])[step["job_id"]]
+    assert parent["status"] == "PENDING", "Batch itself says PENDING for a running array"
+    assert played.kill(run_id) == f"{run_id}: terminated s"
+    doc = wait_for(played, run_id)
+    assert doc["state"] == "FAILED" and by_name(doc)["s"]["counts"] == {"FAILED": 4}
+
+
+DYNAMIC = """
+name: dyn
+steps:
+  - name: s
+    queue: cpu
+    array_size: 2
+    split: dynamic
+    retries: 0
+    commands:
+      - echo zero
+      - echo one
+      - test -e {flag}
+      - echo three
+"""
+
+
+def test_resume_of_a_dynamic_step_runs_what_its_claims_left_undone(
+    played: AwsBackend, player: BatchPlayer, tmp_path: Path
+) -> None:
+    """Command 2 fails; after resume it must run again, in a new generation.
+
+    Reusing the claims' generation, the resubmitted children would find command 2 claimed,
+    skip it and exit 0: Batch would call the step SUCCEEDED with a command never done.
+    """
+    flag = tmp_path / "flag"
+    spec = tmp_path / "dyn.yaml"
+    spec.write_text(DYNAMIC.format(flag=flag))
+    run_id = played.launch(spec)
+    doc = wait_for(played, run_id)
+    assert doc["state"] == "FAILED"
+    assert by_name(doc)["s"]["commands"] == {"total": 4, "done": 3, "failed": 1, "reexecuted": 0}
+
+    flag.touch()
+    assert played.resume(run_id) == f"{run_id} resumed: submitted s (generation 2)"
+    request = player.submitted[-1]
+    env = {e["name"]: e["value"] for e in request["containerOverrides"]["environment"]}
+    assert env["OPSCTL_GENERATION"] == "2"
+    doc = wait_for(played, run_id)
+    assert doc["state"] == "SUCCEEDED", doc
+    assert by_name(doc)["s"]["commands"] == {"total": 4, "done": 4, "failed": 0, "reexecuted": 1}
+
+
+def test_interrupted_launch_is_completed_by_resume(
+    played: AwsBackend, player: BatchPlayer, three: Path
+) -> None:
     seen = []
 
     def die_on_third_submit(**_: Any) -> None:
@@ -229,37 +430,56 @@ def test_interrupted_launch_is_completed_by_resume(backend: AwsBackend, spec: Pa
         if len(seen) == 3:
             raise KeyboardInterrupt("launch killed")
 
-    backend.api.batch.meta.events.register("before-call.batch.SubmitJob", die_on_third_submit)
+    played.api.batch.meta.events.register("before-call.batch.SubmitJob", die_on_third_submit)
     with pytest.raises(KeyboardInterrupt):
-        backend.launch(spec)
-    backend.api.batch.meta.events.unregister("before-call.batch.SubmitJob", die_on_third_submit)
-    keys = [o["Key"] for o in s3_client().list_objects_v2(Bucket=backend.infra.bucket)["Contents"]]
+        played.launch(three)
+    played.api.batch.meta.events.unregister("before-call.batch.SubmitJob", die_on_third_submit)
+    keys = [o["Key"] for o in s3_client().list_objects_v2(Bucket=played.infra.bucket)["Contents"]]
     run_id = keys[0].split("/")[1]
-    assert sorted(backend.read_manifest(run_id)["jobs"]) == ["filter", "pre"]
-    assert backend.status(run_id)["reason"].startswith("launch incomplete")
+    assert sorted(played.read_manifest(run_id)["jobs"]) == ["filter", "pre"]
+    assert played.status(run_id)["reason"] == f"launch incomplete: `opsctl resume {run_id}` submits the rest"
 
-    with Calls(backend.api.batch) as calls:
-        message = backend.resume(run_id)
-    assert calls["SubmitJob"] == 2
-    assert message.endswith("submitted calibrate, fbp")
-    jobs = backend.read_manifest(run_id)["jobs"]
-    assert sorted(jobs) == ["calibrate", "fbp", "filter", "pre"]
-    assert backend.status(run_id)["state"] == "SUCCEEDED"
-
-    with Calls(backend.api.batch) as calls:
-        assert backend.resume(run_id).endswith("submitted nothing")
+    with Calls(played.api.batch) as calls:
+        message = played.resume(run_id)
+    assert calls["SubmitJob"] == 1
+    assert message == f"{run_id} resumed: submitted calibrate (generation 2)"
+    assert wait_for(played, run_id)["state"] == "SUCCEEDED"
+    with Calls(played.api.batch) as calls:
+        assert played.resume(run_id) == f"{run_id} already SUCCEEDED; nothing to resume"
     assert calls["SubmitJob"] == 0
 
 
-def test_resume_adopts_a_job_submitted_but_not_recorded(backend: AwsBackend, spec: Path) -> None:
-    run_id = backend.launch(spec)
-    doc = backend.read_manifest(run_id)
-    fbp = doc["jobs"].pop("fbp")  # as if the launch died between SubmitJob and the manifest write
-    backend._write_manifest(doc)
-    with Calls(backend.api.batch) as calls:
-        backend.resume(run_id)
+def test_a_launch_refused_part_way_names_the_run_and_resume_finishes_it(
+    player: BatchPlayer, three: Path, tmp_path: Path
+) -> None:
+    env = {**os.environ, "OPSCTL_HOME": str(tmp_path / "home")}
+    player.refuse("submitjob", "Dependent job xyz not found.", after=2)
+    result = cli("launch", str(three), "--backend", "aws", "--infra", str(player.infra), env=env)
+    line = one_line(result, 2)
+    run_id = line.split()[1].rstrip(":")
+    assert line.startswith(
+        f"opsctl: {run_id}: launch stopped after submitting pre, filter: AWS Batch refused"
+    )
+    assert line.endswith(f"`opsctl resume {run_id}` submits the rest")
+    player.allow()
+    resumed = cli("resume", run_id, env=env)  # remembered: no --backend or --infra needed
+    assert resumed.returncode == 0, resumed.stderr
+    watched = cli("watch", run_id, "--json", "--interval", "0.2", env=env)
+    assert watched.returncode == 0 and json.loads(watched.stdout)["state"] == "SUCCEEDED"
+
+
+def test_resume_adopts_a_job_submitted_but_not_recorded(
+    played: AwsBackend, player: BatchPlayer, three: Path
+) -> None:
+    run_id = played.launch(three)
+    wait_for(played, run_id)
+    record = played.manifest(run_id)
+    calibrate = record.doc["jobs"]["calibrate"]
+    record.update(lambda d: d["jobs"].pop("calibrate"))  # died between SubmitJob and recording it
+    with Calls(played.api.batch) as calls:
+        played.resume(run_id)
     assert calls["SubmitJob"] == 0
-    assert backend.read_manifest(run_id)["jobs"]["fbp"] == fbp
+    assert played.read_manifest(run_id)["jobs"]["calibrate"] == calibrate
 
 
 class Throttle:
@@ -286,132 +506,227 @@ class _Body:
         yield self.data
 
 
-def test_throttling_neither_fails_nor_duplicates(backend: AwsBackend, spec: Path) -> None:
+def test_throttling_neither_fails_nor_duplicates(
+    played: AwsBackend, player: BatchPlayer, three: Path
+) -> None:
     throttle = Throttle(0.3)
-    backend.api.batch.meta.events.register("before-send.batch", throttle)
+    played.api.batch.meta.events.register("before-send.batch", throttle)
     try:
-        run_id = backend.launch(spec)
-        doc = backend.status(run_id)
+        run_id = played.launch(three)
+        doc = wait_for(played, run_id)
     finally:
-        backend.api.batch.meta.events.unregister("before-send.batch", throttle)
+        played.api.batch.meta.events.unregister("before-send.batch", throttle)
     assert throttle.throttled >= 1
     assert doc["state"] == "SUCCEEDED"
-    names = Counter(
-        job["jobName"]
-        for queue in (backend.infra.cpu_queue, backend.infra.gpu_queue)
-        for status in ("SUCCEEDED",)
-        for job in boto3.client("batch").list_jobs(jobQueue=queue, jobStatus=status)["jobSummaryList"]
-        if job["jobName"].startswith(run_id) and ":" not in job["jobId"]  # parents, not array children
+    assert Counter(r["jobName"] for r in player.submitted) == Counter(
+        {f"{run_id}-{s}": 1 for s in ("pre", "filter", "calibrate")}
     )
-    assert names == Counter({f"{run_id}-{s}": 1 for s in ("pre", "filter", "calibrate", "fbp")})
 
 
-def test_kill_cancels_waiting_jobs_and_terminates_started_ones(infra_file: Path) -> None:
-    """moto finishes jobs at submit, so the job states come from botocore's Stubber here."""
-    run_id = "four-20261128-120000-abcd"
-    backend, api = stubbed(
-        infra_file,
-        {
-            "run_id": run_id,
-            "pipeline": "four",
-            "steps": [{"name": n} for n in ("pre", "filter", "calibrate", "fbp")],
-            "jobs": {"pre": "j-pre", "filter": "j-filter", "calibrate": "j-cal", "fbp": "j-fbp"},
-        },
-    )
-    with Stubber(api.batch) as stub:
-        stub.add_response(
-            "describe_jobs",
-            {
-                "jobs": [
-                    described("j-pre", "SUCCEEDED", {"SUCCEEDED": 4}),
-                    described("j-filter", "PENDING", {"RUNNING": 2, "RUNNABLE": 2}),
-                    described("j-cal", "PENDING"),
-                    described("j-fbp", "PENDING", {"PENDING": 3}),
-                ]
-            },
-            {"jobs": ["j-pre", "j-filter", "j-cal", "j-fbp"]},
-        )
-        stub.add_response("terminate_job", {}, {"jobId": "j-filter", "reason": "killed by user"})
-        stub.add_response("cancel_job", {}, {"jobId": "j-cal", "reason": "killed by user"})
-        stub.add_response("cancel_job", {}, {"jobId": "j-fbp", "reason": "killed by user"})
-        message = backend.kill(run_id)
-        stub.assert_no_pending_responses()
-    assert message == f"{run_id}: terminated filter; cancelled calibrate; cancelled fbp"
-
-
-def test_kill_of_a_finished_run_changes_nothing(backend: AwsBackend, spec: Path) -> None:
-    run_id = backend.launch(spec)
-    with Calls(backend.api.batch) as calls:
-        assert backend.kill(run_id) == f"{run_id}: nothing left to stop"
+def test_kill_of_a_finished_run_changes_nothing(played: AwsBackend, three: Path) -> None:
+    run_id = played.launch(three)
+    wait_for(played, run_id)
+    with Calls(played.api.batch) as calls:
+        assert played.kill(run_id) == f"{run_id}: nothing left to stop"
     assert calls == Counter({"DescribeJobs": 1})
 
 
-def test_logs_from_cloudwatch(backend: AwsBackend, spec: Path) -> None:
-    run_id = backend.launch(spec)
+def test_logs_follow_the_newest_attempt(played: AwsBackend, player: BatchPlayer, tmp_path: Path) -> None:
+    """Each attempt writes its own log stream; --follow moves to the new one from its start.
+
+    CloudWatch's nextToken belongs to one stream (GetLogEvents), so the first read of a new
+    stream must carry none; moto forgives a foreign token, so the requests are checked too.
+    """
+    marker = tmp_path / "tried"
+    spec = tmp_path / "retry.yaml"
+    spec.write_text(
+        "name: retry\nsteps:\n  - name: s\n    queue: cpu\n    retries: 1\n"
+        f"    command: if test -e {marker}; then echo second attempt; else touch {marker}; echo first; "
+        "seq 1 50; sleep 1; exit 1; fi\n"
+    )
+    run_id = played.launch(spec)
+    reads: list[dict[str, Any]] = []
+    played.api.logs.meta.events.register(
+        "provide-client-params.logs.GetLogEvents", lambda params, **_: reads.append(dict(params))
+    )
+    chunks: list[bytes] = []
+    follower = threading.Thread(
+        target=lambda: chunks.extend(played.logs(run_id, "s", None, follow=True, poll=0.1)), daemon=True
+    )
+    follower.start()
+    follower.join(timeout=60)
+    assert not follower.is_alive()
+    text = b"".join(chunks).decode()
+    assert "first" in text and "second attempt" in text, text
+    assert text.index("first") < text.index("50\n") < text.index("second attempt")
+    streams = list(dict.fromkeys(r["logStreamName"] for r in reads))
+    assert len(streams) == 2, "one stream per attempt"
+    for stream in streams:
+        first_read = next(r for r in reads if r["logStreamName"] == stream)
+        assert "nextToken" not in first_read, f"{stream} was first read with another stream's token"
+
+
+def test_list_and_cli_with_infra_file(
+    played: AwsBackend, player: BatchPlayer, three: Path, tmp_path: Path
+) -> None:
+    env = {**os.environ, "OPSCTL_HOME": str(tmp_path / "home")}
+    launched = cli("launch", str(three), "--backend", "aws", "--infra", str(player.infra), "--json", env=env)
+    assert launched.returncode == 0, launched.stderr
+    run_id = json.loads(launched.stdout)["run_id"]
+    # Launched here: found again without flags.
+    status = cli("status", run_id, "--json", env=env)
+    assert json.loads(status.stdout)["run_id"] == run_id
+    # Any machine (a fresh OPSCTL_HOME) finds it from the manifest with --backend aws --infra.
+    fresh = {**env, "OPSCTL_HOME": str(tmp_path / "elsewhere")}
+    watched = cli("watch", run_id, "--backend", "aws", "--infra", str(player.infra), "--json", env=fresh)
+    assert watched.returncode == 0 and json.loads(watched.stdout)["state"] == "SUCCEEDED"
+    other = played.launch(three)
+    rows = played.list_runs()
+    assert [r["run_id"] for r in rows][:2] in ([other, run_id], [run_id, other])
+    assert {r["backend"] for r in rows} == {"aws"}
+    assert {r["run_id"]: r["state"] for r in rows}[run_id] == "SUCCEEDED", "recorded by the watch"
+
+
+def test_a_run_past_batch_retention_reads_from_its_manifest(
+    played: AwsBackend, player: BatchPlayer, three: Path
+) -> None:
+    run_id = played.launch(three)
+    before = wait_for(played, run_id)  # this poll records each step's final state
+    assert before["state"] == "SUCCEEDED"
+    for job_id in played.read_manifest(run_id)["jobs"].values():
+        player.forget(job_id)
+    fresh = AwsBackend(played.infra)
+    after = fresh.status(run_id)
+    assert after["state"] == "SUCCEEDED"
+    for old, new in zip(before["steps"], after["steps"], strict=True):
+        assert new["gone"] and (new["state"], new["counts"], new["commands"]) == (
+            old["state"],
+            old["counts"],
+            old["commands"],
+        )
+    message = fresh.kill(run_id)
+    assert message.startswith(f"{run_id}: nothing left to stop; jobs unknown to AWS Batch")
+    assert "calibrate" in message
+    # A one-job step's log stream is in the final record.
+    assert b"calibrate\n" in b"".join(fresh.logs(run_id, "calibrate", None, follow=False))
+    with pytest.raises(OpsctlError, match="is unknown to AWS Batch"):
+        list(fresh.logs(run_id, "pre", 1, follow=False))
+    assert fresh.resume(run_id) == f"{run_id} already SUCCEEDED; nothing to resume"
+
+
+def test_an_unrecorded_job_past_retention_ends_watch_and_resume_reruns_it(
+    player: BatchPlayer, three: Path, tmp_path: Path
+) -> None:
+    """Never polled before Batch forgot it: the markers decide, and watch does not wait forever."""
+    env = {**os.environ, "OPSCTL_HOME": str(tmp_path / "home")}
+    backend = AwsBackend(load_outputs(player.infra))
+    run_id = backend.launch(three)
+    player.wait_until(player.idle)
     doc = backend.read_manifest(run_id)
-    child = f"{doc['jobs']['pre']}:2"
-    stream = backend.api.describe([child])[child]["container"]["logStreamName"]
+    # Commands of `filter` lost their markers (say, expired), and Batch forgot every job.
+    for key in backend.state_store(run_id).list("filter/done")[:2]:
+        s3_client().delete_object(Bucket=backend.infra.bucket, Key=f"runs/{run_id}/state/{key}")
+    for job_id in doc["jobs"].values():
+        player.forget(job_id)
+    record = backend.manifest(run_id)
+    record.update(lambda d: d.update(submitted_at=dict.fromkeys(d["jobs"], time.time() - 3600)))
+
+    watched = cli("watch", run_id, "--backend", "aws", "--infra", str(player.infra), env=env)
+    assert watched.returncode == 1
+    assert f"filter: job {doc['jobs']['filter']} is unknown to AWS Batch" in watched.stderr
+    assert "2 of 9 commands have no done marker" in watched.stderr
+    status = by_name(backend.status(run_id))
+    assert status["pre"]["state"] == "SUCCEEDED" and status["filter"]["state"] == "FAILED"
+
+    assert backend.resume(run_id) == f"{run_id} resumed: submitted filter (generation 2)"
+    filter_request = player.submitted[-1]
+    assert "dependsOn" not in filter_request, "pre succeeded and its job is gone: nothing to wait for"
+    assert wait_for(backend, run_id)["state"] == "SUCCEEDED"
+
+
+# --- states only documented answers can give (fixtures) -----------------------------------------
+
+
+def test_status_of_a_running_array_and_kill_decision(infra_file: Path) -> None:
+    run_id = "tomo-20261128-120000-abcd"
+    running = fixture("array_running")["jobs"][0]
+    waiting = fixture("array_runnable")["jobs"][0]
+    steps = [
+        a_step("process", array_size=100, commands=1000),
+        a_step("reconstruct", array_size=100, commands=1000),
+    ]
+    jobs = {"process": running["jobId"], "reconstruct": waiting["jobId"]}
+    backend, api = stubbed(infra_file, run_id, steps, jobs)
+    ids = {"jobs": list(jobs.values())}
+    with Stubber(api.batch) as stub:
+        stub.add_response("describe_jobs", {"jobs": [running, waiting]}, ids)
+        doc = backend.status(run_id, stuck_after=10**12)
+        stub.add_response("describe_jobs", {"jobs": [running, waiting]}, ids)
+        stub.add_response("terminate_job", {}, {"jobId": running["jobId"], "reason": "killed by user"})
+        stub.add_response("cancel_job", {}, {"jobId": waiting["jobId"], "reason": "killed by user"})
+        message = backend.kill(run_id)
+        stub.assert_no_pending_responses()
+    process, reconstruct = doc["steps"]
+    assert process["state"] == "RUNNING" and process["counts"] == {
+        "RUNNING": 97,
+        "STARTING": 1,
+        "RUNNABLE": 2,
+    }
+    assert reconstruct["state"] == "RUNNABLE" and reconstruct["counts"] == {"RUNNABLE": 100}
+    assert doc["state"] == "RUNNING"
+    assert message == f"{run_id}: terminated process; cancelled reconstruct"
+
+
+def test_a_timed_out_job_reads_failed_with_batch_reason(infra_file: Path) -> None:
+    run_id = "tomo-20261128-120000-abcd"
+    answer = fixture("timed_out")
+    job = answer["jobs"][0]
+    backend, api = stubbed(infra_file, run_id, [a_step("calibrate")], {"calibrate": job["jobId"]})
     logs = boto3.client("logs")
+    stream = job["container"]["logStreamName"]
     logs.create_log_stream(logGroupName=backend.infra.log_group, logStreamName=stream)
     logs.put_log_events(
         logGroupName=backend.infra.log_group,
         logStreamName=stream,
-        logEvents=[{"timestamp": int(time.time() * 1000) + i, "message": f"line {i}"} for i in range(3)],
+        logEvents=[{"timestamp": int(time.time() * 1000), "message": "opsctl-worker: stopped by SIGTERM"}],
     )
-    text = b"".join(backend.logs(run_id, "pre", 2, follow=False)).decode()
-    assert text == "line 0\nline 1\nline 2\n"
+    with Stubber(api.batch) as stub:
+        stub.add_response("describe_jobs", answer, {"jobs": [job["jobId"]]})
+        doc = backend.status(run_id)
+        stub.add_response("describe_jobs", answer, {"jobs": [job["jobId"]]})
+        lines = backend.failures(run_id, doc)
+    [step] = doc["steps"]
+    assert (step["state"], step["reason"], step["elapsed"]) == (
+        "FAILED",
+        "Job attempt duration exceeded timeout",
+        90.0,
+    )
+    assert lines == [
+        "calibrate[0] failed: Job attempt duration exceeded timeout (container: -, exit code 137)",
+        "    opsctl-worker: stopped by SIGTERM",
+    ]
 
-    with pytest.raises(Exception, match="step 'nope' is not in run"):
-        list(backend.logs(run_id, "nope", None, follow=False))
 
-
-def test_list_and_cli_with_infra_file(
-    backend: AwsBackend, spec: Path, infra_file: Path, tmp_path: Path
-) -> None:
-    env = {**os.environ, "OPSCTL_HOME": str(tmp_path / "home")}
-    launched = subprocess.run(
-        [OPSCTL, "launch", str(spec), "--backend", "aws", "--infra", str(infra_file), "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert launched.returncode == 0, launched.stderr
-    run_id = json.loads(launched.stdout)["run_id"]
-    # Launched here: found again without flags.
-    status = subprocess.run(
-        [OPSCTL, "status", run_id, "--json"], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert json.loads(status.stdout)["state"] == "SUCCEEDED"
-    # Any machine (a fresh OPSCTL_HOME) finds it from the manifest with --backend aws --infra.
-    fresh = {**env, "OPSCTL_HOME": str(tmp_path / "elsewhere")}
-    watched = subprocess.run(
-        [OPSCTL, "watch", run_id, "--backend", "aws", "--infra", str(infra_file), "--json"],
-        env=fresh,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert watched.returncode == 0 and json.loads(watched.stdout)["run_id"] == run_id
-    other = backend.launch(spec)
-    rows = backend.list_runs()
-    assert [r["run_id"] for r in rows][:2] in ([other, run_id], [run_id, other])
-    assert {r["backend"] for r in rows} == {"aws"}
+def test_a_job_past_retention_without_a_record_within_the_grace_is_submitted(infra_file: Path) -> None:
+    """DescribeJobs may not list a job submitted a moment ago: SUBMITTED, not gone, for 60 s."""
+    run_id = "tomo-20261128-120000-abcd"
+    backend, api = stubbed(infra_file, run_id, [a_step("calibrate")], {"calibrate": "j-new"})
+    record = backend.manifest(run_id)
+    record.update(lambda d: d.update(submitted_at={"calibrate": time.time()}))
+    with Stubber(api.batch) as stub:
+        stub.add_response("describe_jobs", fixture("past_retention"), {"jobs": ["j-new"]})
+        [step] = backend.status(run_id)["steps"]
+    assert (step["state"], step["gone"]) == ("SUBMITTED", False)
 
 
 def test_logs_of_a_job_that_never_started(infra_file: Path) -> None:
-    """A job that never ran has no log stream; moto starts every job, so the Stubber answers."""
+    """A job that never ran has no log stream."""
     run_id = "four-20261128-120000-beef"
-    backend, api = stubbed(
-        infra_file,
-        {
-            "run_id": run_id,
-            "pipeline": "four",
-            "steps": [{"name": "fbp", "array_size": 3}],
-            "jobs": {"fbp": "j-fbp"},
-        },
-    )
-    never = described("j-fbp:1", "FAILED", statusReason="Dependent Job failed")
+    backend, api = stubbed(infra_file, run_id, [a_step("fbp", array_size=3)], {"fbp": "j-fbp"})
+    never = {**fixture("array_runnable")["jobs"][0], "jobId": "j-fbp:1", "status": "FAILED"}
+    never.pop("arrayProperties")
+    never.pop("container")
+    never["statusReason"] = "Dependent Job failed"
     with Stubber(api.batch) as stub:
         stub.add_response("describe_jobs", {"jobs": [never]}, {"jobs": ["j-fbp:1"]})
         with pytest.raises(
@@ -422,16 +737,16 @@ def test_logs_of_a_job_that_never_started(infra_file: Path) -> None:
 
 def test_status_warns_about_jobs_stuck_runnable(infra_file: Path) -> None:
     run_id = "four-20261128-120000-cafe"
-    step = {"name": "fbp", "queue": "gpu", "array_size": 3, "commands": 3}
+    waiting = {**fixture("array_runnable")["jobs"][0], "createdAt": int((time.time() - 20 * 60) * 1000)}
     backend, api = stubbed(
         infra_file,
-        {"run_id": run_id, "pipeline": "four", "created": "x", "steps": [step], "jobs": {"fbp": "j-fbp"}},
+        run_id,
+        [a_step("fbp", queue="gpu", array_size=100, commands=100)],
+        {"fbp": waiting["jobId"]},
     )
-    twenty_minutes_ago = int((time.time() - 20 * 60) * 1000)
-    waiting = described("j-fbp", "PENDING", {"RUNNABLE": 3}, createdAt=twenty_minutes_ago)
     with Stubber(api.batch) as stub:
         for _ in range(2):
-            stub.add_response("describe_jobs", {"jobs": [waiting]}, {"jobs": ["j-fbp"]})
+            stub.add_response("describe_jobs", {"jobs": [waiting]}, {"jobs": [waiting["jobId"]]})
         [warning] = backend.status(run_id)["warnings"]
         assert backend.status(run_id, stuck_after=30 * 60)["warnings"] == []
     assert warning.startswith("step 'fbp' has been RUNNABLE for 20 min")
@@ -439,18 +754,18 @@ def test_status_warns_about_jobs_stuck_runnable(infra_file: Path) -> None:
 
 
 def test_failures_name_reason_exit_code_and_log_tail(infra_file: Path) -> None:
-    backend, api = stubbed(infra_file, {"run_id": "r", "pipeline": "four", "steps": [], "jobs": {}})
-    child = described(
-        "j-pre:1",
-        "FAILED",
-        statusReason="Essential container in task exited",
-        arrayProperties={"index": 1},
-        container={
+    backend, api = stubbed(infra_file, "r", [], {})
+    child = {
+        **fixture("timed_out")["jobs"][0],
+        "jobId": "j-pre:1",
+        "statusReason": "Essential container in task exited",
+        "arrayProperties": {"index": 1},
+        "container": {
             "exitCode": 1,
             "reason": "OutOfMemoryError: Container killed",
             "logStreamName": "d/default/x1",
         },
-    )
+    }
     logs = boto3.client("logs")
     logs.create_log_stream(logGroupName=backend.infra.log_group, logStreamName="d/default/x1")
     logs.put_log_events(
@@ -458,7 +773,7 @@ def test_failures_name_reason_exit_code_and_log_tail(infra_file: Path) -> None:
         logStreamName="d/default/x1",
         logEvents=[{"timestamp": int(time.time() * 1000), "message": "MemoryError in fbp"}],
     )
-    doc = {"steps": [{"name": "pre", "state": "FAILED", "job_id": "j-pre", "array_size": 4}]}
+    doc = {"steps": [{"name": "pre", "state": "FAILED", "job_id": "j-pre", "array_size": 4, "gone": False}]}
     with Stubber(api.batch) as stub:
         stub.add_response(
             "list_jobs",
@@ -476,54 +791,107 @@ def test_failures_name_reason_exit_code_and_log_tail(infra_file: Path) -> None:
 
 def test_a_resume_that_died_after_submitting_is_not_repeated(infra_file: Path) -> None:
     run_id = "four-20261128-120000-dead"
-    manifest = {
-        "run_id": run_id,
-        "pipeline": "four",
-        "steps": [
-            {
-                "name": "fbp",
-                "queue": "gpu",
-                "array_size": 1,
-                "list_uri": "s3://b/l",
-                "split": "contiguous",
-                "depends_on": [],
-                "retries": 0,
-                "timeout": 60,
-                "vcpus": None,
-                "memory": None,
-                "gpus": None,
-                "env": {},
-            }
-        ],
-        "jobs": {"fbp": "0ldj0b1d-0000"},
-    }
-    backend, api = stubbed(infra_file, manifest)
+    failed = {**fixture("timed_out")["jobs"][0], "jobId": "0ldj0b1d-0000"}
+    backend, api = stubbed(infra_file, run_id, [a_step("fbp", queue="gpu")], {"fbp": failed["jobId"]})
     renamed = f"{run_id}-fbp-0ldj0b1d"
-    gpu_queue = backend.infra.gpu_queue
-    name_filter = {"jobQueue": gpu_queue, "filters": [{"name": "JOB_NAME", "values": [renamed]}]}
-    writes = []
-    real_write = backend._write_manifest
+    name_filter = {
+        "jobQueue": backend.infra.gpu_queue,
+        "filters": [{"name": "JOB_NAME", "values": [renamed]}],
+    }
 
-    def write_then_die(doc: dict[str, Any]) -> None:
-        writes.append(doc)
+    def die_after_submit(**_: Any) -> None:
         raise KeyboardInterrupt("resume killed before recording the job id")
 
     with Stubber(api.batch) as stub:
-        failed = described("0ldj0b1d-0000", "FAILED")
-        stub.add_response("describe_jobs", {"jobs": [failed]}, {"jobs": ["0ldj0b1d-0000"]})
+        stub.add_response("describe_jobs", {"jobs": [failed]}, {"jobs": [failed["jobId"]]})
         stub.add_response("list_jobs", {"jobSummaryList": []}, name_filter)
         stub.add_response("submit_job", {"jobName": renamed, "jobId": "n3w"})
-        backend._write_manifest = write_then_die  # type: ignore[method-assign]
+        api.batch.meta.events.register("after-call.batch.SubmitJob", die_after_submit)
         with pytest.raises(KeyboardInterrupt):
             backend.resume(run_id)
-        backend._write_manifest = real_write  # type: ignore[method-assign]
-        assert writes[0]["jobs"] == {"fbp": "n3w"}, "it died just after SubmitJob"
+        api.batch.meta.events.unregister("after-call.batch.SubmitJob", die_after_submit)
+        assert backend.read_manifest(run_id)["jobs"] == {"fbp": failed["jobId"]}, "died before recording"
 
         # The manifest still names the failed job; the second resume finds the first one's job.
-        stub.add_response("describe_jobs", {"jobs": [failed]}, {"jobs": ["0ldj0b1d-0000"]})
+        stub.add_response("describe_jobs", {"jobs": [failed]}, {"jobs": [failed["jobId"]]})
         stub.add_response(
             "list_jobs", {"jobSummaryList": [{"jobId": "n3w", "jobName": renamed}]}, name_filter
         )
-        assert backend.resume(run_id) == f"{run_id} resumed: submitted nothing"
+        assert backend.resume(run_id) == f"{run_id} resumed: submitted nothing (generation 3)"
         stub.assert_no_pending_responses()
     assert backend.read_manifest(run_id)["jobs"] == {"fbp": "n3w"}
+
+
+# --- AWS failures: one line each ------------------------------------------------------------------
+
+
+def test_no_credentials_is_one_line(infra_file: Path, spec: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") or k == "AWS_ENDPOINT_URL"}
+    env.update(
+        OPSCTL_HOME=str(tmp_path / "home"),
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        AWS_EC2_METADATA_DISABLED="true",  # never ask 169.254.169.254
+    )
+    line = one_line(cli("launch", str(spec), "--backend", "aws", "--infra", str(infra_file), env=env), 2)
+    assert line.startswith("opsctl: no usable AWS credentials (Unable to locate credentials)")
+
+
+def test_an_unreachable_endpoint_during_watch_is_one_line(infra_file: Path, tmp_path: Path) -> None:
+    from tests.moto_env import free_port
+
+    run_id = "four-20261128-120000-abcd"
+    stubbed(infra_file, run_id, [a_step("calibrate")], {"calibrate": "j1"})
+    env = {**os.environ, "AWS_ENDPOINT_URL_BATCH": f"http://127.0.0.1:{free_port()}", "AWS_MAX_ATTEMPTS": "2"}
+    line = one_line(cli("watch", run_id, "--backend", "aws", "--infra", str(infra_file), env=env), 1)
+    assert line.startswith("opsctl: cannot reach AWS Batch at http://127.0.0.1:")
+    assert line.endswith("jobs already submitted keep running on AWS Batch")
+
+
+def test_access_denied_names_the_missing_permission(player: BatchPlayer, three: Path) -> None:
+    denied = "User: arn:aws:iam::123456789012:user/x is not authorized to perform: batch:SubmitJob"
+    player.refuse("submitjob", denied, kind="AccessDeniedException", status=403)
+    line = one_line(cli("launch", str(three), "--backend", "aws", "--infra", str(player.infra)), 2)
+    assert "launch stopped after submitting no step: AWS Batch: access denied" in line
+    assert "batch:SubmitJob" in line
+
+
+def test_a_service_failing_after_retries_is_one_line(player: BatchPlayer, three: Path) -> None:
+    player.refuse("describejobqueues", "Internal error", kind="ServerException", status=500)
+    env = {**os.environ, "AWS_MAX_ATTEMPTS": "2"}
+    line = one_line(cli("launch", str(three), "--backend", "aws", "--infra", str(player.infra), env=env), 1)
+    assert "AWS Batch kept failing on job queues" in line and "ServerException" in line
+
+
+def test_a_missing_bucket_or_log_group_is_bad_input(
+    batch_env: dict[str, str], bucket: str, backend: AwsBackend, spec: Path, tmp_path: Path
+) -> None:
+    no_bucket = write_infra(tmp_path / "b.json", {**batch_env, "bucket": "no-such-bucket-4f2a"})
+    line = one_line(cli("launch", str(spec), "--backend", "aws", "--infra", str(no_bucket)), 2)
+    assert line == "opsctl: s3://no-such-bucket-4f2a: bucket does not exist"
+    bad_name = write_infra(tmp_path / "n.json", {**batch_env, "bucket": "Not A Bucket"})
+    assert "invalid value" in one_line(
+        cli("launch", str(spec), "--backend", "aws", "--infra", str(bad_name)), 2
+    )
+
+    run_id = backend.launch(spec)
+    no_group = write_infra(
+        tmp_path / "g.json", {**batch_env, "bucket": bucket, "log_group": "/no/such/group"}
+    )
+    line = one_line(cli("logs", run_id, "pre", "--backend", "aws", "--infra", str(no_group)), 2)
+    assert line == "opsctl: CloudWatch Logs: log group /no/such/group does not exist (infra output log_group)"
+
+
+def test_an_unknown_region_is_bad_input() -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    from opsctl.awsclient import AwsUnavailable, translate
+
+    error = EndpointConnectionError(endpoint_url="https://batch.xx-nowhere-9.amazonaws.com/v1/describejobs")
+    assert isinstance(translate(error, "AWS Batch", "jobs", "xx-nowhere-9"), BadInput)
+    assert isinstance(translate(error, "AWS Batch", "jobs", "eu-west-1"), AwsUnavailable)
+
+
+def test_launch_incomplete_keeps_the_cause_exit_code() -> None:
+    assert LaunchIncomplete("r", [], BadInput("x")).exit_code == 2
+    assert LaunchIncomplete("r", ["a"], OpsctlError("x")).exit_code == 1

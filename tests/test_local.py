@@ -253,23 +253,29 @@ def test_list_and_unknown_run(home: Path) -> None:
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1
 
 
-def test_timeout_stops_the_child(home: Path) -> None:
-    """The supervisor in-process with a clock that jumps past the deadline once the command runs."""
+def test_timeout_stops_the_child_and_is_not_retried(home: Path) -> None:
+    """The supervisor in-process with a clock that jumps past the deadline once the command runs.
+
+    AWS Batch does not retry an attempt it stopped for its timeout (user guide, "Job timeouts"):
+    neither does the local backend, whatever `retries` says.
+    """
     started = home / "started"
     spec = write_spec(
         home,
-        f"name: slow\nsteps:\n  - name: s\n    queue: cpu\n    retries: 0\n    timeout: 60\n"
+        f"name: slow\nsteps:\n  - name: s\n    queue: cpu\n    retries: 2\n    timeout: 60\n"
         f"    command: touch {started}; sleep 30\n",
     )
     run = local.create_run(pipeline.load(spec))
 
     def clock() -> float:
         # 62 s later than real time once the command has started: past the 60 s deadline, not
-        # yet past deadline + KILL_GRACE, so the worker gets SIGTERM first.
+        # yet past deadline + the stop grace, so the worker gets SIGTERM first.
         return time.monotonic() + (62.0 if started.exists() else 0.0)
 
     began = time.monotonic()
-    state = local.Supervisor(run, clock=clock).loop()
+    supervisor = local.Supervisor(run, clock=clock)
+    assert supervisor.stop_grace == 30.0, "SIGKILL 30 s after SIGTERM, as on AWS Batch"
+    state = supervisor.loop()
     assert state == JobState.FAILED
     assert time.monotonic() - began < 15
     doc = local.status(run.run_id)
@@ -279,6 +285,57 @@ def test_timeout_stops_the_child(home: Path) -> None:
     with sqlite3.connect(run.path / "run.db") as conn:
         (pid,) = conn.execute("SELECT pid FROM child").fetchone()
     assert not pid_alive(pid)
+
+
+def test_a_timed_out_child_that_ignores_sigterm_is_killed_after_the_grace(home: Path) -> None:
+    """SIGKILL once the clock passes deadline + stop grace, before the worker's own clean-up ends.
+
+    The command ignores SIGTERM, so the worker, stopped by SIGTERM, would wait 5 s for it; the
+    clock jumps past the 1 s grace as soon as the SIGTERM has arrived.
+    """
+    started, termed = home / "started", home / "termed"
+    spec = write_spec(
+        home,
+        "name: stubborn\nsteps:\n  - name: s\n    queue: cpu\n    retries: 0\n    timeout: 60\n"
+        f"    command: trap 'touch {termed}' TERM; touch {started}; while :; do sleep 0.1; done\n",
+    )
+    run = local.create_run(pipeline.load(spec))
+
+    def clock() -> float:
+        return time.monotonic() + (62.0 if started.exists() else 0.0) + (5.0 if termed.exists() else 0.0)
+
+    began = time.monotonic()
+    assert local.Supervisor(run, clock=clock, stop_grace=2.0).loop() == JobState.FAILED
+    assert termed.exists() and time.monotonic() - began < 4.5
+    assert "stopped by SIGTERM" not in run.log_path("s", 0).read_text(), "killed before its clean-up ended"
+
+
+def test_children_that_exit_0_with_commands_not_done_fail_the_step(home: Path) -> None:
+    """The list file changed under the workers: they run what they read and exit 0, but two of
+    the four commands the step was launched with have no done marker."""
+    spec = write_spec(
+        home,
+        "name: short\nsteps:\n  - name: a\n    queue: cpu\n    array_size: 2\n"
+        "    commands: [echo 0, echo 1, echo 2, echo 3]\n"
+        "  - name: b\n    queue: cpu\n    command: echo b\n    depends_on: [a]\n",
+    )
+    run = local.create_run(pipeline.load(spec))
+    listing = run.path / "lists" / "a.txt"
+    full = listing.read_text()
+    listing.write_text("echo 0\necho 1\n")
+    assert local.Supervisor(run).loop() == JobState.FAILED
+    doc = local.status(run.run_id)
+    a, b = doc["steps"]
+    assert a["counts"] == {"SUCCEEDED": 2}, "every child exited 0"
+    assert a["state"] == "FAILED"
+    assert a["reason"] == f"2 of 4 commands have no done marker; `opsctl resume {run.run_id}` runs them"
+    assert (b["state"], b["reason"]) == ("FAILED", "dependency failed")
+
+    listing.write_text(full)
+    assert local.resume(run.run_id) == f"{run.run_id} resumed: a, b in generation 2"
+    code, doc, _ = watch(run.run_id)
+    assert code == 0 and doc["state"] == "SUCCEEDED"
+    assert steps_by_name(doc)["a"]["commands"]["done"] == 4
 
 
 def test_ten_thousand_commands(home: Path) -> None:

@@ -243,6 +243,13 @@ BAD_SPECS = [
         "defaults must be a mapping",
     ),
     ("python-tag", "name: !!python/object:os.system x  # <-\nsteps: []\n", "invalid YAML"),
+    (
+        "submit-request-too-big",
+        "name: x\nsteps:\n  - name: pre  # <-\n    queue: cpu\n    command: 'true'\n"
+        f"    env: {{BIG: {'v' * 31_000}}}\n",
+        "step 'pre': its AWS Batch SubmitJob request would be 31.9 KiB, over Batch's 30 KiB limit "
+        "(env: 1 variable, 30.3 KiB)",
+    ),
     ("non-string-key", "name: x\n1: 2  # <-\nsteps: []\n", "key 1 must be a string"),
 ]
 
@@ -275,6 +282,15 @@ def test_bad_spec_is_one_line_with_file_and_line(
     assert "Traceback" not in err
     assert err.startswith(f"opsctl: {spec}:{expected_line(text)}: "), err
     assert fragment in err
+
+
+def test_a_big_env_under_batch_limit_passes(tmp_path: Path) -> None:
+    """28 KiB of env still fits the 30 KiB SubmitJob payload with the rest of the request."""
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(
+        f"name: x\nsteps:\n  - name: pre\n    queue: cpu\n    command: 'true'\n    env: {{A: {'v' * 28_000}}}\n"
+    )
+    assert pipeline.load(spec).steps[0].env["A"] == "v" * 28_000
 
 
 def test_missing_spec_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -402,13 +418,21 @@ def _parse_or_spec_error(text: str, base: Path) -> None:
         assert str(e).startswith("junk.yaml")
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(text=st.text(alphabet=st.sampled_from(list("abn:-[]{}!&*|>'\"#%@` \n\t0123456789.,?")), max_size=80))
 def test_junk_text_never_raises_unhandled(text: str, tmp_path: Path) -> None:
     _parse_or_spec_error(text, tmp_path)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(document=spec_like)
 def test_junk_structures_never_raise_unhandled(document: dict[str, object], tmp_path: Path) -> None:
     _parse_or_spec_error(yaml.safe_dump(document), tmp_path)

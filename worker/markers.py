@@ -28,7 +28,8 @@ class Markers:
         return f"{self.step}/{kind}/{index}"
 
     def indices(self, kind: str) -> set[int]:
-        """Command indices with a marker of `kind`: one listing, however many commands."""
+        """Command indices with a marker of `kind`: one listing of its folder (on S3, a LIST
+        request per 1,000 markers)."""
         folder = f"{self.step}/{kind}"
         return {
             int(key.rsplit("/", 1)[1]) for key in self.store.list(folder) if key.rsplit("/", 1)[1].isdigit()
@@ -38,7 +39,8 @@ class Markers:
         """(done, failed, rerun) command indices from one listing of the step's folder.
 
         `failed` holds only commands without a `done` marker: one that failed and later
-        succeeded counts as done. This is what status reports poll, so it is one LIST call.
+        succeeded counts as done. Status polls call this: on S3 it costs a LIST request per
+        1,000 keys under the step (markers and claims), so a poll grows with the work done.
         """
         found: dict[str, set[int]] = {DONE: set(), FAILED: set(), RERUN: set()}
         for key in self.store.list(self.step):

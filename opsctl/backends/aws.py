@@ -1,12 +1,16 @@
 """The AWS Batch backend: one SubmitJob per step, and nothing that has to stay running.
 
 The run lives in the infra bucket under `runs/<run_id>/`: `manifest.json` (the pipeline as
-launched, with every step's job id recorded as soon as it is submitted), `lists/<step>.txt`
-and the workers' markers under `state/`. Batch's own `dependsOn` carries the DAG, so any machine
-with credentials and the infra outputs can watch, kill, resume or read the logs of a run.
+launched, every step's job id as soon as it is submitted, the run's generation, and each step's
+final state once it ended), `lists/<step>.txt` and the workers' markers under `state/`. Batch's
+own `dependsOn` carries the DAG, so any machine with credentials and the infra outputs can
+watch, kill, resume or read the logs of a run.
 
-`BatchAPI` is the only code that calls AWS Batch and CloudWatch Logs; S3 goes through
-`opsctl.storage`.
+Batch keeps a job about 7 days after it ends; the manifest is the long-term record. A step's
+final state, counts and times are written to it when a poll first sees the step ended, and a
+run whose jobs Batch no longer knows is read from there and from its markers.
+
+AWS calls go through `batch.BatchAPI` (Batch, CloudWatch Logs) and `opsctl.storage` (S3).
 """
 
 from __future__ import annotations
@@ -14,97 +18,75 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from opsctl import pipeline as spec
-from opsctl.errors import BadInput, OpsctlError
+from opsctl.backends.batch import STARTED, BatchAPI, job_state, submit_request
+from opsctl.errors import BadInput, LaunchIncomplete, OpsctlError
 from opsctl.infra import InfraOutputs
-from opsctl.runs import contract_environment, manifest, new_run_id
-from opsctl.states import TERMINAL, JobState
+from opsctl.runs import manifest, new_run_id, plan_resume
+from opsctl.states import TERMINAL, JobState, settle
 from opsctl.storage import NotFound, S3Store
 from worker.listfile import render_commands
 from worker.markers import Markers
 
-DESCRIBE_CHUNK = 100  # DescribeJobs takes at most 100 job ids
 KILLED = "killed by user"
 STUCK_AFTER = 15 * 60.0  # seconds RUNNABLE before status warns
 BEFORE_START = (JobState.SUBMITTED, JobState.PENDING, JobState.RUNNABLE)
-STARTED = (JobState.STARTING, JobState.RUNNING)
-
-# attempts = retries + 1. Batch applies the first rule that matches, and retries when none
-# does, hence the catch-all EXIT at the end (at most 5 rules):
-#  - a reclaimed spot instance is always worth another attempt;
-#  - an image that cannot be pulled will not be pulled next time either;
-#  - worker exit 2 is bad input (environment, list file): the same input fails the same way;
-#  - any other exit code is a failed command: retried, like the local backend does;
-#  - anything else (e.g. a job that never ran for another reason) ends the job.
-RETRY_RULES = [
-    {"onStatusReason": "Host EC2*", "action": "RETRY"},
-    {"onReason": "CannotPullContainerError*", "action": "EXIT"},
-    {"onExitCode": "2", "action": "EXIT"},
-    {"onExitCode": "*", "action": "RETRY"},
-    {"onReason": "*", "action": "EXIT"},
-]
+# A job submitted this recently that DescribeJobs does not return yet is taken as SUBMITTED;
+# later, as gone (past Batch's retention).
+UNSEEN_GRACE = 60.0
+RETENTION = "AWS Batch keeps jobs about 7 days after they end"
+MANIFEST = "manifest.json"
 
 
-class BatchAPI:
-    """Intent-named calls to AWS Batch and CloudWatch Logs; boto3 only here (and in storage)."""
+class Manifest:
+    """A run's manifest.json, updated by several opsctl processes at once.
 
-    def __init__(self, region: str) -> None:
-        import boto3
-        from botocore.config import Config
+    A watch records final states while a resume records new job ids: each update is a
+    conditional PUT (If-Match on the ETag last seen); when another process got there first,
+    the manifest is read again and the change applied again, so nobody's update is lost.
+    Changes must therefore be safe to apply to a newer document.
+    """
 
-        config = Config(region_name=region, retries={"mode": "adaptive", "max_attempts": 10})
-        self.batch = boto3.client("batch", config=config)
-        self.logs = boto3.client("logs", config=config)
+    def __init__(self, store: S3Store, doc: dict[str, Any], etag: str) -> None:
+        self.store = store
+        self.doc = doc
+        self.etag = etag
 
-    def submit_step(self, **request: Any) -> str:
-        job_id: str = self.batch.submit_job(**request)["jobId"]
-        return job_id
-
-    def describe(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """Job descriptions by id, in chunks of 100 (DescribeJobs' limit)."""
-        found: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(job_ids), DESCRIBE_CHUNK):
-            for job in self.batch.describe_jobs(jobs=job_ids[start : start + DESCRIBE_CHUNK])["jobs"]:
-                found[job["jobId"]] = job
-        return found
-
-    def failed_children(self, array_job_id: str, limit: int = 10) -> list[dict[str, Any]]:
-        """Up to `limit` failed children of an array job, described."""
-        summaries = self.batch.list_jobs(arrayJobId=array_job_id, jobStatus="FAILED", maxResults=limit)
-        ids = [job["jobId"] for job in summaries.get("jobSummaryList", [])]
-        return list(self.describe(ids).values()) if ids else []
-
-    def jobs_named(self, queue: str, name: str) -> list[str]:
-        """Ids of the jobs called `name` in `queue`: finds a submission whose id was not recorded."""
-        ids: list[str] = []
-        pages = self.batch.get_paginator("list_jobs").paginate(
-            jobQueue=queue, filters=[{"name": "JOB_NAME", "values": [name]}]
-        )
-        for page in pages:
-            ids.extend(job["jobId"] for job in page.get("jobSummaryList", []) if job.get("jobName") == name)
-        return ids
-
-    def cancel(self, job_id: str, reason: str) -> None:
-        self.batch.cancel_job(jobId=job_id, reason=reason)
-
-    def terminate(self, job_id: str, reason: str) -> None:
-        self.batch.terminate_job(jobId=job_id, reason=reason)
-
-    def child_log_events(self, group: str, stream: str, token: str | None) -> tuple[list[str], str | None]:
-        """One page of a log stream's messages, oldest first, and the token for the next page."""
-        request: dict[str, Any] = {"logGroupName": group, "logStreamName": stream, "startFromHead": True}
-        if token:
-            request["nextToken"] = token
+    @classmethod
+    def read(cls, store: S3Store, run_id: str, where: str) -> Manifest:
         try:
-            response = self.logs.get_log_events(**request)
-        except self.logs.exceptions.ResourceNotFoundException:
-            # Batch names the stream when the container starts; it appears with its first line.
-            return [], token
-        return [event["message"] for event in response["events"]], response.get("nextForwardToken")
+            data, etag = store.read_tagged(MANIFEST)
+        except NotFound:
+            raise BadInput(f"run '{run_id}' not found in {store.uri.rsplit('/', 1)[0]}/ ({where})") from None
+        return cls(store, json.loads(data), etag)
+
+    @classmethod
+    def create(cls, store: S3Store, doc: dict[str, Any]) -> Manifest:
+        etag = store.create_tagged(MANIFEST, _dump(doc))
+        if etag is None:
+            raise OpsctlError(f"{store.uri}/{MANIFEST} exists already: run id collision, launch again")
+        return cls(store, doc, etag)
+
+    def update(self, change: Callable[[dict[str, Any]], None]) -> None:
+        change(self.doc)
+        for _ in range(20):
+            etag = self.store.replace(MANIFEST, _dump(self.doc), self.etag)
+            if etag is not None:
+                self.etag = etag
+                return
+            data, self.etag = self.store.read_tagged(MANIFEST)
+            self.doc = json.loads(data)
+            change(self.doc)
+        raise OpsctlError(f"{self.store.uri}/{MANIFEST} kept changing under this update; try again")
+
+
+def _dump(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, indent=2).encode()
 
 
 class AwsBackend:
@@ -117,7 +99,7 @@ class AwsBackend:
         self._api = api
         # Manifests of fully submitted runs, for repeated polls by this process: their job ids
         # only change through `resume`, and a run a watch follows cannot be resumed until it ended.
-        self._submitted: dict[str, dict[str, Any]] = {}
+        self._submitted: dict[str, Manifest] = {}
 
     @functools.cached_property
     def api(self) -> BatchAPI:
@@ -131,25 +113,26 @@ class AwsBackend:
         """The run's markers (OPSCTL_STATE_URI)."""
         return S3Store(self.infra.bucket, f"runs/{run_id}/state")
 
-    # --- the manifest ---------------------------------------------------------------------
+    def manifest(self, run_id: str) -> Manifest:
+        return Manifest.read(self.store(run_id), run_id, f"infra: {self.infra.source}")
 
     def read_manifest(self, run_id: str) -> dict[str, Any]:
-        try:
-            data: dict[str, Any] = json.loads(self.store(run_id).read("manifest.json"))
-        except NotFound:
-            raise BadInput(
-                f"run '{run_id}' not found in s3://{self.infra.bucket}/runs/ (infra: {self.infra.source})"
-            ) from None
-        return data
-
-    def _write_manifest(self, doc: dict[str, Any]) -> None:
-        self.store(doc["run_id"]).write("manifest.json", json.dumps(doc, indent=2).encode())
+        return self.manifest(run_id).doc
 
     # --- launch and resume ----------------------------------------------------------------
 
     def launch(self, spec_path: Path, max_parallel: int | None = None) -> str:
-        """Validate, upload the list files and the manifest, then submit the steps in order."""
+        """Validate, check the queues and job definitions, upload, then submit in order."""
         pipe = spec.load(spec_path)  # before any AWS call
+        queues = sorted({step.queue.value for step in pipe.steps})
+        unusable = self.api.unusable(
+            [self.infra.queue(q) for q in queues], [self.infra.job_definition(q) for q in queues]
+        )
+        if unusable:
+            raise BadInput(
+                f"{self.infra.source}: {'; '.join(unusable)}: not found or not usable in {self.infra.region} "
+                "(run `opsctl infra output` after `make infra`, or pass the right --infra)"
+            )
         run_id = new_run_id(pipe.name)
         store = self.store(run_id)
         list_uris = {}
@@ -157,169 +140,233 @@ class AwsBackend:
             store.write(f"lists/{step.name}.txt", render_commands(step.commands).encode())
             list_uris[step.name] = f"{store.uri}/lists/{step.name}.txt"
         doc = manifest(pipe, run_id, "aws", list_uris)
-        doc["infra"] = {"bucket": self.infra.bucket, "region": self.infra.region}
-        doc["jobs"] = {}
-        self._write_manifest(doc)
-        self._submit_missing(doc)
+        doc.update(infra={"bucket": self.infra.bucket, "region": self.infra.region}, jobs={}, generation=1)
+        record = Manifest.create(store, doc)
+        submitted: list[str] = []
+        try:
+            self._submit(record, [s["name"] for s in doc["steps"]], submitted=submitted)
+        except OpsctlError as e:
+            raise LaunchIncomplete(run_id, submitted, e) from None
         return run_id
 
-    def _submit_missing(
-        self, doc: dict[str, Any], resubmit: frozenset[str] = frozenset(), *, adopt: bool = False
+    def _submit(
+        self,
+        record: Manifest,
+        names: list[str],
+        *,
+        succeeded: frozenset[str] = frozenset(),
+        adopt: bool = False,
+        submitted: list[str] | None = None,
     ) -> list[str]:
-        """Submit every step without a recorded job id (and those in `resubmit`), in order.
+        """Submit the steps `names`, in manifest order; each job id is recorded at once.
 
-        Each job id is written to the manifest as soon as SubmitJob returns, so a launch that
-        dies half way is completed by `resume` without submitting anything twice. With `adopt`
-        (resume), a job is first looked up by the name it would be submitted under, in case an
-        earlier launch or resume died between SubmitJob and recording the id. That name is
-        `<run>-<step>`, and for a resubmission `<run>-<step>-<first 8 of the replaced job id>`:
-        it follows from the manifest alone, so the same resume run twice picks the same name.
+        A launch that dies half way is thus completed by `resume` without submitting anything
+        twice. With `adopt` (resume), a job is first looked up by the name it would be
+        submitted under, in case an earlier launch or resume died between SubmitJob and
+        recording the id. That name is `<run>-<step>`, and for a resubmission
+        `<run>-<step>-<first 8 of the replaced job id>`: it follows from the manifest alone, so
+        the same resume run twice picks the same name. Dependencies in `succeeded` are not
+        waited for (their jobs may be past Batch's retention).
         """
-        submitted = []
+        submitted = [] if submitted is None else submitted
+        doc = record.doc
         for step in doc["steps"]:
             name = step["name"]
-            if name in doc["jobs"] and name not in resubmit:
+            if name not in names:
                 continue
             replaced = doc["jobs"].get(name)
             job_name = f"{doc['run_id']}-{name}" + (f"-{replaced[:8]}" if replaced else "")
-            orphans = self.api.jobs_named(self.infra.queue(step["queue"]), job_name) if adopt else []
+            queue = self.infra.queue(step["queue"])
+            orphans = self.api.jobs_named(queue, job_name) if adopt else []
             if orphans:
-                # Submitted by a launch that died before recording it: adopt, do not duplicate.
-                doc["jobs"][name] = orphans[0]
+                job_id = orphans[0]  # submitted by a launch that died before recording it
             else:
-                doc["jobs"][name] = self.api.submit_step(**self.submit_request(doc, step, job_name))
+                after = {d: j for d, j in doc["jobs"].items() if d not in succeeded}
+                job_id = self.api.submit_step(
+                    **submit_request(
+                        doc,
+                        step,
+                        job_name=job_name,
+                        queue=queue,
+                        job_definition=self.infra.job_definition(step["queue"]),
+                        region=self.infra.region,
+                        run_uri=self.store(doc["run_id"]).uri,
+                        after=after,
+                    )
+                )
                 submitted.append(name)
-            self._write_manifest(doc)
+            record.update(functools.partial(_record_job, name=name, job_id=job_id, at=time.time()))
+            doc = record.doc
         return submitted
 
-    def submit_request(self, doc: dict[str, Any], step: dict[str, Any], job_name: str) -> dict[str, Any]:
-        """The SubmitJob request for one step (an array job when array_size >= 2)."""
-        run_id = doc["run_id"]
-        env = contract_environment(step, run_id, self.store(run_id).uri, doc.get("generation", 1))
-        # Containers cannot reach the instance metadata (hop limit 1): tell boto3 the region.
-        env["AWS_DEFAULT_REGION"] = self.infra.region
-        resources = [
-            {"type": kind, "value": str(step[key])}
-            for kind, key in (("VCPU", "vcpus"), ("MEMORY", "memory"), ("GPU", "gpus"))
-            if step[key] is not None
-        ]
-        overrides: dict[str, Any] = {
-            # The images' ENTRYPOINT is opsctl-worker; a GPU step first proves its GPU works.
-            "command": ["run", "--preflight-gpu"] if step["queue"] == "gpu" else ["run"],
-            "environment": [{"name": k, "value": v} for k, v in sorted(env.items())],
-        }
-        if resources:
-            overrides["resourceRequirements"] = resources
-        request: dict[str, Any] = {
-            "jobName": job_name,
-            "jobQueue": self.infra.queue(step["queue"]),
-            "jobDefinition": self.infra.job_definition(step["queue"]),
-            "containerOverrides": overrides,
-            "retryStrategy": {"attempts": step["retries"] + 1, "evaluateOnExit": RETRY_RULES},
-            "timeout": {"attemptDurationSeconds": step["timeout"]},
-            "tags": {"opsctl:run": run_id, "opsctl:step": step["name"], "opsctl:pipeline": doc["pipeline"]},
-            "propagateTags": True,
-        }
-        if step["array_size"] > 1:
-            request["arrayProperties"] = {"size": step["array_size"]}
-        depends = [
-            {"jobId": doc["jobs"][d["step"]], **({"type": "N_TO_N"} if d["n_to_n"] else {})}
-            for d in step["depends_on"]
-        ]
-        if depends:
-            request["dependsOn"] = depends
-        return request
-
     def resume(self, run_id: str) -> str:
-        """Submit what a launch never submitted, and again every step that failed.
+        """Submit again every step that did not succeed, in a new generation (runs.plan_resume).
 
-        A resubmitted step's dependents are resubmitted too (they depended on the old job).
-        Steps still running are left alone. Workers skip commands that have `done` markers,
-        so only unfinished work runs again.
+        Steps never submitted are submitted; steps still running are left alone. The new
+        generation is recorded in the manifest before any SubmitJob, so a resubmitted
+        dynamic-split step's children take over the commands claimed but never done.
+        Workers skip commands that have done markers, so only unfinished work runs again.
         """
-        doc = self.read_manifest(run_id)
-        jobs = self.api.describe(list(doc["jobs"].values()))
-        redo: set[str] = set()
-        for step in doc["steps"]:  # topological order: dependencies are decided first
-            job_id = doc["jobs"].get(step["name"])
-            status = jobs.get(job_id or "", {}).get("status")
-            if (job_id and status == JobState.FAILED) or any(d["step"] in redo for d in step["depends_on"]):
-                redo.add(step["name"])
-        if redo:
-            doc.setdefault("replaced", []).append(
-                {n: doc["jobs"][n] for n in sorted(redo) if n in doc["jobs"]}
-            )
-        submitted = self._submit_missing(doc, frozenset(redo), adopt=True)
-        return f"{run_id} resumed: submitted {', '.join(submitted) or 'nothing'}"
+        self._submitted.pop(run_id, None)  # its job ids are about to change
+        record = self.manifest(run_id)
+        view = self._status(record, STUCK_AFTER)
+        states = {s["name"]: JobState(s["state"]) if s["job_id"] else None for s in view["steps"]}
+        redo, generation = plan_resume(record.doc["steps"], states, record.doc.get("generation", 1))
+        if not redo:
+            if view["state"] == JobState.SUCCEEDED:
+                return f"{run_id} already SUCCEEDED; nothing to resume"
+            return f"{run_id}: every step is running or succeeded; nothing to resume"
+        replaced = {n: record.doc["jobs"][n] for n in redo if n in record.doc["jobs"]}
+
+        def new_generation(d: dict[str, Any]) -> None:
+            d["generation"] = max(d.get("generation", 1), generation)
+            if replaced and replaced not in d.setdefault("replaced", []):
+                d["replaced"].append(replaced)
+            d.pop("state", None)  # the run is live again
+
+        record.update(new_generation)
+        succeeded = frozenset(n for n, s in states.items() if s is JobState.SUCCEEDED)
+        submitted = self._submit(record, redo, succeeded=succeeded, adopt=True)
+        generation = record.doc["generation"]
+        return f"{run_id} resumed: submitted {', '.join(submitted) or 'nothing'} (generation {generation})"
 
     # --- status ---------------------------------------------------------------------------
 
     def status(self, run_id: str, *, stuck_after: float = STUCK_AFTER) -> dict[str, Any]:
-        """The status document: ceil(steps/100) DescribeJobs calls and one listing per step.
+        """The status document: ceil(steps/100) DescribeJobs calls and a listing of each
+        step's markers (one LIST page per 1,000 markers).
 
         `warnings` names steps that have waited RUNNABLE for more than `stuck_after` seconds.
         """
-        doc = self._submitted.get(run_id) or self.read_manifest(run_id)
-        if len(doc["jobs"]) == len(doc["steps"]):
-            self._submitted[run_id] = doc
+        record = self._submitted.get(run_id) or self.manifest(run_id)
+        if len(record.doc["jobs"]) == len(record.doc["steps"]):
+            self._submitted[run_id] = record
+        return self._status(record, stuck_after)
+
+    def _status(self, record: Manifest, stuck_after: float) -> dict[str, Any]:
+        doc = record.doc
+        run_id = doc["run_id"]
         jobs = self.api.describe(list(doc["jobs"].values()))
-        markers = self.state_store(run_id)
-        now_ms = time.time() * 1000
-        warnings = []
-        steps = []
-        for step in doc["steps"]:
-            job = jobs.get(doc["jobs"].get(step["name"], ""))
-            state = JobState(job["status"]) if job else JobState.SUBMITTED
-            if job and "arrayProperties" in job and step["array_size"] > 1:
-                counts = {k: v for k, v in job["arrayProperties"].get("statusSummary", {}).items() if v}
-            else:
-                counts = {state.value: 1} if job else {}
-            done, failed, rerun = Markers(markers, step["name"]).scan()
-            steps.append(
-                {
-                    "name": step["name"],
-                    "queue": step["queue"],
-                    "state": state.value,
-                    "reason": job.get("statusReason") if job and state is JobState.FAILED else None,
-                    "array_size": step["array_size"],
-                    "counts": counts,
-                    "elapsed": _elapsed(job),
-                    "commands": {
-                        "total": step["commands"],
-                        "done": len(done),
-                        "failed": len(failed),
-                        "reexecuted": len(rerun),
-                    },
-                    "job_id": job["jobId"] if job else None,
-                }
-            )
-            waited = _runnable_for(job, jobs, now_ms) if job else 0.0
-            if waited > stuck_after:
-                warnings.append(
-                    f"step '{step['name']}' has been RUNNABLE for {waited / 60:.0f} min: likely "
-                    + (
-                        "no GPU instance types in the gpu compute environment, or "
-                        if step["queue"] == "gpu"
-                        else ""
-                    )
-                    + "no capacity for its instance types (spot), or its compute environment's maxvCpus is "
-                    "reached or smaller than the job's vCPUs/memory"
-                )
+        now = time.time()
+        steps = [self._step_status(doc, step, jobs, now) for step in doc["steps"]]
+        warnings = [
+            _stuck_warning(step, waited)
+            for step in doc["steps"]
+            if (job := jobs.get(doc["jobs"].get(step["name"], "")))
+            and (waited := _runnable_for(job, jobs, now * 1000)) > stuck_after
+        ]
+        self._record_final(record, steps)
+        submitted = len(doc["jobs"]) == len(steps)
         return {
             "run_id": run_id,
             "pipeline": doc["pipeline"],
             "backend": "aws",
-            "state": _run_state(
-                [JobState(s["state"]) for s in steps], submitted=len(doc["jobs"]) == len(steps)
-            ),
-            "reason": None
-            if len(doc["jobs"]) == len(steps)
-            else "launch incomplete: `opsctl resume` submits the rest",
+            "state": _run_state([JobState(s["state"]) for s in steps], submitted=submitted),
+            "reason": None if submitted else f"launch incomplete: `opsctl resume {run_id}` submits the rest",
             "created": doc["created"],
             "elapsed": None,
             "steps": steps,
             "warnings": warnings,
         }
+
+    def _step_status(
+        self, doc: dict[str, Any], step: dict[str, Any], jobs: dict[str, dict[str, Any]], now: float
+    ) -> dict[str, Any]:
+        """One step's entry: Batch's view of its job, settled against its markers.
+
+        A job Batch no longer returns is read from the final state recorded when it ended; with
+        no such record, from its markers alone, once it was submitted long enough ago to be seen.
+        """
+        name = step["name"]
+        job_id = doc["jobs"].get(name)
+        job = jobs.get(job_id or "")
+        done, failed, rerun = Markers(self.state_store(doc["run_id"]), name).scan()
+        entry: dict[str, Any] = {
+            "name": name,
+            "queue": step["queue"],
+            "array_size": step["array_size"],
+            "commands": {
+                "total": step["commands"],
+                "done": len(done),
+                "failed": len(failed),
+                "reexecuted": len(rerun),
+            },
+            "job_id": job_id,
+            "gone": False,
+        }
+        final = _final(doc, name)
+        if job is not None:
+            state, short = settle(job_state(job), len(done), step["commands"], doc["run_id"])
+            summary = job.get("arrayProperties", {}).get("statusSummary")
+            return {
+                **entry,
+                "state": state.value,
+                "reason": short or (job.get("statusReason") if state is JobState.FAILED else None),
+                "counts": {k: v for k, v in summary.items() if v}
+                if summary and step["array_size"] > 1
+                else {job["status"]: 1},
+                "elapsed": _elapsed(job.get("startedAt"), job.get("stoppedAt")),
+                "started_at": job.get("startedAt"),
+                "stopped_at": job.get("stoppedAt"),
+                "log_stream": job.get("container", {}).get("logStreamName"),
+            }
+        if job_id and final:
+            # Past retention: as recorded when it ended (its markers may have expired too).
+            return {
+                **entry,
+                **{k: final[k] for k in ("state", "counts", "commands")},
+                "reason": final["reason"],
+                "elapsed": _elapsed(final.get("started_at"), final.get("stopped_at")),
+                "gone": True,
+            }
+        submitted_at = doc.get("submitted_at", {}).get(name) or _epoch(doc["created"])
+        if not job_id or now - submitted_at < UNSEEN_GRACE:
+            return {**entry, "state": JobState.SUBMITTED.value, "reason": None, "counts": {}, "elapsed": None}
+        missing = step["commands"] - len(done)
+        return {
+            **entry,
+            "state": (JobState.FAILED if missing else JobState.SUCCEEDED).value,
+            "reason": f"job {job_id} is unknown to AWS Batch ({RETENTION}) and no final state was recorded"
+            + (
+                f": {missing} of {step['commands']} commands have no done marker; "
+                f"`opsctl resume {doc['run_id']}` runs them"
+                if missing
+                else ": every command has a done marker"
+            ),
+            "counts": {},
+            "elapsed": None,
+            "gone": True,
+        }
+
+    def _record_final(self, record: Manifest, steps: list[dict[str, Any]]) -> None:
+        """Write each step's final state to the manifest the first time it is seen ended.
+
+        One conditional PUT per step over the run's life; once every step's job has a final
+        record, the run's own state and end time too (what `opsctl list` shows).
+        """
+        kept = ("state", "reason", "counts", "commands", "started_at", "stopped_at")
+        new = {
+            s["name"]: {
+                "job_id": s["job_id"],
+                **{k: s.get(k) for k in kept},
+                "log_stream": s.get("log_stream") if s["array_size"] == 1 else None,
+            }
+            for s in steps
+            if s["job_id"] and s["state"] in TERMINAL and _final(record.doc, s["name"]) is None
+        }
+        if not new:
+            return
+
+        def change(d: dict[str, Any]) -> None:
+            for name, final in new.items():
+                if d["jobs"].get(name) == final["job_id"]:  # not since resubmitted by a resume
+                    d.setdefault("final", {})[name] = final
+            finals = [_final(d, step["name"]) for step in d["steps"]]
+            if all(finals):
+                d["state"] = _run_state([JobState(f["state"]) for f in finals if f], submitted=True)
+                d["finished"] = time.time()
+
+        record.update(change)
 
     def failures(self, run_id: str, doc: dict[str, Any]) -> list[str]:
         """Each failed child's reasons, exit code and last log lines (for `watch`)."""
@@ -327,11 +374,15 @@ class AwsBackend:
         for step in doc["steps"]:
             if step["state"] != JobState.FAILED or not step["job_id"]:
                 continue
-            children = (
-                self.api.failed_children(step["job_id"])
-                if step["array_size"] > 1
-                else list(self.api.describe([step["job_id"]]).values())
-            )
+            if step["gone"]:
+                children = []
+            elif step["array_size"] > 1:
+                children = self.api.failed_children(step["job_id"])
+            else:
+                job = self.api.describe([step["job_id"]]).get(step["job_id"])
+                children = [job] if job and job["status"] == JobState.FAILED else []
+            if not children or step["gone"]:
+                lines.append(f"{step['name']}: {step['reason'] or 'failed'}")
             for child in children:
                 container = child.get("container", {})
                 index = child.get("arrayProperties", {}).get("index", 0)
@@ -352,27 +403,35 @@ class AwsBackend:
         """CancelJob before a job starts, TerminateJob once it has; parents cascade to children."""
         doc = self.read_manifest(run_id)
         jobs = self.api.describe(list(doc["jobs"].values()))
-        done = []
+        done, gone = [], []
         for step in doc["steps"]:
-            job = jobs.get(doc["jobs"].get(step["name"], ""))
-            if not job:
+            job_id = doc["jobs"].get(step["name"])
+            if not job_id:
                 continue
-            state = JobState(job["status"])
-            running_children = any(
-                job.get("arrayProperties", {}).get("statusSummary", {}).get(s.value) for s in STARTED
-            )
-            if state in STARTED or (state not in TERMINAL and running_children):
-                self.api.terminate(job["jobId"], KILLED)
+            job = jobs.get(job_id)
+            if job is None:
+                gone.append(f"{step['name']} ({job_id})")
+                continue
+            state = job_state(job)
+            if state in STARTED:
+                self.api.terminate(job_id, KILLED)
                 done.append(f"terminated {step['name']}")
             elif state in BEFORE_START:
-                self.api.cancel(job["jobId"], KILLED)
+                self.api.cancel(job_id, KILLED)
                 done.append(f"cancelled {step['name']}")
-        return f"{run_id}: " + ("; ".join(done) if done else "nothing left to stop")
+        message = f"{run_id}: " + ("; ".join(done) if done else "nothing left to stop")
+        if gone:
+            message += f"; jobs unknown to AWS Batch, nothing to stop ({RETENTION}): {', '.join(gone)}"
+        return message
 
     def logs(
         self, run_id: str, step: str, index: int | None, *, follow: bool, poll: float = 2.0
     ) -> Iterator[bytes]:
-        """CloudWatch events of one child (`--index`, default 0), paginated, `--follow`ing."""
+        """CloudWatch events of one child (`--index`, default 0), paginated, `--follow`ing.
+
+        A retried child writes each attempt to a new stream: when DescribeJobs names a new
+        one, the old stream is read to its end and the new one from its start.
+        """
         doc = self.read_manifest(run_id)
         steps = {s["name"]: s for s in doc["steps"]}
         if step not in steps:
@@ -384,26 +443,48 @@ class AwsBackend:
         if step not in doc["jobs"]:
             raise OpsctlError(f"{run_id}: step '{step}' was never submitted")
         job_id = doc["jobs"][step] + (f":{index}" if size > 1 else "")
+        stream: str | None = None
         token: str | None = None
         while True:
-            job = self.api.describe([job_id]).get(job_id, {})
-            stream = job.get("container", {}).get("logStreamName")
-            if not stream:
+            job = self.api.describe([job_id]).get(job_id)
+            if job is None:
+                job = self._gone_job(doc, step, job_id)
+            newest = job.get("container", {}).get("logStreamName")
+            if not newest:
                 if JobState(job.get("status", "SUBMITTED")) in TERMINAL or not follow:
                     reason = job.get("statusReason", "none given")
                     raise OpsctlError(f"no log stream: the job never started (reason: {reason})")
                 time.sleep(poll)
                 continue
-            while True:
-                messages, next_token = self.api.child_log_events(self.infra.log_group, stream, token)
-                for message in messages:
-                    yield (message + "\n").encode()
-                if next_token == token:
-                    break
-                token = next_token
+            if stream and newest != stream:
+                yield from self._drain(stream, token)[0]  # the end of the previous attempt's stream
+            if newest != stream:
+                stream, token = newest, None
+            messages, token = self._drain(newest, token)
+            yield from messages
             if not follow or JobState(job["status"]) in TERMINAL:
                 return
             time.sleep(poll)
+
+    def _drain(self, stream: str, token: str | None) -> tuple[list[bytes], str | None]:
+        """Every message of `stream` after `token`, and the token to continue from."""
+        out: list[bytes] = []
+        while True:
+            messages, next_token = self.api.child_log_events(self.infra.log_group, stream, token)
+            out.extend((m + "\n").encode() for m in messages)
+            if next_token == token:
+                return out, token
+            token = next_token
+
+    def _gone_job(self, doc: dict[str, Any], step: str, job_id: str) -> dict[str, Any]:
+        """A job DescribeJobs no longer returns, as far as the manifest remembers it."""
+        final = doc.get("final", {}).get(step, {})
+        if final.get("job_id") == job_id and final.get("log_stream"):
+            return {"status": final["state"], "container": {"logStreamName": final["log_stream"]}}
+        raise OpsctlError(
+            f"job {job_id} (step '{step}') is unknown to AWS Batch ({RETENTION}), and its log stream "
+            f"name went with it; the streams stay in log group {self.infra.log_group} for its retention"
+        )
 
     def list_runs(self) -> list[dict[str, Any]]:
         """Runs from the manifests under the bucket's runs/, newest first."""
@@ -417,11 +498,16 @@ class AwsBackend:
                         "run_id": doc["run_id"],
                         "pipeline": doc["pipeline"],
                         "backend": "aws",
-                        "state": None,  # one DescribeJobs per run would make list slow: see status
+                        "state": doc.get("state"),  # recorded once every step ended; else see status
                         "created": doc["created"],
                     }
                 )
         return sorted(rows, key=lambda r: (r["created"], r["run_id"]), reverse=True)
+
+
+def _record_job(doc: dict[str, Any], *, name: str, job_id: str, at: float) -> None:
+    doc["jobs"][name] = job_id
+    doc.setdefault("submitted_at", {})[name] = at
 
 
 def _run_state(states: list[JobState], *, submitted: bool) -> str:
@@ -431,7 +517,18 @@ def _run_state(states: list[JobState], *, submitted: bool) -> str:
         return JobState.FAILED.value
     if any(s in STARTED for s in states):
         return JobState.RUNNING.value
+    if any(s is JobState.RUNNABLE for s in states):
+        return JobState.RUNNABLE.value
     return JobState.PENDING.value if submitted else JobState.SUBMITTED.value
+
+
+def _stuck_warning(step: dict[str, Any], waited: float) -> str:
+    return (
+        f"step '{step['name']}' has been RUNNABLE for {waited / 60:.0f} min: likely "
+        + ("no GPU instance types in the gpu compute environment, or " if step["queue"] == "gpu" else "")
+        + "no capacity for its instance types (spot), or its compute environment's maxvCpus is "
+        "reached or smaller than the job's vCPUs/memory"
+    )
 
 
 def _runnable_for(job: dict[str, Any], jobs: dict[str, dict[str, Any]], now_ms: float) -> float:
@@ -457,8 +554,18 @@ def _runnable_for(job: dict[str, Any], jobs: dict[str, dict[str, Any]], now_ms: 
     return max(0.0, (now_ms - since) / 1000)
 
 
-def _elapsed(job: dict[str, Any] | None) -> float | None:
-    if not job or not job.get("startedAt"):
+def _final(doc: dict[str, Any], step: str) -> dict[str, Any] | None:
+    """The final record of a step's current job, if one was written."""
+    final: dict[str, Any] | None = doc.get("final", {}).get(step)
+    return final if final and final["job_id"] == doc["jobs"].get(step) else None
+
+
+def _elapsed(started_ms: float | None, stopped_ms: float | None) -> float | None:
+    if not started_ms:
         return None
-    end = float(job.get("stoppedAt") or time.time() * 1000)
-    return round((end - float(job["startedAt"])) / 1000, 1)
+    end = float(stopped_ms or time.time() * 1000)
+    return round((end - float(started_ms)) / 1000, 1)
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()

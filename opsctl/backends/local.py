@@ -33,16 +33,18 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from opsctl.errors import BadInput, OpsctlError
-from opsctl.runs import local_environment, manifest, new_run_id, opsctl_home
-from opsctl.states import TERMINAL, JobState
+from opsctl.runs import local_environment, manifest, new_run_id, opsctl_home, plan_resume
+from opsctl.states import TERMINAL, JobState, settle
 from opsctl.storage import LocalStore
 from worker.listfile import render_commands
-from worker.markers import Markers
+from worker.markers import DONE, Markers
 
 if TYPE_CHECKING:  # the supervisor process starts without the YAML parser: it reads the manifest
     from opsctl import pipeline as spec
 
-KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
+# Seconds between SIGTERM and SIGKILL, for timeouts and kills: AWS Batch's 30 s (user guide,
+# "Job timeouts"), so a command's clean-up gets the same time on both backends.
+STOP_GRACE = 30.0
 KILLED = "killed by user"
 DEPENDENCY_FAILED = "dependency failed"
 
@@ -223,13 +225,20 @@ class Supervisor:
     """Runs the DAG of one run until every step is SUCCEEDED or FAILED."""
 
     def __init__(
-        self, run: LocalRun, *, clock: Callable[[], float] = time.monotonic, tick: float = 0.02
+        self,
+        run: LocalRun,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        tick: float = 0.02,
+        stop_grace: float = STOP_GRACE,
     ) -> None:
         self.run = run
         self.manifest = run.manifest
         self.steps = {s["name"]: s for s in self.manifest["steps"]}
+        self.markers = LocalStore(run.path / "state")
         self.clock = clock
         self.tick = tick
+        self.stop_grace = stop_grace
         self.running: dict[tuple[str, int], _Child] = {}
         self.stopping = False
         # One connection for the supervisor's life; each tick is one transaction.
@@ -294,7 +303,7 @@ class Supervisor:
                 if now > child.deadline and not child.timed_out:
                     child.timed_out = True
                     _signal_group(child.proc.pid, signal.SIGTERM)
-                elif child.timed_out and now > child.deadline + KILL_GRACE:
+                elif child.timed_out and now > child.deadline + self.stop_grace:
                     _signal_group(child.proc.pid, signal.SIGKILL)
                 continue
             del self.running[key]
@@ -309,7 +318,8 @@ class Supervisor:
                 f"timeout after {child.step['timeout']} s" if child.timed_out else f"worker exited {code}"
             )
             # Exit 2 is bad input: a retry would fail the same way (AWS: EXIT on the worker's 2).
-            retry = code != 2 and attempt <= child.step["retries"]
+            # A timed-out attempt is not retried either, as AWS Batch does not retry one.
+            retry = code != 2 and not child.timed_out and attempt <= child.step["retries"]
             self._set_child(
                 conn,
                 key,
@@ -345,7 +355,10 @@ class Supervisor:
                 if failed:
                     self._set_step(conn, name, JobState.FAILED, f"{failed} of {len(keys)} children failed")
                 else:
-                    self._set_step(conn, name, JobState.SUCCEEDED)
+                    # Every child exited 0; the step succeeded only if every command is done.
+                    done = len(Markers(self.markers, name).indices(DONE))
+                    settled = settle(JobState.SUCCEEDED, done, step["commands"], self.run.run_id)
+                    self._set_step(conn, name, *settled)
             else:
                 # Like a Batch array parent: the most advanced state among its live children.
                 live = next(
@@ -408,7 +421,11 @@ class Supervisor:
 
     def _kill_all(self, conn: sqlite3.Connection) -> JobState:
         procs = [child.proc for child in self.running.values()]
-        terminate_groups([p.pid for p in procs], wait=lambda: all(p.poll() is not None for p in procs))
+        terminate_groups(
+            [p.pid for p in procs],
+            wait=lambda: all(p.poll() is not None for p in procs),
+            grace=self.stop_grace,
+        )
         mark_killed(conn)
         return JobState.FAILED
 
@@ -418,7 +435,7 @@ def _signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
-def terminate_groups(pgids: list[int], wait: Callable[[], bool], grace: float = KILL_GRACE) -> None:
+def terminate_groups(pgids: list[int], wait: Callable[[], bool], grace: float = STOP_GRACE) -> None:
     """SIGTERM each process group, then SIGKILL whatever is left after `grace` seconds."""
     for pgid in pgids:
         _signal_group(pgid, signal.SIGTERM)
@@ -459,7 +476,7 @@ def kill(run_id: str) -> str:
     supervisor_pid = row["supervisor_pid"]
     if supervisor_pid and runs_for(supervisor_pid, run_id):
         os.kill(supervisor_pid, signal.SIGTERM)  # it stops its children and records the kill
-        deadline = time.monotonic() + KILL_GRACE + 3
+        deadline = time.monotonic() + STOP_GRACE + 3
         while pid_alive(supervisor_pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         if pid_alive(supervisor_pid):
@@ -473,32 +490,47 @@ def kill(run_id: str) -> str:
 
 
 def resume(run_id: str) -> str:
-    """Run again every step that did not succeed; done commands are skipped by the workers."""
+    """Run again every step that did not succeed, in a new generation (runs.plan_resume).
+
+    Workers skip commands that have done markers, so only unfinished work runs again.
+    """
     run = LocalRun.find(run_id)
     row = run.run_row()
     if run.supervisor_alive():
         raise OpsctlError(
             f"{run_id} is still running (supervisor pid {row['supervisor_pid']}); nothing to resume"
         )
-    if row["state"] == JobState.SUCCEEDED:
+    doc = status(run_id)
+    if doc["state"] == JobState.SUCCEEDED:
         return f"{run_id} already SUCCEEDED; nothing to resume"
     # Children of a supervisor that died may still run: stop them, their commands re-run.
     leftovers = _live_children(run)
     terminate_groups(leftovers, wait=lambda: not any(pid_alive(p) for p in leftovers))
+    # No supervisor runs, so every step that did not succeed has ended, whatever it last read.
+    states = {
+        s["name"]: JobState.SUCCEEDED if s["state"] == JobState.SUCCEEDED else JobState.FAILED
+        for s in doc["steps"]
+    }
+    redo, generation = plan_resume(run.manifest["steps"], states, row["generation"])
     with run.db() as conn:
-        conn.execute(
-            "UPDATE child SET state = ?, attempt = 0, pid = NULL, exit_code = NULL, reason = NULL, "
-            "started = NULL, finished = NULL WHERE state != ?",
-            (JobState.SUBMITTED, JobState.SUCCEEDED),
-        )
-        # A new generation: claims of the previous one are void (worker/claims.py).
-        conn.execute("UPDATE run SET generation = generation + 1")
-        conn.execute(
-            "UPDATE step SET state = ?, reason = NULL, started = NULL, finished = NULL WHERE state != ?",
-            (JobState.SUBMITTED, JobState.SUCCEEDED),
-        )
+        for name in redo:
+            # The children that did not succeed; all of them when every child exited 0 but
+            # commands have no done marker (the step was failed by its markers).
+            every = not conn.execute(
+                "SELECT 1 FROM child WHERE step = ? AND state != ?", (name, JobState.SUCCEEDED)
+            ).fetchone()
+            conn.execute(
+                "UPDATE child SET state = ?, attempt = 0, pid = NULL, exit_code = NULL, reason = NULL, "
+                "started = NULL, finished = NULL WHERE step = ? AND (? OR state != ?)",
+                (JobState.SUBMITTED, name, every, JobState.SUCCEEDED),
+            )
+            conn.execute(
+                "UPDATE step SET state = ?, reason = NULL, started = NULL, finished = NULL WHERE name = ?",
+                (JobState.SUBMITTED, name),
+            )
+        conn.execute("UPDATE run SET generation = ?", (generation,))
     start_supervisor(run)
-    return f"{run_id} resumed"
+    return f"{run_id} resumed: {', '.join(redo)} in generation {generation}"
 
 
 def _live_children(run: LocalRun) -> list[int]:
@@ -529,17 +561,19 @@ def status(run_id: str) -> dict[str, Any]:
         kids = by_step.get(step["name"], [])
         counts = dict(Counter(kid["state"] for kid in kids))
         done, failed, rerun = Markers(store, step["name"]).scan()
+        total = manifest_steps[step["name"]]["commands"]
+        step_state, short = settle(JobState(step["state"]), len(done), total, run_id)
         doc_steps.append(
             {
                 "name": step["name"],
                 "queue": manifest_steps[step["name"]]["queue"],
-                "state": step["state"],
-                "reason": step["reason"],
+                "state": step_state.value,
+                "reason": short or step["reason"],
                 "array_size": len(kids),
                 "counts": counts,
                 "elapsed": round((step["finished"] or now) - step["started"], 1) if step["started"] else None,
                 "commands": {
-                    "total": manifest_steps[step["name"]]["commands"],
+                    "total": total,
                     "done": len(done),
                     "failed": len(failed),
                     "reexecuted": len(rerun),
@@ -556,6 +590,8 @@ def status(run_id: str) -> dict[str, Any]:
                 ],
             }
         )
+    if state == JobState.SUCCEEDED and (short_steps := [s for s in doc_steps if s["state"] != state]):
+        state, reason = JobState.FAILED.value, f"step '{short_steps[0]['name']}': {short_steps[0]['reason']}"
     finished = row["finished"] or now
     return {
         "run_id": run_id,

@@ -11,6 +11,7 @@ import sys
 import typer
 
 from opsctl import __version__
+from opsctl.awsclient import AwsUnavailable
 from opsctl.cli import infra, runs
 from opsctl.cli.validate import validate
 from opsctl.errors import OpsctlError
@@ -54,5 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="opsctl")
     except OpsctlError as e:
-        print(f"opsctl: {e}", file=sys.stderr)
+        # An AWS service that cannot be reached stops only this command, not the run.
+        after = "; jobs already submitted keep running on AWS Batch" if isinstance(e, AwsUnavailable) else ""
+        print(f"opsctl: {e}{after}", file=sys.stderr)
         sys.exit(e.exit_code)

@@ -18,6 +18,7 @@ import typer
 from opsctl.backends.base import Backend, get_backend, remember
 from opsctl.cli.options import Backend as BackendOption
 from opsctl.cli.options import Infra, Json, RunId, Spec, StuckAfter
+from opsctl.errors import LaunchIncomplete
 from opsctl.states import TERMINAL
 
 
@@ -40,7 +41,11 @@ def launch(
     with --watch as well, the final status document (which holds the run id).
     """
     chosen = get_backend(backend, infra)
-    run_id = chosen.launch(spec, max_parallel)
+    try:
+        run_id = chosen.launch(spec, max_parallel)
+    except LaunchIncomplete as e:
+        remember(chosen, e.run_id, infra)  # the run exists: `opsctl resume` finds it by its id
+        raise
     remember(chosen, run_id, infra)
     if not as_json:
         typer.echo(run_id)

@@ -1,4 +1,4 @@
-"""Fault injection for the local backend: kill -9 children and the supervisor at random moments.
+"""Fault injection: kill -9 children, the local supervisor or a whole AWS run at random moments.
 
 One round: a step whose commands each append a line to their own file and sleep a random,
 skewed (log-normal) time; while it runs, kill -9 a random child's process group (the supervisor
@@ -20,6 +20,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.batch_player import BatchPlayer
 
 OPSCTL = str(Path(sys.executable).parent / "opsctl")
 
@@ -69,14 +73,19 @@ def _live_children(db: Path, run_id: str) -> list[int]:
     return [pid for pid in pids if runs_for(pid, run_id)]
 
 
-def run_round(work: Path, seed: int, split: str, commands: int = 40, kills: int = 3) -> Round:
-    rng, out, lines = _workload(work, seed, commands)
+def _spec(work: Path, split: str, lines: list[str]) -> Path:
     spec = work / "faults.yaml"
     listing = "".join(f"      - {line}\n" for line in lines)
     spec.write_text(
         f"name: faults\nsteps:\n  - name: s\n    queue: cpu\n    array_size: 4\n    split: {split}\n"
         f"    retries: 9\n    commands:\n{listing}"
     )
+    return spec
+
+
+def run_round(work: Path, seed: int, split: str, commands: int = 40, kills: int = 3) -> Round:
+    rng, out, lines = _workload(work, seed, commands)
+    spec = _spec(work, split, lines)
     env = {**os.environ, "OPSCTL_HOME": str(work / "home")}
     result = Round(commands=commands, split=split)
     started = time.monotonic()
@@ -126,89 +135,57 @@ def run_round(work: Path, seed: int, split: str, commands: int = 40, kills: int 
 
 
 def run_batch_round(
-    work: Path, run_uri: str, seed: int, split: str, commands: int = 40, kills: int = 3, children: int = 4
+    work: Path, player: BatchPlayer, seed: int, split: str, commands: int = 40, kills: int = 3
 ) -> Round:
-    """The same round with the run's state in S3, its children driven as AWS Batch drives them.
+    """The same round on the AWS backend, driven through opsctl's own CLI.
 
-    moto's Batch runs no containers, so this plays Batch's part with real worker processes, each
-    given the environment the AWS backend and Batch give a child. A child killed alone is
-    retried as the job definition's retry strategy retries a lost host: the same index,
-    AWS_BATCH_JOB_ATTEMPT + 1. Three times in ten every child is killed at once, as when the
-    step is terminated, and the step is submitted again as `opsctl resume` does: the next
-    generation, attempts from 1. Checked as in `run_round`; `status_reexecuted` counts the
-    `rerun` markers in S3, which is what `opsctl status --backend aws` reports.
+    `opsctl launch`, `status`, `kill` and `resume` run as a user would run them, against the
+    state in S3 (moto) and AWS Batch played by tests/batch_player.py with real workers. The
+    harness plays only the world: a killed child is a spot host taken back, which Batch retries
+    by the retryStrategy opsctl submitted; three times in ten the user kills the run instead
+    (`opsctl kill`), then `opsctl resume` submits the step again, in its next generation.
+    Checked as in `run_round`; `status_reexecuted` is what `opsctl status` reports.
     """
-    from opsctl.runs import local_environment
     from opsctl.storage import open_store
 
     rng, out, lines = _workload(work, seed, commands)
-    store = open_store(run_uri)
-    store.write("lists/s.txt", "".join(f"{line}\n" for line in lines).encode())
-    step = {
-        "name": "s",
-        "array_size": children,
-        "list_uri": f"{run_uri}/lists/s.txt",
-        "split": split,
-        "env": {},
-    }
-    run_id = f"faults-{seed}"
-    generation = 1
-    attempts = dict.fromkeys(range(children), 0)
-    procs: dict[int, subprocess.Popen[bytes]] = {}
-
-    def submit(index: int) -> None:
-        attempts[index] += 1
-        env = {**os.environ, **local_environment(step, run_id, run_uri, index, attempts[index], generation)}
-        with (work / f"child-{index}.log").open("ab") as log:
-            procs[index] = subprocess.Popen(
-                [sys.executable, "-m", "worker", "run"],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,  # a process group: the kill takes the command in flight too
-            )
-
-    def live() -> list[int]:
-        return [i for i, p in procs.items() if p.poll() is None]
-
-    def kill(index: int) -> None:
-        os.killpg(procs[index].pid, signal.SIGKILL)
-        procs[index].wait()
-
+    spec = _spec(work, split, lines)
+    env = {**os.environ, "OPSCTL_HOME": str(work / "home")}
     result = Round(commands=commands, split=split)
     started = time.monotonic()
-    for index in range(children):
-        submit(index)
+    launched = _opsctl(env, "launch", str(spec), "--backend", "aws", "--infra", str(player.infra), "--json")
+    assert launched.returncode == 0, launched.stderr
+    run_id = json.loads(launched.stdout)["run_id"]
+
     for _ in range(kills):
         time.sleep(rng.uniform(0.1, 0.6))
-        running = live()
+        running = player.running_children()
         if not running:
             break
         if rng.random() < 0.3:
-            for index in running:
-                kill(index)
+            assert _opsctl(env, "kill", run_id).returncode == 0
             result.kills.append("step")
             result.in_flight_at_kills += len(running)
-            generation += 1  # `opsctl resume`: every child again, in a new generation
-            attempts = dict.fromkeys(range(children), 0)
-            for index in range(children):
-                submit(index)
+            player.wait_until(player.idle)
+            assert _opsctl(env, "resume", run_id).returncode == 0
         else:
-            victim = rng.choice(running)
-            kill(victim)
+            player.reclaim(rng.choice(running))
             result.kills.append("child")
             result.in_flight_at_kills += 1
-            submit(victim)  # Batch's retry of a lost host: the next attempt of the same child
 
     deadline = time.monotonic() + 120
-    while live():
-        assert time.monotonic() < deadline, "the children never finished"
-        time.sleep(0.05)
-    failed = {i: p.returncode for i, p in procs.items() if p.returncode != 0}
-    assert not failed, f"children exited {failed}; logs in {work}"
+    while True:
+        status = json.loads(_opsctl(env, "status", run_id, "--json").stdout)
+        if status["state"] == "SUCCEEDED":
+            break
+        if status["state"] == "FAILED":  # a child out of attempts: nothing of it runs any more
+            assert _opsctl(env, "resume", run_id).returncode == 0
+        assert time.monotonic() < deadline, f"the run never finished; player logs in {player.workdir}"
+        time.sleep(0.2)
     result.seconds = time.monotonic() - started
 
-    result.tally([int(key.rsplit("/", 1)[1]) for key in store.list("state/s/done")], out)
-    result.status_reexecuted = len(store.list("state/s/rerun"))
+    bucket = json.loads(player.infra.read_text())["bucket"]["value"]
+    store = open_store(f"s3://{bucket}/runs/{run_id}/state")
+    result.tally([int(key.rsplit("/", 1)[1]) for key in store.list("s/done")], out)
+    result.status_reexecuted = status["steps"][0]["commands"]["reexecuted"]
     return result

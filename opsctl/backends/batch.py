@@ -1,0 +1,223 @@
+"""AWS Batch as opsctl uses it: the SubmitJob request of a step, what a job's state means, and
+`BatchAPI`, the only code that calls Batch and CloudWatch Logs.
+
+The request builder and the state rule are pure, so `opsctl validate` can size a step's request
+against Batch's limit without credentials, and `status` and `kill` read a job the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+from opsctl.awsclient import aws_call, client
+from opsctl.errors import BadInput
+from opsctl.runs import contract_environment
+from opsctl.states import TERMINAL, JobState
+
+DESCRIBE_CHUNK = 100  # DescribeJobs takes at most 100 job ids
+# "Maximum job payload size (for SubmitJob API operations): 30 KiB" (user guide, "AWS Batch
+# service quotas"); command lists go to S3 for that reason, but a step's `env` travels inline.
+MAX_SUBMIT_BYTES = 30 * 1024
+
+# attempts = retries + 1. Batch applies the first rule that matches, and retries when none
+# does, hence the catch-all EXIT at the end (at most 5 rules):
+#  - a reclaimed spot instance is always worth another attempt;
+#  - an image that cannot be pulled will not be pulled next time either;
+#  - worker exit 2 is bad input (environment, list file): the same input fails the same way;
+#  - any other exit code is a failed command: retried, like the local backend does;
+#  - anything else (e.g. a job that never ran for another reason) ends the job.
+# Batch never retries an attempt stopped by its timeout (user guide, "Job timeouts").
+RETRY_RULES = [
+    {"onStatusReason": "Host EC2*", "action": "RETRY"},
+    {"onReason": "CannotPullContainerError*", "action": "EXIT"},
+    {"onExitCode": "2", "action": "EXIT"},
+    {"onExitCode": "*", "action": "RETRY"},
+    {"onReason": "*", "action": "EXIT"},
+]
+
+STARTED = (JobState.STARTING, JobState.RUNNING)
+
+
+def job_state(job: dict[str, Any]) -> JobState:
+    """The state a step is in, from its job as DescribeJobs returns it.
+
+    An array parent is only ever SUBMITTED, PENDING, FAILED or SUCCEEDED (user guide, "Array
+    jobs"): it reads PENDING while its children run. Until it ends, the step is as far along as
+    its most advanced child, from the parent's `statusSummary`: RUNNING, else STARTING, else
+    RUNNABLE, else the parent's own status. `status`, `watch` and `kill` all read it this way.
+    """
+    state = JobState(job["status"])
+    summary = job.get("arrayProperties", {}).get("statusSummary") or {}
+    if state in TERMINAL:
+        return state
+    live = (JobState.RUNNING, JobState.STARTING, JobState.RUNNABLE)
+    return next((s for s in live if summary.get(s)), state)
+
+
+def submit_request(
+    doc: dict[str, Any],
+    step: dict[str, Any],
+    *,
+    job_name: str,
+    queue: str,
+    job_definition: str,
+    region: str,
+    run_uri: str,
+    after: dict[str, str],
+) -> dict[str, Any]:
+    """The SubmitJob request for one step of the run `doc` (an array job when array_size >= 2).
+
+    `after` maps the dependencies still to wait for to their job ids; a dependency that already
+    succeeded (on a resume) is left out, since its job may be past Batch's retention.
+    """
+    env = contract_environment(step, doc["run_id"], run_uri, doc.get("generation", 1))
+    # Containers cannot reach the instance metadata (hop limit 1): tell boto3 the region.
+    env["AWS_DEFAULT_REGION"] = region
+    resources = [
+        {"type": kind, "value": str(step[key])}
+        for kind, key in (("VCPU", "vcpus"), ("MEMORY", "memory"), ("GPU", "gpus"))
+        if step[key] is not None
+    ]
+    overrides: dict[str, Any] = {
+        # The images' ENTRYPOINT is opsctl-worker; a GPU step first proves its GPU works.
+        "command": ["run", "--preflight-gpu"] if step["queue"] == "gpu" else ["run"],
+        "environment": [{"name": k, "value": v} for k, v in sorted(env.items())],
+    }
+    if resources:
+        overrides["resourceRequirements"] = resources
+    request: dict[str, Any] = {
+        "jobName": job_name,
+        "jobQueue": queue,
+        "jobDefinition": job_definition,
+        "containerOverrides": overrides,
+        "retryStrategy": {"attempts": step["retries"] + 1, "evaluateOnExit": RETRY_RULES},
+        "timeout": {"attemptDurationSeconds": step["timeout"]},
+        "tags": {
+            "opsctl:run": doc["run_id"],
+            "opsctl:step": step["name"],
+            "opsctl:pipeline": doc["pipeline"],
+        },
+        "propagateTags": True,
+    }
+    if step["array_size"] > 1:
+        request["arrayProperties"] = {"size": step["array_size"]}
+    depends = [
+        {"jobId": after[d["step"]], **({"type": "N_TO_N"} if d["n_to_n"] else {})}
+        for d in step["depends_on"]
+        if d["step"] in after
+    ]
+    if depends:
+        request["dependsOn"] = depends
+    return request
+
+
+def request_bytes(request: dict[str, Any]) -> int:
+    """The size of a request's JSON body as boto3 sends it."""
+    return len(json.dumps(request, separators=(",", ":")).encode())
+
+
+class BatchAPI:
+    """Intent-named calls to AWS Batch and CloudWatch Logs; boto3 only here (and in storage)."""
+
+    def __init__(self, region: str) -> None:
+        self.region = region
+        self.batch = client("batch", region)
+        self.logs = client("logs", region)
+
+    def _call(self, what: str) -> Any:
+        return aws_call("AWS Batch", what, self.region)
+
+    def unusable(self, queues: list[str], definitions: list[str]) -> list[str]:
+        """The queues (not ENABLED) and job definitions (not ACTIVE) of `queues`/`definitions`
+        that cannot take jobs: two calls, made before a launch uploads or submits anything."""
+        with self._call("job queues " + ", ".join(queues)):
+            found = self.batch.describe_job_queues(jobQueues=queues)["jobQueues"]
+        usable = {
+            name
+            for q in found
+            if q.get("state") == "ENABLED"
+            for name in (q["jobQueueArn"], q["jobQueueName"])
+        }
+        problems = [f"job queue {q}" for q in queues if q not in usable]
+        with self._call("job definitions " + ", ".join(definitions)):
+            found = self.batch.describe_job_definitions(jobDefinitions=definitions)["jobDefinitions"]
+        active = {
+            name
+            for d in found
+            if d.get("status", "ACTIVE") == "ACTIVE"
+            for name in (d["jobDefinitionArn"], f"{d['jobDefinitionName']}:{d['revision']}")
+        }
+        problems += [f"job definition {d}" for d in definitions if d not in active]
+        return problems
+
+    def submit_step(self, **request: Any) -> str:
+        with self._call(f"SubmitJob {request['jobName']} on {request['jobQueue']}"):
+            job_id: str = self.batch.submit_job(**request)["jobId"]
+        return job_id
+
+    def describe(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Job descriptions by id, in chunks of 100 (DescribeJobs' limit).
+
+        A job Batch no longer knows (about 7 days after it ended) is simply absent.
+        """
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(job_ids), DESCRIBE_CHUNK):
+            chunk = job_ids[start : start + DESCRIBE_CHUNK]
+            with self._call("jobs " + ", ".join(chunk[:3]) + (" ..." if len(chunk) > 3 else "")):
+                for job in self.batch.describe_jobs(jobs=chunk)["jobs"]:
+                    found[job["jobId"]] = job
+        return found
+
+    def failed_children(self, array_job_id: str, limit: int = 10) -> list[dict[str, Any]]:
+        """Up to `limit` failed children of an array job, described."""
+        with self._call(f"children of {array_job_id}"):
+            summaries = self.batch.list_jobs(arrayJobId=array_job_id, jobStatus="FAILED", maxResults=limit)
+        ids = [job["jobId"] for job in summaries.get("jobSummaryList", [])]
+        return list(self.describe(ids).values()) if ids else []
+
+    def jobs_named(self, queue: str, name: str) -> list[str]:
+        """Ids of the jobs called `name` in `queue`: finds a submission whose id was not recorded."""
+        ids: list[str] = []
+        with self._call(f"jobs named {name} in {queue}"):
+            pages = self.batch.get_paginator("list_jobs").paginate(
+                jobQueue=queue, filters=[{"name": "JOB_NAME", "values": [name]}]
+            )
+            for page in pages:
+                ids.extend(
+                    job["jobId"] for job in page.get("jobSummaryList", []) if job.get("jobName") == name
+                )
+        return ids
+
+    def cancel(self, job_id: str, reason: str) -> None:
+        with self._call(f"job {job_id}"):
+            self.batch.cancel_job(jobId=job_id, reason=reason)
+
+    def terminate(self, job_id: str, reason: str) -> None:
+        with self._call(f"job {job_id}"):
+            self.batch.terminate_job(jobId=job_id, reason=reason)
+
+    def child_log_events(self, group: str, stream: str, token: str | None) -> tuple[list[str], str | None]:
+        """One page of a log stream's messages, oldest first, and the token for the next page."""
+        request: dict[str, Any] = {"logGroupName": group, "logStreamName": stream, "startFromHead": True}
+        if token:
+            request["nextToken"] = token
+        with aws_call("CloudWatch Logs", f"log group {group}", self.region):
+            try:
+                response = self.logs.get_log_events(**request)
+            except self.logs.exceptions.ResourceNotFoundException:
+                # Batch names the stream when the container starts; it appears with its first
+                # line. A missing group is a configuration error (asked, not read from the
+                # message: emulators word both cases alike).
+                if not self._group_exists(group):
+                    raise BadInput(
+                        f"CloudWatch Logs: log group {group} does not exist (infra output log_group)"
+                    ) from None
+                return [], token
+        return [event["message"] for event in response["events"]], response.get("nextForwardToken")
+
+    @functools.cache  # noqa: B019 - one BatchAPI per command; the group does not come and go
+    def _group_exists(self, group: str) -> bool:
+        found = self.logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]
+        return any(g["logGroupName"] == group for g in found)
