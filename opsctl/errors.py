@@ -7,6 +7,20 @@ never a traceback.
 
 from __future__ import annotations
 
+import reprlib
+from typing import Any
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlist = _REPR.maxdict = _REPR.maxset = _REPR.maxtuple = 4
+_REPR.maxlevel = 2
+
+
+def brief(value: Any) -> str:
+    """A value as an error message shows it: its repr, cut short. A user's value can be
+    megabytes long, or a YAML alias graph that would expand without end."""
+    return _REPR.repr(value)
+
 
 class OpsctlError(Exception):
     """An operation failed for a reason we can state in one line (exit code 1)."""

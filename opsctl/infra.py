@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from opsctl.errors import BadInput, OpsctlError
+from opsctl.errors import BadInput, OpsctlError, brief
+from opsctl.files import INFRA_LIMIT, read_text
 
 DEFAULT_INFRA_FILE = Path(".opsctl/infra.json")
+REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
 KEYS = (
     "region",
     "bucket",
@@ -53,17 +56,18 @@ class InfraOutputs:
 def load_outputs(path: Path | None = None) -> InfraOutputs:
     """Read the infra file; every missing or malformed piece is `BadInput` naming it."""
     path = path or DEFAULT_INFRA_FILE
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
+    if not path.exists() and not path.is_symlink():
         raise BadInput(
             f"{path}: infra outputs file not found "
             "(write it with `opsctl infra output`, or pass --infra FILE)"
-        ) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise BadInput(f"{path}: cannot read the infra outputs file: {e}") from None
+        )
+    text = read_text(path, INFRA_LIMIT, "infra outputs file")
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise BadInput(f"{path}:{e.lineno}: not JSON ({e.msg}); expected `terraform output -json`") from None
+    except RecursionError:
+        raise BadInput(f"{path}: nested too deeply to be `terraform output -json`") from None
     if not isinstance(data, dict):
         raise BadInput(f"{path}: expected a JSON object as written by `terraform output -json`")
     values = {}
@@ -74,8 +78,10 @@ def load_outputs(path: Path | None = None) -> InfraOutputs:
         # `terraform output -json` wraps each value: {"sensitive": false, "type": "string", "value": ...}
         value = entry.get("value") if isinstance(entry, dict) else entry
         if not isinstance(value, str) or not value:
-            raise BadInput(f"{path}: output '{key}' = {value!r} must be a non-empty string")
+            raise BadInput(f"{path}: output '{key}' = {brief(value)} must be a non-empty string")
         values[key] = value
+    if not REGION.fullmatch(values["region"]):
+        raise BadInput(f"{path}: output 'region' = {brief(values['region'])} is not an AWS region name")
     return InfraOutputs(**values, source=str(path))
 
 

@@ -21,8 +21,9 @@ from typing import Any
 
 import yaml
 
-from opsctl.errors import SpecError
-from worker.listfile import parse_commands
+from opsctl.errors import SpecError, brief
+from opsctl.files import LIST_FILE_LIMIT, SPEC_LIMIT, Unreadable, read_text
+from worker.listfile import command_of, lines, problem
 from worker.split import slice_sizes
 
 PIPELINE_NAME = re.compile(r"[a-z0-9-]{1,40}")
@@ -35,6 +36,7 @@ MAX_DEPENDS_ON = 20  # SubmitJob's dependsOn takes at most 20 entries
 MAX_RETRIES = 9  # retryStrategy.attempts is 1..10, and attempts = retries + 1
 MIN_TIMEOUT = 60  # Batch rejects attemptDurationSeconds below 60
 MAX_TEMPLATE_RANGE = 1_000_000
+MAX_YAML_NODES = 2_000_000  # values a spec may expand to through YAML aliases
 # Names the worker environment contract owns; a step's `env` must not shadow them.
 RESERVED_ENV = re.compile(r"(AWS_BATCH_.*|OPSCTL_.*|ARRAY_SIZE|LIST_FILE_S3_PATH)")
 
@@ -134,15 +136,9 @@ def load(path: str | Path) -> Pipeline:
     spec_path = Path(path)
     shown = str(path)
     try:
-        text = spec_path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError("spec file not found", shown) from None
-    except IsADirectoryError:
-        raise SpecError("is a directory, not a spec file", shown) from None
-    except UnicodeDecodeError as e:
-        raise SpecError(f"not UTF-8 text (byte {e.start})", shown) from None
-    except OSError as e:
-        raise SpecError(f"cannot read: {e.strerror}", shown) from None
+        text = read_text(spec_path, SPEC_LIMIT, "spec file")
+    except Unreadable as e:
+        raise SpecError(e.reason, shown) from None
     return parse(text, shown, spec_path.parent)
 
 
@@ -215,7 +211,7 @@ def _construct_map(loader: _Loader, node: yaml.MappingNode) -> _Map:
         line = key_node.start_mark.line + 1
         key = loader.construct_object(key_node, deep=True)
         if not isinstance(key, str):
-            raise _At(line, f"key {key!r} must be a string")
+            raise _At(line, f"key {brief(key)} must be a string")
         if key in result:
             raise _At(line, f"duplicate key '{key}' (first at line {result.key_lines[key]})")
         result[key] = loader.construct_object(value_node, deep=True)
@@ -235,7 +231,44 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _constr
 
 
 def _load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    """The document, once its node graph is known not to expand past MAX_YAML_NODES.
+
+    Aliases share nodes, so a few lines can describe a structure of billions of values (the
+    "billion laughs"); anything that walks the values (validation, an error message) would then
+    run out of memory or time. The composed graph is measured first, each node once.
+    """
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node)
+        if size > MAX_YAML_NODES:
+            raise _At(
+                node.start_mark.line + 1,
+                f"the spec expands to more than {MAX_YAML_NODES:,} YAML values through its aliases",
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many values `root` stands for once every alias is expanded (capped past the limit)."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        if id(node) not in sizes:
+            if isinstance(node, yaml.MappingNode):
+                total = 1 + sum(size(k) + size(v) for k, v in node.value)
+            elif isinstance(node, yaml.SequenceNode):
+                total = 1 + sum(size(item) for item in node.value)
+            else:
+                total = 1
+            sizes[id(node)] = min(total, MAX_YAML_NODES + 1)
+        return sizes[id(node)]
+
+    return size(root)
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -261,7 +294,7 @@ _STEP_KEYS = (
 
 def _shown(key: str, value: Any) -> str:
     """`key = value` for a message, or `key (missing)` when the spec does not set it."""
-    return f"{key} (missing)" if value is None else f"{key} = {value!r}"
+    return f"{key} (missing)" if value is None else f"{key} = {brief(value)}"
 
 
 def _type_name(value: Any) -> str:
@@ -297,7 +330,7 @@ class _Validator:
         value = m[key]
         limit = f"{low}..{high}" if high is not None else f">= {low}"
         if isinstance(value, bool) or not isinstance(value, int):
-            raise _At(m.line_of(key), f"{where}{key} must be an integer {limit}, got {value!r}")
+            raise _At(m.line_of(key), f"{where}{key} must be an integer {limit}, got {brief(value)}")
         if value < low or (high is not None and value > high):
             raise _At(m.line_of(key), f"{where}{key} = {value} is outside {limit}")
         return value
@@ -306,7 +339,7 @@ class _Validator:
         value = m.get(key, default)
         allowed = [member.value for member in enum]
         if value not in allowed:
-            raise _At(m.line_of(key), f"{where}{key} = {value!r} is not one of {' | '.join(allowed)}")
+            raise _At(m.line_of(key), f"{where}{key} = {brief(value)} is not one of {' | '.join(allowed)}")
         return enum(value)
 
     def pipeline(self, document: Any) -> Pipeline:
@@ -324,9 +357,9 @@ class _Validator:
 
         storage = top.get("storage")
         if storage is not None and (not isinstance(storage, str) or not storage.strip()):
-            raise _At(top.line_of("storage"), f"storage = {storage!r} must be a path or s3:// URI")
+            raise _At(top.line_of("storage"), f"storage = {brief(storage)} must be a path or s3:// URI")
         if isinstance(storage, str) and storage.startswith("s3://") and len(storage) <= len("s3://"):
-            raise _At(top.line_of("storage"), f"storage = {storage!r} names no bucket")
+            raise _At(top.line_of("storage"), f"storage = {brief(storage)} names no bucket")
 
         defaults = self._mapping(top.get("defaults", _empty_map(top)), top.line_of("defaults"), "defaults")
         self._keys(defaults, _DEFAULT_KEYS, "defaults: ")
@@ -440,14 +473,19 @@ class _Validator:
         )
 
     def _one_command(self, command: str, line: int, what: str) -> str:
-        # The list file the backends ship is one command a line, so a command must stay one line.
-        stripped = command.strip()
+        # The list file the backends ship is one command a line, so a command must stay one line
+        # for every reader (worker/listfile.py).
+        stripped = command.strip(" \t")
         if not stripped:
             raise _At(line, f"{what} is empty")
-        if "\n" in stripped or "\r" in stripped:
+        if "\n" in stripped:
             raise _At(line, f"{what} spans several lines; a command must be one line")
         if stripped.startswith("#"):
-            raise _At(line, f"{what} = {stripped!r} starts with '#', which a list file reads as a comment")
+            raise _At(
+                line, f"{what} = {brief(stripped)} starts with '#', which a list file reads as a comment"
+            )
+        if why := problem(stripped):
+            raise _At(line, f"{what} {why}")
         return stripped
 
     def _list_file(self, name: str, line: int, where: str) -> tuple[str, ...]:
@@ -455,16 +493,19 @@ class _Validator:
         if not name.strip():
             raise _At(line, f"{where}commands is an empty path")
         try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise _At(line, f"{where}list file '{name}' not found (looked for {path})") from None
-        except IsADirectoryError:
-            raise _At(line, f"{where}list file '{name}' is a directory") from None
-        except UnicodeDecodeError as e:
-            raise _At(line, f"{where}list file '{name}' is not UTF-8 text (byte {e.start})") from None
-        except OSError as e:
-            raise _At(line, f"{where}list file '{name}' cannot be read: {e.strerror}") from None
-        commands = parse_commands(text)
+            text = read_text(path, LIST_FILE_LIMIT, "list file")
+        except Unreadable as e:
+            if not path.exists() and not path.is_symlink():
+                raise _At(line, f"{where}list file '{name}' not found (looked for {path})") from None
+            raise _At(line, f"{where}list file '{name}': {e.reason}") from None
+        commands = []
+        for number, text_line in enumerate(lines(text), start=1):
+            command = command_of(text_line)
+            if command is None:
+                continue
+            if why := problem(command):
+                raise _At(line, f"{where}list file '{name}' line {number}: the command {why}")
+            commands.append(command)
         if not commands:
             raise _At(line, f"{where}list file '{name}' has no commands (only blank lines and # comments)")
         return tuple(commands)
@@ -479,10 +520,14 @@ class _Validator:
             )
         template = self._one_command(template, m.line_of("template"), f"{where}commands: template")
         if "{i}" not in template:
-            raise _At(m.line_of("template"), f"{where}commands: template {template!r} must contain {{i}}")
+            raise _At(
+                m.line_of("template"), f"{where}commands: template {brief(template)} must contain {{i}}"
+            )
         count = self._int(m, "range", f"{where}commands: ", 1, MAX_TEMPLATE_RANGE)
         if count is None:
             raise _At(m.line, f"{where}commands: range is required with template (1..{MAX_TEMPLATE_RANGE})")
+        if why := problem(template.replace("{i}", str(count - 1))):  # the longest command
+            raise _At(m.line_of("template"), f"{where}commands: template {count - 1} {why}")
         # Plain replacement, not str.format: shell commands are full of braces (awk, ${VAR}).
         return tuple(template.replace("{i}", str(i)) for i in range(count))
 
@@ -510,7 +555,7 @@ class _Validator:
                 if kind not in ("ALL", "N_TO_N"):
                     raise _At(
                         item.line_of("type"),
-                        f"{where}depends_on[{k}]: type = {kind!r} is not one of ALL | N_TO_N",
+                        f"{where}depends_on[{k}]: type = {brief(kind)} is not one of ALL | N_TO_N",
                     )
                 dep = Dependency(item["step"], n_to_n=kind == "N_TO_N")
             else:
@@ -534,12 +579,14 @@ class _Validator:
             if not ENV_NAME.fullmatch(key):
                 raise _At(
                     line,
-                    f"{where}env: {key!r} is not a valid variable name ([A-Za-z_][A-Za-z0-9_]*)",
+                    f"{where}env: {brief(key)} is not a valid variable name ([A-Za-z_][A-Za-z0-9_]*)",
                 )
             if RESERVED_ENV.fullmatch(key):
                 raise _At(line, f"{where}env: {key} is set by opsctl (worker environment contract)")
             if isinstance(value, bool) or not isinstance(value, str | int | float):
                 raise _At(line, f"{where}env: {key} must be a string or number, got {_type_name(value)}")
+            if "\0" in str(value):
+                raise _At(line, f"{where}env: {key} contains a NUL byte, which no environment can hold")
             result[key] = str(value)
         return MappingProxyType(result)
 

@@ -7,15 +7,32 @@ run them), so a run can be watched, resumed or killed later without the original
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from opsctl.errors import BadInput, brief
 from opsctl.states import JobState
 
 if TYPE_CHECKING:  # the supervisor and the worker import this module; the YAML parser is not theirs
     from opsctl.pipeline import Pipeline, Step
+
+
+# `<pipeline>-<YYYYmmdd-HHMMSS>-<4 hex>`, the pipeline name being 1..40 of [a-z0-9-].
+RUN_ID = re.compile(r"[a-z0-9-]{1,40}-[0-9]{8}-[0-9]{6}-[0-9a-f]{4}")
+
+
+def check_run_id(run_id: str) -> str:
+    """`run_id` if it has the form opsctl gives run ids; `BadInput` before any path or key is
+    built from it (a `../` or an absolute path would reach another run, or another home)."""
+    if not RUN_ID.fullmatch(run_id):
+        raise BadInput(
+            f"run id {brief(run_id)} is not one opsctl makes: <pipeline>-<YYYYmmdd-HHMMSS>-<4 hex>, "
+            "at most 61 characters of a-z, 0-9 and '-' (`opsctl list` shows the runs)"
+        )
+    return run_id
 
 
 def new_run_id(pipeline_name: str, now: datetime | None = None) -> str:

@@ -17,9 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from opsctl.errors import BadInput, OpsctlError
+from opsctl.files import LIST_FILE_LIMIT, Unreadable, read_file
 
 if TYPE_CHECKING:  # boto3 is imported lazily: `opsctl --help` and local runs never load it
     from collections.abc import Iterator
+
+# The largest object read whole: a list file of 10^6 commands (markers and manifests are small).
+MAX_OBJECT = LIST_FILE_LIMIT
 
 
 class NotFound(OpsctlError):
@@ -97,34 +101,43 @@ class LocalStore:
         return self.root / key
 
     def read(self, key: str) -> bytes:
+        path = self._path(key)
+        if not path.is_file():  # follows links; FIFOs, devices and folders are not objects
+            if path.exists():
+                raise BadInput(f"{path}: not a regular file")
+            raise NotFound(str(path))
         try:
-            return self._path(key).read_bytes()
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise NotFound(str(self._path(key))) from None
+            return read_file(path, MAX_OBJECT)
+        except Unreadable as e:
+            if not path.exists():  # removed between the check and the read
+                raise NotFound(str(path)) from None
+            raise BadInput(str(e)) from None
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
     def write(self, key: str, data: bytes) -> None:
         path = os.path.join(self.root, key)
-        tmp = self._stage(path, data)
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            _unlink(tmp)
-            raise
+        with _writing(path):
+            tmp = self._stage(path, data)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                _unlink(tmp)
+                raise
 
     def create(self, key: str, data: bytes) -> bool:
         # link(2) fails with EEXIST exactly like open(O_CREAT | O_EXCL), and the object appears
         # with its full content: nobody can read a claim or marker half written.
         path = os.path.join(self.root, key)
-        tmp = self._stage(path, data)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        finally:
-            _unlink(tmp)
+        with _writing(path):
+            tmp = self._stage(path, data)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            finally:
+                _unlink(tmp)
         return True
 
     def list(self, folder: str = "") -> list[str]:
@@ -156,19 +169,45 @@ class LocalStore:
         """
         tmp = os.path.join(os.path.dirname(path), f".opsctl-tmp-{uuid.uuid4().hex}")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        # Owner only, whatever the umask: another user must not read a run's state or plant a
+        # marker in it (the umask can only take bits away from these modes).
         try:
-            fd = os.open(tmp, flags, 0o644)
+            fd = os.open(tmp, flags, 0o600)
         except FileNotFoundError:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd = os.open(tmp, flags, 0o644)
+            private_dirs(os.path.dirname(path))
+            fd = os.open(tmp, flags, 0o600)
         try:
-            os.write(fd, data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
         except BaseException:
             os.close(fd)
             _unlink(tmp)
             raise
         os.close(fd)
         return tmp
+
+
+def private_dirs(path: str | Path) -> None:
+    """`path` and every missing folder above it, each created 0700 (os.makedirs gives the mode
+    to the last one only)."""
+    missing = []
+    folder = os.fspath(path)
+    while folder and not os.path.isdir(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder, 0o700)
+
+
+@contextlib.contextmanager
+def _writing(path: str) -> Iterator[None]:
+    """A failed local write (a full disk, a read-only or missing folder) as one line, exit 1."""
+    try:
+        yield
+    except OSError as e:
+        raise OpsctlError(f"{path}: cannot write: {e.strerror}") from None
 
 
 def _unlink(path: str) -> None:
@@ -229,7 +268,14 @@ class S3Store:
 
     def read(self, key: str) -> bytes:
         with self._errors(key):
-            body: bytes = s3_client().get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            response = s3_client().get_object(Bucket=self.bucket, Key=self._key(key))
+            if response["ContentLength"] > MAX_OBJECT:
+                response["Body"].close()
+                raise BadInput(
+                    f"s3://{self.bucket}/{self._key(key)}: {response['ContentLength']} bytes, "
+                    f"over the {MAX_OBJECT} bytes opsctl reads whole"
+                )
+            body: bytes = response["Body"].read()
             return body
 
     def exists(self, key: str) -> bool:

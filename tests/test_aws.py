@@ -18,7 +18,6 @@ import json
 import os
 import random
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -37,11 +36,10 @@ from opsctl.errors import BadInput, LaunchIncomplete, OpsctlError
 from opsctl.infra import load_outputs
 from opsctl.storage import s3_client
 from tests.batch_player import BatchPlayer
+from tests.helpers import WORKER, cli, one_line
 from tests.moto_env import write_infra
 from worker.markers import DONE, Markers
 
-WORKER = str(Path(sys.executable).parent / "opsctl-worker")
-OPSCTL = str(Path(sys.executable).parent / "opsctl")
 FIXTURES = Path(__file__).parent / "fixtures" / "batch"
 
 FOUR_STEPS = """
@@ -196,21 +194,6 @@ def wait_for(
 
 def by_name(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {s["name"]: s for s in doc["steps"]}
-
-
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [OPSCTL, *args], env=env or dict(os.environ), capture_output=True, text=True, timeout=120
-    )
-
-
-def one_line(result: subprocess.CompletedProcess[str], code: int) -> str:
-    """The single `opsctl:` line of a failed command: no traceback, the expected exit code."""
-    assert result.returncode == code, (result.returncode, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("opsctl: "), result.stderr
-    return lines[0]
 
 
 @contextlib.contextmanager

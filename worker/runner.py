@@ -109,8 +109,19 @@ def run_commands(
 
 
 def _run_one(command: str, out: BinaryIO) -> tuple[int, str]:
-    """Run `command` with /bin/sh; stdout passes through, stderr is passed on and its tail kept."""
-    proc = subprocess.Popen(["/bin/sh", "-c", command], stderr=subprocess.PIPE)
+    """Run `command` with /bin/sh; stdout passes through, stderr is passed on and its tail kept.
+
+    A command the kernel refuses to start (too long, say: the spec validation stops those, but a
+    list file can be edited) fails like one a shell cannot execute, 126, and the worker goes on
+    with the next one: a worker that died here would be retried into the same wall.
+    """
+    try:
+        proc = subprocess.Popen(["/bin/sh", "-c", command], stderr=subprocess.PIPE)
+    except (OSError, ValueError) as e:
+        message = f"opsctl-worker: cannot start the command: {e}\n"
+        out.write(message.encode())
+        out.flush()
+        return 126, message
     assert proc.stderr is not None  # noqa: S101 - guaranteed by stderr=PIPE
     tail = b""
     try:

@@ -27,7 +27,7 @@ from opsctl import pipeline as spec
 from opsctl.backends.batch import STARTED, BatchAPI, job_state, submit_request
 from opsctl.errors import BadInput, LaunchIncomplete, OpsctlError
 from opsctl.infra import InfraOutputs
-from opsctl.runs import manifest, new_run_id, plan_resume
+from opsctl.runs import check_run_id, manifest, new_run_id, plan_resume
 from opsctl.states import TERMINAL, JobState, settle
 from opsctl.storage import NotFound, S3Store
 from worker.listfile import render_commands
@@ -114,6 +114,7 @@ class AwsBackend:
         return S3Store(self.infra.bucket, f"runs/{run_id}/state")
 
     def manifest(self, run_id: str) -> Manifest:
+        check_run_id(run_id)
         return Manifest.read(self.store(run_id), run_id, f"infra: {self.infra.source}")
 
     def read_manifest(self, run_id: str) -> dict[str, Any]:

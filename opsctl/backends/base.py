@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from opsctl.backends import BackendName
 from opsctl.errors import BadInput
-from opsctl.runs import opsctl_home
+from opsctl.runs import check_run_id, opsctl_home
 
 
 class Backend(Protocol):
@@ -46,14 +46,16 @@ def _aws_record(run_id: str) -> Path:
 
 def get_backend(name: BackendName | None, infra: Path | None, run_id: str | None = None) -> Backend:
     """The backend for a command: the one asked for, else the one `run_id` was launched on."""
+    if run_id is not None:
+        check_run_id(run_id)  # before any path or key is built from it
     if name is None and run_id is not None:
         from opsctl.backends import local
 
-        if (local.runs_dir() / run_id / "run.db").is_file():
+        if (local.runs_dir() / run_id).is_dir():
             name = BackendName.LOCAL
         elif _aws_record(run_id).is_file():
             name = BackendName.AWS
-            infra = infra or Path(json.loads(_aws_record(run_id).read_text())["infra"])
+            infra = infra or _recorded_infra(run_id)
         else:
             raise BadInput(
                 f"run '{run_id}' was not launched from this machine ({opsctl_home()}); "
@@ -67,6 +69,16 @@ def get_backend(name: BackendName | None, infra: Path | None, run_id: str | None
     from opsctl.backends.local import LocalBackend
 
     return LocalBackend()
+
+
+def _recorded_infra(run_id: str) -> Path:
+    record = _aws_record(run_id)
+    try:
+        return Path(json.loads(record.read_text())["infra"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise BadInput(
+            f"{record}: unreadable record of run '{run_id}'; pass --backend aws --infra FILE"
+        ) from None
 
 
 def remember(backend: Backend, run_id: str, infra: Path | None) -> None:

@@ -22,7 +22,6 @@ Infra = Annotated[
     typer.Option(
         "--infra",
         help="Infra outputs file (terraform output -json shape). Default: .opsctl/infra.json.",
-        dir_okay=False,
     ),
 ]
 RunId = Annotated[

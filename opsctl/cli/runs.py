@@ -178,7 +178,8 @@ def list_runs(backend: BackendOption = None, infra: Infra = None, as_json: Json 
         typer.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
-        typer.echo(f"{row['run_id']:<64} {row['state'] or '-':<10} {row['created']}")
+        problem = f"  {row['problem']}" if row.get("problem") else ""
+        typer.echo(f"{row['run_id']:<64} {row['state'] or '-':<10} {row['created']}{problem}")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,349 @@
+"""The local backend's operations: launch, status, kill, resume, logs and list.
+
+`launch` writes a run directory (state.py) and starts a detached supervisor (supervisor.py) in
+its own session, then returns. Everything the CLI shows comes from the run's SQLite database
+and the workers' markers, so any `opsctl` process can watch, kill or resume the run while the
+supervisor works. A run has at most one supervisor: whoever starts one holds the run's lock
+first and hands it over.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from opsctl.backends.local.processes import STOP_GRACE, pid_alive, runs_for, signal_group, terminate_run
+from opsctl.backends.local.state import BrokenRun, LocalRun, create_run, mark_killed, open_log, runs_dir
+from opsctl.backends.local.supervisor import DEPENDENCY_FAILED, LOCK_FD
+from opsctl.errors import BadInput, OpsctlError
+from opsctl.runs import check_run_id, plan_resume
+from opsctl.states import TERMINAL, JobState, settle
+from opsctl.storage import LocalStore
+from worker.markers import Markers
+
+
+def launch(spec_path: Path, max_parallel: int | None = None) -> str:
+    """Create the run directory and start its supervisor; return the run id at once."""
+    from opsctl import pipeline as spec
+
+    run = create_run(spec.load(spec_path), max_parallel)
+    start_supervisor(run, run.lock())
+    return run.run_id
+
+
+def start_supervisor(run: LocalRun, lock: int) -> int:
+    """Start the supervisor in its own session, detached from this terminal; return its pid.
+
+    `lock` is a descriptor holding the run's lock (`LocalRun.lock`): the supervisor inherits it
+    and holds it for its life, so the run is never without its lock between this call and then.
+    """
+    try:
+        with open_log(run.path / "supervisor.log") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "opsctl.backends.local.supervisor", str(run.path)],
+                # OPSCTL_RUN_ID marks it as this run's (processes.runs_for)
+                env={**os.environ, "OPSCTL_RUN_ID": run.run_id, LOCK_FD: str(lock)},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                pass_fds=(lock,),
+            )
+        os.ftruncate(lock, 0)
+        os.pwrite(lock, str(proc.pid).encode(), 0)
+    except OSError as e:
+        raise OpsctlError(f"{run.run_id}: cannot start its supervisor: {e.strerror}") from None
+    finally:
+        os.close(lock)
+    with run.db() as conn:
+        conn.execute(
+            "UPDATE run SET supervisor_pid = ?, state = ?, reason = NULL, finished = NULL",
+            (proc.pid, JobState.RUNNING),
+        )
+    return proc.pid
+
+
+def kill(run_id: str) -> str:
+    """Stop the supervisor and every process of the run; idempotent. Says what was done.
+
+    The processes are found by their environment, not the database, so a run whose database
+    is damaged is stopped all the same.
+    """
+    run = LocalRun.find(run_id)
+    try:
+        row: sqlite3.Row | None = run.run_row()
+    except BrokenRun:
+        row = None
+    pids = _recorded_pids(run) if row is not None else []
+    supervisor = (row["supervisor_pid"] if row is not None else None) or run.lock_holder()
+    if supervisor and runs_for(supervisor, run_id):
+        os.kill(supervisor, signal.SIGTERM)  # it stops its children and records the kill
+        deadline = time.monotonic() + STOP_GRACE + 3
+        while pid_alive(supervisor) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if pid_alive(supervisor):
+            signal_group(supervisor, signal.SIGKILL)
+    stopped = terminate_run(run_id, pids)  # whatever the supervisor left, or ran without one
+    if row is None:
+        return f"{run_id}: stopped {stopped} processes; its state database is unreadable, nothing recorded"
+    if row["state"] in TERMINAL and not stopped and not (supervisor and pid_alive(supervisor)):
+        return f"{run_id} already ended {row['state']}" + (f" ({row['reason']})" if row["reason"] else "")
+    with run.db() as conn:
+        mark_killed(conn)
+    return f"{run_id} killed"
+
+
+def resume(run_id: str) -> str:
+    """Run again every step that did not succeed, in a new generation (runs.plan_resume).
+
+    Takes the run's lock first: of two resumes at once, one starts the supervisor and the other
+    says the run is running. Workers skip commands that have done markers.
+    """
+    run = LocalRun.find(run_id)
+    lock = run.lock()
+    try:
+        doc = status(run_id)
+        if doc["state"] == JobState.SUCCEEDED:
+            os.close(lock)
+            return f"{run_id} already SUCCEEDED; nothing to resume"
+        # A supervisor that died may have left children running: stop them, their commands re-run.
+        terminate_run(run_id, _recorded_pids(run))
+        # No supervisor runs, so every step that did not succeed has ended, whatever it last read.
+        states = {
+            s["name"]: JobState.SUCCEEDED if s["state"] == JobState.SUCCEEDED else JobState.FAILED
+            for s in doc["steps"]
+        }
+        redo, generation = plan_resume(run.manifest["steps"], states, run.run_row()["generation"])
+        with run.db() as conn:
+            for name in redo:
+                # The children that did not succeed; all of them when every child exited 0 but
+                # commands have no done marker (the step was failed by its markers).
+                every = not conn.execute(
+                    "SELECT 1 FROM child WHERE step = ? AND state != ?", (name, JobState.SUCCEEDED)
+                ).fetchone()
+                conn.execute(
+                    "UPDATE child SET state = ?, attempt = 0, pid = NULL, exit_code = NULL, reason = NULL, "
+                    "started = NULL, finished = NULL WHERE step = ? AND (? OR state != ?)",
+                    (JobState.SUBMITTED, name, every, JobState.SUCCEEDED),
+                )
+                conn.execute(
+                    "UPDATE step SET state = ?, reason = NULL, started = NULL, finished = NULL "
+                    "WHERE name = ?",
+                    (JobState.SUBMITTED, name),
+                )
+            conn.execute("UPDATE run SET generation = ?", (generation,))
+    except BaseException:
+        os.close(lock)
+        raise
+    start_supervisor(run, lock)
+    return f"{run_id} resumed: {', '.join(redo)} in generation {generation}"
+
+
+def _recorded_pids(run: LocalRun) -> list[int]:
+    try:
+        with run.db() as conn:
+            return [r[0] for r in conn.execute("SELECT pid FROM child WHERE pid IS NOT NULL")]
+    except BrokenRun:
+        return []
+
+
+def status(run_id: str) -> dict[str, Any]:
+    """The status document of DESIGN §3.3, plus reasons and failed children."""
+    run = LocalRun.find(run_id)
+    with run.db() as conn:
+        row = conn.execute("SELECT * FROM run").fetchone()
+        steps = conn.execute("SELECT * FROM step ORDER BY position").fetchall()
+        children = conn.execute("SELECT * FROM child ORDER BY step, idx").fetchall()
+    if row is None:
+        raise BrokenRun(f"run {run_id}: its state database has no run record")
+    state = row["state"]
+    reason = row["reason"]
+    if state not in TERMINAL and not run.supervised():
+        reason = f"supervisor died (or never started): `opsctl resume {run_id}` continues the run"
+    by_step: dict[str, list[sqlite3.Row]] = {}
+    for child in children:
+        by_step.setdefault(child["step"], []).append(child)
+    manifest_steps = {s["name"]: s for s in run.manifest["steps"]}
+    store = LocalStore(run.path / "state")
+    now = time.time()
+    doc_steps = []
+    for step in steps:
+        kids = by_step.get(step["name"], [])
+        counts = dict(Counter(kid["state"] for kid in kids))
+        done, failed, rerun = Markers(store, step["name"]).scan()
+        total = manifest_steps[step["name"]]["commands"]
+        step_state, short = settle(JobState(step["state"]), len(done), total, run_id)
+        doc_steps.append(
+            {
+                "name": step["name"],
+                "queue": manifest_steps[step["name"]]["queue"],
+                "state": step_state.value,
+                "reason": short or step["reason"],
+                "array_size": len(kids),
+                "counts": counts,
+                "elapsed": round((step["finished"] or now) - step["started"], 1) if step["started"] else None,
+                "commands": {
+                    "total": total,
+                    "done": len(done),
+                    "failed": len(failed),
+                    "reexecuted": len(rerun),
+                },
+                "failed_children": [
+                    {
+                        "index": k["idx"],
+                        "attempt": k["attempt"],
+                        "exit_code": k["exit_code"],
+                        "reason": k["reason"],
+                    }
+                    for k in kids
+                    if k["state"] == JobState.FAILED and k["reason"] != DEPENDENCY_FAILED
+                ],
+            }
+        )
+    if state == JobState.SUCCEEDED and (short_steps := [s for s in doc_steps if s["state"] != state]):
+        state, reason = JobState.FAILED.value, f"step '{short_steps[0]['name']}': {short_steps[0]['reason']}"
+    finished = row["finished"] or now
+    return {
+        "run_id": run_id,
+        "pipeline": row["pipeline"],
+        "backend": "local",
+        "state": state,
+        "reason": reason,
+        "created": _iso(row["created"]),
+        "elapsed": round(finished - row["created"], 1),
+        "steps": doc_steps,
+    }
+
+
+def list_runs() -> list[dict[str, Any]]:
+    """Every run under $OPSCTL_HOME, newest first; a run that cannot be read is listed with
+    `state: null` and a `problem`, and the others as usual."""
+    base = runs_dir()
+    rows: list[dict[str, Any]] = []
+    for path in base.iterdir() if base.is_dir() else []:
+        try:
+            run = LocalRun(check_run_id(path.name), path)
+            row = run.run_row()
+        except BadInput:
+            continue  # not a run: a half-built one, or something else put here
+        except BrokenRun as e:
+            created = path.stat().st_mtime
+            rows.append(
+                {
+                    "run_id": path.name,
+                    "pipeline": None,
+                    "backend": "local",
+                    "state": None,
+                    "created": created,
+                    "problem": str(e),
+                }
+            )
+            continue
+        rows.append(
+            {
+                "run_id": row["id"],
+                "pipeline": row["pipeline"],
+                "backend": "local",
+                "state": row["state"],
+                "created": row["created"],
+            }
+        )
+    rows.sort(key=lambda r: (r["created"], r["run_id"]), reverse=True)
+    return [{**r, "created": _iso(r["created"])} for r in rows]
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+def logs(run_id: str, step: str, index: int | None, *, follow: bool, poll: float = 0.5) -> Iterator[bytes]:
+    """A step's logs (one child's, or all), as they grow while `follow` and the step runs."""
+    run = LocalRun.find(run_id)
+    sizes = {s["name"]: s["array_size"] for s in run.manifest["steps"]}
+    if step not in sizes:
+        raise BadInput(f"step '{step}' is not in run {run_id} (steps: {', '.join(sizes)})")
+    if index is not None and index >= sizes[step]:
+        raise BadInput(f"--index {index}: step '{step}' has children 0..{sizes[step] - 1}")
+    offsets = dict.fromkeys([index] if index is not None else range(sizes[step]), 0)
+    while True:
+        # Read the state before the files: whatever was written before the step ended is then
+        # printed by this pass, so the last lines are never lost.
+        with run.db() as conn:
+            ended = conn.execute("SELECT state FROM step WHERE name = ?", (step,)).fetchone()[0] in TERMINAL
+        for i in offsets:
+            try:
+                with run.log_path(step, i).open("rb") as f:
+                    f.seek(offsets[i])
+                    data = f.read()
+            except FileNotFoundError:
+                continue  # the child has not started
+            offsets[i] += len(data)
+            if data:
+                yield data  # bytes: a UTF-8 character may straddle two reads
+        if not follow or ended or not run.supervised():
+            return
+        time.sleep(poll)
+
+
+def tail(path: Path, lines: int = 10, window: int = 16384) -> list[str]:
+    """The last lines of a log, reading only its end: logs of long steps run to megabytes."""
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - window))
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    return data.decode(errors="replace").splitlines()[-lines:]
+
+
+class LocalBackend:
+    """This package behind the interface every backend offers (opsctl.backends.base.Backend)."""
+
+    name = "local"
+
+    def launch(self, spec_path: Path, max_parallel: int | None = None) -> str:
+        return launch(spec_path, max_parallel)
+
+    def status(self, run_id: str, *, stuck_after: float = 0.0) -> dict[str, Any]:
+        # Local children never wait for capacity, only for a slot: no stuck warnings.
+        return {**status(run_id), "warnings": []}
+
+    def failures(self, run_id: str, doc: dict[str, Any]) -> list[str]:
+        run = LocalRun.find(run_id)
+        lines = []
+        for step in doc["steps"]:
+            reason = step["reason"]
+            if (
+                step["state"] == JobState.FAILED
+                and not step["failed_children"]
+                and reason != DEPENDENCY_FAILED
+            ):
+                lines.append(f"{step['name']}: {reason}")
+            for child in step["failed_children"]:
+                lines.append(
+                    f"{step['name']}[{child['index']}] failed: {child['reason']} "
+                    f"(attempt {child['attempt']}, exit code {child['exit_code']})"
+                )
+                lines.extend(f"    {line}" for line in tail(run.log_path(step["name"], child["index"])))
+        return lines
+
+    def kill(self, run_id: str) -> str:
+        return kill(run_id)
+
+    def resume(self, run_id: str) -> str:
+        return resume(run_id)
+
+    def logs(self, run_id: str, step: str, index: int | None, *, follow: bool) -> Iterator[bytes]:
+        return logs(run_id, step, index, follow=follow)
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        return list_runs()

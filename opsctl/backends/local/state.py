@@ -1,0 +1,232 @@
+"""A local run on disk: its directory, its SQLite state, and the lock that gives it one supervisor.
+
+Run directory (`$OPSCTL_HOME/runs/<run_id>/`, owner only: 0700, its files 0600):
+    run.db           run, step and child states (SQLite, WAL)
+    manifest.json    the pipeline as launched
+    lists/<step>.txt the commands each step's workers read
+    state/           markers (OPSCTL_STATE_URI)
+    logs/<step>/<index>.log  each child's stdout and stderr, all attempts
+    supervisor.log   the supervisor's own output
+    supervisor.lock  held (flock) by the run's supervisor for its whole life
+
+A run directory appears whole or not at all: it is built under a hidden name and renamed into
+place, so a full disk or a killed `launch` leaves no half-made run for `list` to trip on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from opsctl.errors import BadInput, OpsctlError
+from opsctl.runs import check_run_id, manifest, new_run_id, opsctl_home
+from opsctl.states import JobState
+from opsctl.storage import private_dirs
+from worker.listfile import render_commands
+
+if TYPE_CHECKING:  # the supervisor process starts without the YAML parser: it reads the manifest
+    from opsctl import pipeline as spec
+
+KILLED = "killed by user"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS run (
+    id TEXT PRIMARY KEY, pipeline TEXT, state TEXT, reason TEXT,
+    created REAL, finished REAL, supervisor_pid INTEGER, max_parallel INTEGER,
+    generation INTEGER DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS step (
+    name TEXT PRIMARY KEY, position INTEGER, state TEXT, reason TEXT, started REAL, finished REAL
+);
+CREATE TABLE IF NOT EXISTS child (
+    step TEXT, idx INTEGER, state TEXT, attempt INTEGER, pid INTEGER,
+    exit_code INTEGER, reason TEXT, started REAL, finished REAL,
+    PRIMARY KEY (step, idx)
+);
+"""
+
+
+class BrokenRun(OpsctlError):
+    """A run whose state database cannot be read: it alone is affected."""
+
+
+def runs_dir() -> Path:
+    return opsctl_home() / "runs"
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Create `path` with mode 0600 (never more, whatever the umask) holding `data`."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def open_log(path: Path) -> Any:
+    """A log file to append to, created owner-only."""
+    private_dirs(path.parent)
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600), "ab")
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    """One run's directory and database."""
+
+    run_id: str
+    path: Path
+
+    @classmethod
+    def find(cls, run_id: str) -> LocalRun:
+        path = runs_dir() / check_run_id(run_id)
+        if not path.is_dir():
+            raise BadInput(
+                f"run '{run_id}' not found under {runs_dir()} (OPSCTL_HOME); `opsctl list` shows runs"
+            )
+        return cls(run_id, path)
+
+    @contextlib.contextmanager
+    def db(self, timeout: float = 5) -> Iterator[sqlite3.Connection]:
+        """A connection whose changes are committed when the block ends without error.
+
+        A database that is missing, truncated, locked past `timeout` or without its tables is
+        `BrokenRun`: one line that names it, for this run only.
+        """
+        path = self.path / "run.db"
+        if not path.is_file():
+            raise BrokenRun(f"run {self.run_id}: its state database {path} is missing")
+        try:
+            conn = sqlite3.connect(path, timeout=timeout)
+        except sqlite3.Error as e:
+            raise BrokenRun(f"run {self.run_id}: cannot open its state database {path} ({e})") from None
+        conn.row_factory = sqlite3.Row
+        try:
+            with conn:
+                yield conn
+        except sqlite3.DatabaseError as e:
+            raise BrokenRun(f"run {self.run_id}: its state database {path} cannot be used ({e})") from None
+        finally:
+            conn.close()
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads((self.path / "manifest.json").read_text())
+        except (OSError, ValueError) as e:
+            raise BrokenRun(
+                f"run {self.run_id}: its manifest {self.path / 'manifest.json'} is unreadable ({e})"
+            ) from None
+        return data
+
+    def log_path(self, step: str, index: int) -> Path:
+        return self.path / "logs" / step / f"{index}.log"
+
+    def run_row(self) -> sqlite3.Row:
+        with self.db() as conn:
+            row: sqlite3.Row | None = conn.execute("SELECT * FROM run").fetchone()
+        if row is None:
+            raise BrokenRun(f"run {self.run_id}: its state database has no run record")
+        return row
+
+    # --- the supervisor's lock --------------------------------------------------------------
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path / "supervisor.lock"
+
+    def lock(self) -> int:
+        """An fd holding the run's exclusive lock; `OpsctlError` naming the holder if it is held.
+
+        flock(2) locks die with the last descriptor of their open file, so the lock goes when
+        the supervisor goes, however it ends; `start_supervisor` hands this fd to it.
+        """
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OpsctlError(
+                f"{self.run_id} is running: its supervisor (pid {self.lock_holder() or '?'}) holds "
+                f"{self.lock_path}; `opsctl kill {self.run_id}` stops it"
+            ) from None
+        return fd
+
+    def lock_holder(self) -> int | None:
+        """The pid written into the lock file by the supervisor that holds it."""
+        with contextlib.suppress(OSError, ValueError):
+            return int(self.lock_path.read_text().strip() or 0) or None
+        return None
+
+    def supervised(self) -> bool:
+        """True while a supervisor holds the run's lock."""
+        try:
+            fd = self.lock()
+        except OpsctlError:
+            return True
+        os.close(fd)
+        return False
+
+
+def create_run(pipe: spec.Pipeline, max_parallel: int | None = None) -> LocalRun:
+    """The run directory and database of a new run, every job SUBMITTED; nothing runs yet."""
+    run_id = new_run_id(pipe.name)
+    base = runs_dir()
+    private_dirs(base)
+    building = base / f".building-{run_id}"
+    run = LocalRun(run_id, base / run_id)
+    try:
+        private_dirs(building / "lists")
+        private_dirs(building / "state")
+        list_uris = {}
+        for step in pipe.steps:
+            write_private(building / "lists" / f"{step.name}.txt", render_commands(step.commands).encode())
+            list_uris[step.name] = str(run.path / "lists" / f"{step.name}.txt")
+        record = manifest(pipe, run_id, "local", list_uris)
+        write_private(building / "manifest.json", json.dumps(record, indent=2).encode())
+        write_private(building / "run.db", b"")  # SQLite keeps the mode for its WAL and shm
+        conn = sqlite3.connect(building / "run.db")
+        try:
+            with conn:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript(SCHEMA)
+                conn.execute(
+                    "INSERT INTO run VALUES (?, ?, ?, NULL, ?, NULL, NULL, ?, 1)",
+                    (run_id, pipe.name, JobState.SUBMITTED, time.time(), max_parallel or os.cpu_count() or 1),
+                )
+                for position, step in enumerate(pipe.steps):
+                    conn.execute(
+                        "INSERT INTO step VALUES (?, ?, ?, NULL, NULL, NULL)",
+                        (step.name, position, JobState.SUBMITTED),
+                    )
+                    conn.executemany(
+                        "INSERT INTO child VALUES (?, ?, ?, 0, NULL, NULL, NULL, NULL, NULL)",
+                        [(step.name, i, JobState.SUBMITTED) for i in range(step.array_size)],
+                    )
+        finally:
+            conn.close()
+        building.rename(run.path)
+    except (OSError, sqlite3.Error) as e:
+        shutil.rmtree(building, ignore_errors=True)
+        reason = getattr(e, "strerror", None) or str(e)
+        raise OpsctlError(f"cannot create the run under {base}: {reason}; nothing was started") from None
+    return run
+
+
+def mark_killed(conn: sqlite3.Connection) -> None:
+    """Everything not finished ends FAILED, "killed by user"."""
+    for table in ("child", "step", "run"):
+        conn.execute(
+            f"UPDATE {table} SET state = ?, reason = ?, finished = ? WHERE state NOT IN (?, ?)",  # noqa: S608 - fixed names
+            (JobState.FAILED, KILLED, time.time(), JobState.SUCCEEDED, JobState.FAILED),
+        )

@@ -1,0 +1,314 @@
+"""The local supervisor: one detached process per run that runs its DAG to the end.
+
+Each array child is an `opsctl-worker run` subprocess in its own process group, with the same
+environment contract as on AWS Batch. States live in memory and are written to the run's SQLite
+database once per tick, in one transaction; a tick whose write fails (a full disk, say) is
+retried, and the next write that succeeds brings every row up to date again, so a full disk
+costs time, not state. `python -m opsctl.backends.local.supervisor RUN_DIR` starts it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from opsctl.backends.local.processes import STOP_GRACE, signal_group, terminate
+from opsctl.backends.local.state import LocalRun, mark_killed, open_log
+from opsctl.errors import OpsctlError
+from opsctl.runs import local_environment
+from opsctl.states import TERMINAL, JobState, settle
+from opsctl.storage import LocalStore
+from worker.markers import DONE, Markers
+
+DEPENDENCY_FAILED = "dependency failed"
+LOCK_FD = "OPSCTL_LOCK_FD"  # the inherited descriptor that holds the run's lock
+
+
+@dataclass
+class _Child:
+    step: dict[str, Any]
+    index: int
+    proc: subprocess.Popen[bytes]
+    deadline: float
+    log: IO[bytes]
+    timed_out: bool = False
+
+
+class Supervisor:
+    """Runs the DAG of one run until every step is SUCCEEDED or FAILED."""
+
+    def __init__(
+        self,
+        run: LocalRun,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        tick: float = 0.02,
+        stop_grace: float = STOP_GRACE,
+    ) -> None:
+        self.run = run
+        self.manifest = run.manifest
+        self.steps = {s["name"]: s for s in self.manifest["steps"]}
+        self.markers = LocalStore(run.path / "state")
+        self.clock = clock
+        self.tick = tick
+        self.stop_grace = stop_grace
+        self.running: dict[tuple[str, int], _Child] = {}
+        self.stopping = False
+        self.stale = False  # a tick's write failed: the database is behind the memory
+        # One connection for the supervisor's life; each tick is one transaction.
+        self.conn = sqlite3.connect(run.path / "run.db", timeout=30)
+        self.conn.row_factory = sqlite3.Row
+        self.max_parallel, self.generation = self.conn.execute(
+            "SELECT max_parallel, generation FROM run"
+        ).fetchone()
+        self.children = {(r["step"], r["idx"]): dict(r) for r in self.conn.execute("SELECT * FROM child")}
+        self.step_state = {r["name"]: JobState(r["state"]) for r in self.conn.execute("SELECT * FROM step")}
+        self.step_rows = {r["name"]: dict(r) for r in self.conn.execute("SELECT * FROM step")}
+
+    def stop(self, _signum: int = 0, _frame: object = None) -> None:
+        self.stopping = True
+
+    def loop(self) -> JobState:
+        try:
+            return self._loop()
+        finally:
+            self.conn.close()
+
+    def _loop(self) -> JobState:
+        while True:
+            try:
+                with self.conn as conn:
+                    if self.stale:
+                        self._write_all(conn)
+                    ended = self._tick(conn)
+                    if ended is not None:
+                        return ended
+            except (sqlite3.DatabaseError, OSError) as e:
+                # A full disk, an I/O error, a damaged database: the run goes on in memory and
+                # in its markers, and each tick tries to record it again.
+                if not self.stale:
+                    print(
+                        f"opsctl supervisor: cannot record the run's state ({e}); retrying", file=sys.stderr
+                    )
+                self.stale = True
+                time.sleep(max(self.tick, 1.0))
+                continue
+            self.stale = False
+            time.sleep(self.tick)
+
+    def _tick(self, conn: sqlite3.Connection) -> JobState | None:
+        self._reap(conn)
+        if self.stopping:
+            return self._kill_all(conn)
+        self._advance(conn)
+        self._start(conn)
+        if all(state in TERMINAL for state in self.step_state.values()) and not self.running:
+            states = self.step_state.values()
+            state = JobState.SUCCEEDED if all(s is JobState.SUCCEEDED for s in states) else JobState.FAILED
+            conn.execute("UPDATE run SET state = ?, finished = ?", (state, time.time()))
+            return state
+        return None
+
+    def _write_all(self, conn: sqlite3.Connection) -> None:
+        """Every child and step row from memory: after a failed write, what it lost."""
+        for key, row in self.children.items():
+            fields = {k: v for k, v in row.items() if k not in ("step", "idx")}
+            self._set_child(conn, key, **fields)
+        for name, row in self.step_rows.items():
+            conn.execute(
+                "UPDATE step SET state = ?, reason = ?, started = ?, finished = ? WHERE name = ?",
+                (row["state"], row["reason"], row["started"], row["finished"], name),
+            )
+
+    def _set_child(self, conn: sqlite3.Connection, key: tuple[str, int], **fields: Any) -> None:
+        self.children[key].update(fields)
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        conn.execute(f"UPDATE child SET {assignments} WHERE step = ? AND idx = ?", (*fields.values(), *key))  # noqa: S608 - names are ours
+
+    def _set_step(
+        self, conn: sqlite3.Connection, name: str, state: JobState, reason: str | None = None
+    ) -> None:
+        self.step_state[name] = state
+        now = time.time()
+        row = self.step_rows[name]
+        # started: when its first child started running; finished: when it ended.
+        if row["started"] is None and state is JobState.RUNNING:
+            row["started"] = now
+        row.update(state=state.value, reason=reason, finished=now if state in TERMINAL else None)
+        conn.execute(
+            "UPDATE step SET state = ?, reason = ?, started = ?, finished = ? WHERE name = ?",
+            (row["state"], row["reason"], row["started"], row["finished"], name),
+        )
+
+    def _reap(self, conn: sqlite3.Connection) -> None:
+        now = self.clock()
+        for key, child in list(self.running.items()):
+            code = child.proc.poll()
+            if code is None:
+                if now > child.deadline and not child.timed_out:
+                    child.timed_out = True
+                    signal_group(child.proc.pid, signal.SIGTERM)
+                elif child.timed_out and now > child.deadline + self.stop_grace:
+                    signal_group(child.proc.pid, signal.SIGKILL)
+                continue
+            del self.running[key]
+            child.log.close()
+            attempt = self.children[key]["attempt"]
+            if code == 0:
+                self._set_child(
+                    conn, key, state=JobState.SUCCEEDED, exit_code=0, reason=None, finished=time.time()
+                )
+                continue
+            reason = (
+                f"timeout after {child.step['timeout']} s" if child.timed_out else f"worker exited {code}"
+            )
+            # Exit 2 is bad input: a retry would fail the same way (AWS: EXIT on the worker's 2).
+            # A timed-out attempt is not retried either, as AWS Batch does not retry one.
+            retry = code != 2 and not child.timed_out and attempt <= child.step["retries"]
+            self._set_child(
+                conn,
+                key,
+                state=JobState.RUNNABLE if retry else JobState.FAILED,
+                exit_code=code,
+                reason=reason,
+                finished=time.time(),
+            )
+
+    def _advance(self, conn: sqlite3.Connection) -> None:
+        """Move steps and children along: pending → runnable, failures down the DAG, step ends."""
+        for name, step in self.steps.items():
+            state = self.step_state[name]
+            if state in TERMINAL:
+                continue
+            keys = [(name, i) for i in range(step["array_size"])]
+            deps = step["depends_on"]
+            if any(self.step_state[d["step"]] is JobState.FAILED for d in deps):
+                for key in keys:
+                    if self.children[key]["state"] not in TERMINAL:
+                        self._set_child(conn, key, state=JobState.FAILED, reason=DEPENDENCY_FAILED)
+                self._set_step(conn, name, JobState.FAILED, DEPENDENCY_FAILED)
+                continue
+            for key in keys:
+                if self.children[key]["state"] in (JobState.SUBMITTED, JobState.PENDING):
+                    ready = all(self._dependency_met(d, key[1]) for d in deps)
+                    new = JobState.RUNNABLE if ready else JobState.PENDING
+                    if new != self.children[key]["state"]:
+                        self._set_child(conn, key, state=new)
+            states = [JobState(self.children[key]["state"]) for key in keys]
+            if all(s in TERMINAL for s in states):
+                failed = sum(s is JobState.FAILED for s in states)
+                if failed:
+                    self._set_step(conn, name, JobState.FAILED, f"{failed} of {len(keys)} children failed")
+                else:
+                    # Every child exited 0; the step succeeded only if every command is done.
+                    done = len(Markers(self.markers, name).indices(DONE))
+                    settled = settle(JobState.SUCCEEDED, done, step["commands"], self.run.run_id)
+                    self._set_step(conn, name, *settled)
+            else:
+                # Like a Batch array parent: the most advanced state among its live children.
+                live = next(
+                    (s for s in (JobState.RUNNING, JobState.RUNNABLE) if s in states), JobState.PENDING
+                )
+                if live != state:
+                    self._set_step(conn, name, live)
+
+    def _dependency_met(self, dep: dict[str, Any], index: int) -> bool:
+        if dep["n_to_n"]:
+            return bool(self.children[(dep["step"], index)]["state"] == JobState.SUCCEEDED)
+        return self.step_state[dep["step"]] is JobState.SUCCEEDED
+
+    def _start(self, conn: sqlite3.Connection) -> None:
+        if len(self.running) >= self.max_parallel:
+            return
+        for name, step in self.steps.items():  # manifest order is topological: upstream first
+            for index in range(step["array_size"]):
+                key = (name, index)
+                if self.children[key]["state"] != JobState.RUNNABLE:
+                    continue
+                self._spawn(conn, step, index)
+                if len(self.running) >= self.max_parallel:
+                    return
+
+    def _spawn(self, conn: sqlite3.Connection, step: dict[str, Any], index: int) -> None:
+        key = (step["name"], index)
+        attempt = int(self.children[key]["attempt"]) + 1
+        env = {
+            **os.environ,
+            # Commands find this environment's interpreter first, as in an activated venv: on
+            # AWS the image's Python is the one on PATH.
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+            **local_environment(step, self.run.run_id, str(self.run.path), index, attempt, self.generation),
+        }
+        try:
+            log = open_log(self.run.log_path(step["name"], index))
+            log.write(f"== {self.run.run_id} {step['name']}[{index}] attempt {attempt} ==\n".encode())
+            log.flush()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "worker", "run"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                start_new_session=True,  # its own process group: kill and timeout reach its commands
+            )
+        except (OSError, ValueError) as e:
+            # A full disk for its log, an environment the kernel refuses: this attempt fails,
+            # not the supervisor; `opsctl resume` runs it again once the cause is gone.
+            self._set_child(
+                conn, key, state=JobState.FAILED, attempt=attempt, reason=f"cannot start the worker: {e}"
+            )
+            return
+        self.running[key] = _Child(step, index, proc, self.clock() + step["timeout"], log)
+        self._set_child(
+            conn,
+            key,
+            state=JobState.RUNNING,
+            attempt=attempt,
+            pid=proc.pid,
+            started=time.time(),
+            exit_code=None,
+            reason=None,
+        )
+
+    def _kill_all(self, conn: sqlite3.Connection) -> JobState:
+        procs = [child.proc for child in self.running.values()]
+        ended = lambda: all(p.poll() is not None for p in procs)  # noqa: E731
+        terminate([p.pid for p in procs], wait=ended, grace=self.stop_grace)
+        mark_killed(conn)
+        return JobState.FAILED
+
+
+def supervise(run_dir: Path) -> int:
+    """The supervisor process: hold the run's lock, run the DAG, exit 0 if it succeeded."""
+    run = LocalRun(run_dir.name, run_dir)
+    inherited = os.environ.pop(LOCK_FD, None)
+    if inherited is not None:
+        lock = int(inherited)
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the same open file: already ours
+    else:
+        lock = run.lock()
+    os.set_inheritable(lock, False)  # the workers must not keep the run locked after we end
+    supervisor = Supervisor(run)
+    signal.signal(signal.SIGTERM, supervisor.stop)
+    signal.signal(signal.SIGINT, supervisor.stop)
+    state = supervisor.loop()
+    return 0 if state is JobState.SUCCEEDED else 1
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python -m opsctl.backends.local.supervisor RUN_DIR")
+    try:
+        sys.exit(supervise(Path(sys.argv[1])))
+    except OpsctlError as e:
+        print(f"opsctl supervisor: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)

@@ -1,0 +1,430 @@
+"""Hostile input and broken state: each case one `opsctl:` line, no hang, no work lost or run twice.
+
+Every CLI call runs as its own process with a time limit, so a hang fails the test instead of
+stalling the suite. Classes: special files (FIFOs, devices, directories, huge files), YAML alias
+bombs, values over the kernel's limits, characters that split lines differently for different
+readers, two resumes at once, a damaged state database, a full disk, run ids that try to escape
+the run directory, and file permissions under a careless umask.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from opsctl import pipeline
+from opsctl.backends.local import processes
+from opsctl.errors import SpecError
+from tests.conftest import released_together
+from tests.helpers import OPSCTL, WORKER, cli, one_line
+from worker.listfile import AMBIGUOUS, MAX_COMMAND_BYTES, parse_commands, render_commands
+
+LIMIT = 20  # seconds any single command here may take
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("OPSCTL_HOME", str(tmp_path / "home"))
+    return tmp_path
+
+
+def spec_with(tmp_path: Path, commands: str, extra: str = "") -> Path:
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(f"name: hostile\nsteps:\n  - name: s\n    queue: cpu\n{extra}    commands: {commands}\n")
+    return spec
+
+
+def validate(spec: Path | str) -> str:
+    return one_line(cli("validate", str(spec), timeout=LIMIT), 2)
+
+
+# --- special files -------------------------------------------------------------------------------
+
+
+def test_a_fifo_spec_list_or_infra_file_is_refused_without_waiting(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert validate(fifo) == f"opsctl: {fifo}: the spec file is a FIFO, not a regular file"
+    spec = spec_with(tmp_path, "fifo")
+    assert (
+        validate(spec)
+        == f"opsctl: {spec}:5: step 's': list file 'fifo': the list file is a FIFO, not a regular file"
+    )
+    good = spec_with(tmp_path, "[echo hi]")
+    line = one_line(cli("launch", str(good), "--backend", "aws", "--infra", str(fifo), timeout=LIMIT), 2)
+    assert line == f"opsctl: {fifo}: the infra outputs file is a FIFO, not a regular file"
+
+
+def test_devices_directories_and_huge_files_are_refused(tmp_path: Path) -> None:
+    assert (
+        validate("/dev/zero") == "opsctl: /dev/zero: the spec file is a character device, not a regular file"
+    )
+    assert validate(tmp_path) == f"opsctl: {tmp_path}: the spec file is a directory, not a regular file"
+    (tmp_path / "zero.txt").symlink_to("/dev/zero")
+    assert "list file 'zero.txt': the list file is a character device" in validate(
+        spec_with(tmp_path, "zero.txt")
+    )
+    huge = tmp_path / "huge.yaml"
+    with huge.open("wb") as f:
+        f.truncate(9 * 1024 * 1024)  # sparse: no disk used
+    assert validate(huge) == f"opsctl: {huge}: the spec file is 9.0 MiB, over the limit of 8.0 MiB"
+    line = one_line(cli("status", "x-20260101-000000-0000", "--backend", "aws", "--infra", str(tmp_path)), 2)
+    assert line == f"opsctl: {tmp_path}: the infra outputs file is a directory, not a regular file"
+
+
+def test_the_worker_refuses_a_device_as_its_list_file(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "LIST_FILE_S3_PATH": "/dev/zero",
+        "OPSCTL_STEP": "s",
+        "OPSCTL_STATE_URI": str(tmp_path / "state"),
+    }
+    result = subprocess.run([WORKER, "run"], env=env, capture_output=True, text=True, timeout=LIMIT)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "opsctl-worker: /dev/zero: not a regular file"
+
+
+# --- YAML bombs ----------------------------------------------------------------------------------
+
+BOMB = """
+a: &a [x, x, x, x, x, x, x, x, x, x]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]
+h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g, *g]
+"""
+
+
+@pytest.mark.parametrize(
+    "where", ["name: *h", "steps: *h", "steps:\n  - name: *h\n    queue: cpu\n    command: x"]
+)
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path: Path, where: str) -> None:
+    spec = tmp_path / "bomb.yaml"
+    spec.write_text(f"{BOMB}{where}\n")
+    started = time.monotonic()
+    line = validate(spec)
+    assert time.monotonic() - started < 10
+    assert (
+        line == f"opsctl: {spec}:2: the spec expands to more than 2,000,000 YAML values through its aliases"
+    )
+
+
+def test_a_long_value_is_cut_short_in_the_message(tmp_path: Path) -> None:
+    spec = tmp_path / "long.yaml"
+    spec.write_text(f"name: {'X' * 500_000}\nsteps: []\n")
+    line = validate(spec)
+    assert len(line) < 300 and "must be 1..40 characters" in line
+
+
+# --- limits --------------------------------------------------------------------------------------
+
+
+def test_values_the_kernel_cannot_take_are_refused_at_their_line(tmp_path: Path) -> None:
+    nul = spec_with(tmp_path, '["echo a\\0b"]')
+    assert validate(nul).endswith(
+        "commands[0] contains U+0000 (NUL), which a command line cannot hold unambiguously"
+    )
+    long = spec_with(tmp_path, f"[echo {'y' * MAX_COMMAND_BYTES}]")
+    assert f"over the {MAX_COMMAND_BYTES} bytes the kernel takes as one argument" in validate(long)
+    template = spec_with(
+        tmp_path, f"{{template: 'echo {'y' * (MAX_COMMAND_BYTES - 10)} {{i}}', range: 100000}}"
+    )
+    assert "commands: template 99999 is" in validate(template)
+    env_nul = spec_with(tmp_path, "[echo hi]", '    env: {A: "x\\0y"}\n')
+    assert (
+        validate(env_nul)
+        == f"opsctl: {env_nul}:5: step 's': env: A contains a NUL byte, which no environment can hold"
+    )
+    env_big = spec_with(tmp_path, "[echo hi]", f"    env: {{A: {'v' * 200_000}}}\n")
+    assert "SubmitJob request would be" in validate(env_big)
+
+
+def test_a_command_the_kernel_refuses_fails_alone_and_the_rest_run(tmp_path: Path) -> None:
+    """A list file edited after validation: the worker marks the too-long command failed (126)
+    and runs the next ones; it neither dies nor gets retried into the same wall."""
+    listing = tmp_path / "list.txt"
+    out = tmp_path / "out"
+    listing.write_text(f"echo {'y' * 200_000}\ntouch {out}\n")
+    env = {
+        **os.environ,
+        "LIST_FILE_S3_PATH": str(listing),
+        "OPSCTL_STEP": "s",
+        "OPSCTL_STATE_URI": str(tmp_path / "state"),
+    }
+    result = subprocess.run([WORKER, "run"], env=env, capture_output=True, text=True, timeout=LIMIT)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    failed = json.loads((tmp_path / "state" / "s" / "failed" / "0").read_text())
+    assert failed["exit_code"] == 126 and "Argument list too long" in failed["stderr_tail"]
+    assert out.exists() and (tmp_path / "state" / "s" / "done" / "1").exists()
+
+
+# --- one definition of a line --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("char", sorted(AMBIGUOUS))
+def test_a_character_some_reader_takes_for_a_line_break_is_refused(tmp_path: Path, char: str) -> None:
+    inline = spec_with(tmp_path, json.dumps([f"echo a{char}b", "echo c"]))
+    assert f"contains U+{ord(char):04X}" in validate(inline)
+    (tmp_path / "list.txt").write_text(f"echo first\necho a{char}b\n", newline="")
+    line = validate(spec_with(tmp_path, "list.txt"))
+    if char == "\r":  # only a \r inside a line: "\r\n" is a Windows line break, dropped
+        assert "line 2: the command contains U+000D" in line
+    else:
+        assert f"list file 'list.txt' line 2: the command contains U+{ord(char):04X}" in line
+
+
+def test_windows_line_breaks_are_line_breaks(tmp_path: Path) -> None:
+    (tmp_path / "list.txt").write_bytes(b"echo a\r\necho b\r\n")
+    assert pipeline.load(spec_with(tmp_path, "list.txt")).steps[0].commands == ("echo a", "echo b")
+
+
+TEXT = st.text(
+    alphabet=st.sampled_from(list("ab #\t \n\r") + list(AMBIGUOUS) + ["\u00e9", "\u2027"]), max_size=60
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=TEXT)
+def test_the_plan_counts_what_the_worker_runs(tmp_path: Path, text: str) -> None:
+    """For any list file the spec accepts, the commands the plan counts are exactly those the
+    worker reads back from the list file the backends write."""
+    (tmp_path / "list.txt").write_text(text, newline="")
+    try:
+        commands = pipeline.load(spec_with(tmp_path, "list.txt")).steps[0].commands
+    except SpecError:
+        return
+    assert parse_commands(render_commands(commands)) == list(commands)
+    assert parse_commands(text) == list(commands)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(items=st.lists(TEXT, min_size=1, max_size=4))
+def test_inline_commands_round_trip_or_are_refused(tmp_path: Path, items: list[str]) -> None:
+    try:
+        commands = pipeline.load(spec_with(tmp_path, json.dumps(items))).steps[0].commands
+    except SpecError:
+        return
+    assert parse_commands(render_commands(commands)) == list(commands) and len(commands) == len(items)
+
+
+# --- two resumes at once -------------------------------------------------------------------------
+
+
+def _slow_run(home: Path, split: str, seconds: float = 0.05) -> tuple[str, Path]:
+    out = home / "out"
+    out.mkdir()
+    spec = home / "slow.yaml"
+    spec.write_text(
+        f"name: slow\nsteps:\n  - name: s\n    queue: cpu\n    array_size: 4\n    split: {split}\n"
+        f"    commands: {{template: 'echo ran >> {out}/{{i}}; sleep {seconds}', range: 200}}\n"
+    )
+    launched = cli("launch", str(spec), "--json")
+    assert launched.returncode == 0, launched.stderr
+    return json.loads(launched.stdout)["run_id"], out
+
+
+@pytest.mark.parametrize("split", ["contiguous", "dynamic"])
+def test_two_resumes_at_once_start_one_supervisor(home: Path, split: str) -> None:
+    run_id, out = _slow_run(home, split)
+    time.sleep(1.0)
+    assert cli("kill", run_id).returncode == 0
+    in_flight = 4  # at most one command per child was running at the kill
+    script = (
+        "import sys, subprocess\n"
+        "print('ready', flush=True); sys.stdin.readline()\n"
+        f"r = subprocess.run([{OPSCTL!r}, 'resume', {run_id!r}], capture_output=True, text=True)\n"
+        "print(r.returncode, r.stdout.strip() or r.stderr.strip())\n"
+    )
+    outputs = released_together([[sys.executable, "-c", script]] * 2, timeout=60)
+    codes = sorted(o.split(" ", 1)[0] for o in outputs)
+    assert codes == ["0", "1"], outputs
+    refused = next(o for o in outputs if o.startswith("1 "))
+    assert f"{run_id} is running: its supervisor (pid" in refused
+    watched = cli("watch", run_id, "--json", "--interval", "0.2", timeout=120)
+    assert json.loads(watched.stdout)["state"] == "SUCCEEDED", watched.stdout[-2000:]
+    runs = [len((out / str(k)).read_text().split()) for k in range(200)]
+    assert min(runs) == 1 and sum(runs) - 200 <= in_flight, "only commands in flight at the kill ran twice"
+    assert not processes.run_processes(run_id), "no supervisor left polling"
+
+
+# --- a damaged state -----------------------------------------------------------------------------
+
+
+def _finished_run(home: Path, name: str) -> str:
+    spec = home / f"{name}.yaml"
+    spec.write_text(f"name: {name}\nsteps:\n  - name: s\n    queue: cpu\n    command: echo hi\n")
+    run_id = json.loads(cli("launch", str(spec), "--json").stdout)["run_id"]
+    assert cli("watch", run_id, "--json", "--interval", "0.1").returncode == 0
+    return run_id
+
+
+@pytest.mark.parametrize("damage", ["truncated", "no tables", "garbage", "locked"])
+def test_a_damaged_database_breaks_only_its_own_run(home: Path, damage: str) -> None:
+    good = _finished_run(home, "good")
+    bad = _finished_run(home, "bad")
+    db = home / "home" / "runs" / bad / "run.db"
+    holder = None
+    if damage == "locked":  # another program holds the database (readers wait 5 s, then give up)
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+    for suffix in ("-wal", "-shm"):
+        if holder is None:
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+    if damage == "truncated":
+        with db.open("r+b") as f:
+            f.truncate(1000)
+    elif damage == "no tables":
+        db.unlink()
+        sqlite3.connect(db).close()
+    elif damage == "garbage":
+        db.write_bytes(b"\x00garbage" * 100)
+    for verb in ("status", "resume"):
+        line = one_line(cli(verb, bad, timeout=LIMIT), 1)
+        assert line.startswith(f"opsctl: run {bad}: its state database {db}"), line
+    killed = cli("kill", bad, timeout=LIMIT)
+    assert killed.returncode == 0 and "state database is unreadable" in killed.stdout
+    listed = cli("list", "--json", timeout=LIMIT)
+    assert listed.returncode == 0
+    rows = {r["run_id"]: r for r in json.loads(listed.stdout)}
+    assert rows[good]["state"] == "SUCCEEDED"
+    assert rows[bad]["state"] is None and rows[bad]["problem"].startswith(f"run {bad}: its state database")
+    assert cli("status", good).returncode == 0
+
+
+def test_kill_finds_every_process_of_a_run_whose_database_is_gone(home: Path) -> None:
+    """The supervisor died and took the database with it: only the processes' own mark is left."""
+    run_id, _ = _slow_run(home, "contiguous", seconds=60)
+    time.sleep(0.5)
+    run_dir = home / "home" / "runs" / run_id
+    os.kill(int((run_dir / "supervisor.lock").read_text()), 9)
+    (run_dir / "run.db").unlink()
+    assert processes.run_processes(run_id), "its workers still run"
+    killed = cli("kill", run_id, timeout=60)
+    assert killed.returncode == 0, killed.stderr
+    deadline = time.monotonic() + 10
+    while processes.run_processes(run_id) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not processes.run_processes(run_id)
+
+
+# --- a full disk ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Path:
+    """A 1 MiB tmpfs (root only); resized with `mount -o remount,size=...`."""
+    place = tmp_path / "disk"
+    place.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(place)], capture_output=True
+    )
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield place
+    finally:
+        subprocess.run(["umount", "-l", str(place)], check=False)
+
+
+def test_a_full_disk_is_one_line_and_resume_finishes_after_space_is_freed(
+    small_disk: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPSCTL_HOME", str(small_disk / "home"))
+    ballast = small_disk / "ballast"
+    ballast.write_bytes(b"x" * (1024 * 1024 - 64 * 1024))  # leave 64 KiB
+    spec = tmp_path / "fill.yaml"
+    spec.write_text(
+        "name: fill\nsteps:\n  - name: s\n    queue: cpu\n    array_size: 2\n"
+        "    commands: {template: 'head -c 20000 /dev/zero > $OPSCTL_RUN_URI/out-{i}', range: 20}\n"
+    )
+    launched = cli("launch", str(spec), "--json", timeout=LIMIT)
+    if launched.returncode:  # not even the run fitted: one line, and no half-made run
+        one_line(launched, 1)
+        assert not [p for p in (small_disk / "home" / "runs").iterdir() if not p.name.startswith(".")]
+        subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+        launched = cli("launch", str(spec), "--json", timeout=LIMIT)
+    run_id = json.loads(launched.stdout)["run_id"]
+    watched = cli("watch", run_id, "--json", "--interval", "0.2", timeout=120)
+    assert "Traceback" not in watched.stderr
+    doc = json.loads(watched.stdout) if watched.stdout else {}
+    if doc.get("state") != "SUCCEEDED":
+        ballast.unlink()
+        subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+        resumed = cli("resume", run_id, timeout=LIMIT)
+        assert resumed.returncode == 0, resumed.stderr
+        watched = cli("watch", run_id, "--json", "--interval", "0.2", timeout=120)
+    final = json.loads(watched.stdout)
+    assert final["state"] == "SUCCEEDED" and final["steps"][0]["commands"]["done"] == 20
+
+
+def test_launch_on_a_full_disk_leaves_no_half_made_run(
+    small_disk: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPSCTL_HOME", str(small_disk / "home"))
+    (small_disk / "home" / "runs").mkdir(parents=True)
+    spec = tmp_path / "big.yaml"
+    spec.write_text(
+        "name: big\nsteps:\n  - name: s\n    queue: cpu\n"
+        "    commands: {template: 'echo {i}', range: 200000}\n"
+    )
+    line = one_line(cli("launch", str(spec), timeout=60), 1)
+    assert line.startswith(
+        f"opsctl: cannot create the run under {small_disk / 'home' / 'runs'}: No space left on device"
+    )
+    assert list((small_disk / "home" / "runs").iterdir()) == []
+    assert cli("list").returncode == 0
+
+
+# --- run ids -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "run_id",
+    ["../other/runs/x-20260101-000000-0000", "/etc", "a/b", "x" * 300, "good-20260101-000000-00000", ""],
+)
+def test_a_run_id_that_is_not_one_is_refused_before_any_path(home: Path, run_id: str) -> None:
+    for verb in ("status", "kill", "resume"):
+        line = one_line(cli(verb, run_id, timeout=LIMIT), 2)
+        assert "is not one opsctl makes: <pipeline>-<YYYYmmdd-HHMMSS>-<4 hex>" in line
+    line = one_line(cli("status", run_id, "--backend", "aws", "--infra", "/nonexistent", timeout=LIMIT), 2)
+    assert "is not one opsctl makes" in line
+
+
+# --- permissions ---------------------------------------------------------------------------------
+
+
+def test_runs_are_private_whatever_the_umask(home: Path) -> None:
+    spec = home / "p.yaml"
+    spec.write_text(
+        "name: p\nsteps:\n  - name: s\n    queue: cpu\n    array_size: 2\n    commands: [echo a, echo b]\n"
+    )
+    old = os.umask(0)
+    try:
+        run_id = json.loads(cli("launch", str(spec), "--json").stdout)["run_id"]
+        assert cli("watch", run_id, "--json", "--interval", "0.1").returncode == 0
+    finally:
+        os.umask(old)
+    run_dir = home / "home" / "runs" / run_id
+    found = {
+        p.relative_to(home / "home"): stat.S_IMODE(p.stat().st_mode) for p in [run_dir, *run_dir.rglob("*")]
+    }
+    loose = {str(p): oct(m) for p, m in found.items() if m & 0o077}
+    assert not loose, loose
+    assert stat.S_IMODE((home / "home" / "runs").stat().st_mode) == 0o700
+    assert {"run.db", "manifest.json", "supervisor.log", "supervisor.lock"} <= {p.name for p in found}
