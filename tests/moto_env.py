@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -24,29 +25,33 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_until_up(url: str, proc: subprocess.Popen[bytes], deadline: float) -> bool:
+def _wait_until_up(url: str, proc: subprocess.Popen[bytes], deadline: float, ca: Path | None = None) -> bool:
+    context = ssl.create_default_context(cafile=str(ca)) if ca else None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
         try:
-            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - 127.0.0.1 only
+            with urllib.request.urlopen(url, timeout=1, context=context):  # noqa: S310 - 127.0.0.1 only
                 return True
         except OSError:
             time.sleep(0.1)
     return False
 
 
-def start_server() -> tuple[subprocess.Popen[bytes], str]:
-    """moto (tests/moto_serial.py) on a free port: the process and its endpoint URL."""
+def start_server(tls: tuple[Path, Path] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """moto (tests/moto_serial.py) on a free port: the process and its endpoint URL.
+
+    With `tls` (certificate, key: see `certificate`) it serves HTTPS.
+    """
     for _ in range(3):  # the port may be taken between choosing and binding it
         port = free_port()
         proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "moto_serial.py"), str(port)],
+            [sys.executable, str(ROOT / "tests" / "moto_serial.py"), str(port), *map(str, tls or ())],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        endpoint = f"http://127.0.0.1:{port}"
-        if _wait_until_up(f"{endpoint}/moto-api/", proc, time.monotonic() + 30):
+        endpoint = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+        if _wait_until_up(f"{endpoint}/moto-api/", proc, time.monotonic() + 30, tls[0] if tls else None):
             return proc, endpoint
         proc.kill()
         proc.wait()
@@ -119,6 +124,7 @@ def create_batch_env(endpoint: str) -> dict[str, str]:
     iam.create_instance_profile(InstanceProfileName="opsctl-test-ecs")
     profile = iam.get_instance_profile(InstanceProfileName="opsctl-test-ecs")["InstanceProfile"]["Arn"]
     batch = boto3.client("batch")
+    ecr = boto3.client("ecr")
     values = {"region": "us-east-1", "log_group": "/aws/batch/job"}
     for queue, family in (("cpu", "c5"), ("gpu", "g5")):
         env = batch.create_compute_environment(
@@ -144,6 +150,10 @@ def create_batch_env(endpoint: str) -> dict[str, str]:
         )["jobQueueArn"]
         image = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/opsctl-{queue}:test"
         values[f"{queue}_image"] = image
+        # The pushed image the job definition runs (launch checks that it is there).
+        ecr.create_repository(repositoryName=f"opsctl-{queue}")
+        manifest = {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json"}
+        ecr.put_image(repositoryName=f"opsctl-{queue}", imageManifest=json.dumps(manifest), imageTag="test")
         values[f"{queue}_job_definition"] = batch.register_job_definition(
             jobDefinitionName=f"opsctl-test-{queue}",
             type="container",
@@ -165,3 +175,46 @@ def write_infra(path: Path, outputs: dict[str, str]) -> Path:
         )
     )
     return path
+
+
+def certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and localhost, and its key, as PEM files.
+
+    The certificate is its own CA: give it to clients as their CA bundle (AWS_CA_BUNDLE).
+    """
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "opsctl test server")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "server.pem", folder / "server.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path

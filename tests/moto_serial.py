@@ -12,10 +12,12 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoReque
 from werkzeug.serving import run_simple
 
 if __name__ == "__main__":
+    # moto_serial.py PORT [CERT KEY]: with a certificate and key, it serves HTTPS, as AWS does.
     run_simple(
         "127.0.0.1",
         int(sys.argv[1]),
         DomainDispatcherApplication(create_backend_app),
         threaded=False,
         request_handler=MotoRequestHandler,
+        ssl_context=(sys.argv[2], sys.argv[3]) if len(sys.argv) == 4 else None,
     )

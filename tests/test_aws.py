@@ -264,6 +264,28 @@ def test_launch_checks_queues_and_definitions_before_uploading(
     assert "Contents" not in s3_client().list_objects_v2(Bucket=bucket), "nothing was uploaded"
 
 
+def test_launch_checks_the_images_are_in_ecr_before_uploading(
+    batch_env: dict[str, str], bucket: str, spec: Path, tmp_path: Path
+) -> None:
+    unpushed = batch_env["gpu_image"].replace(":test", ":0123abcd")
+    infra = write_infra(tmp_path / "unpushed.json", {**batch_env, "bucket": bucket, "gpu_image": unpushed})
+    line = one_line(cli("launch", str(spec), "--backend", "aws", "--infra", str(infra)), 2)
+    assert line == (
+        f"opsctl: {unpushed}: not in ECR, so every child would fail to pull it; `make push` builds and "
+        "pushes the worker images and applies the stack with their tag"
+    )
+    assert "Contents" not in s3_client().list_objects_v2(Bucket=bucket), "nothing was uploaded"
+    elsewhere = {
+        **batch_env,
+        "bucket": bucket,
+        "gpu_image": "public.ecr.aws/someone/gpu:1",
+        "cpu_image": "ubuntu:24.04",
+    }
+    AwsBackend(load_outputs(write_infra(tmp_path / "public.json", elsewhere))).launch(
+        spec
+    )  # not ECR's to check
+
+
 def test_launch_and_poll_call_counts_on_a_finished_run(backend: AwsBackend, tmp_path: Path) -> None:
     """Poll cost on a run whose markers are all written: a LIST page per 1,000 markers."""
     spec = tmp_path / "big.yaml"
@@ -273,11 +295,18 @@ def test_launch_and_poll_call_counts_on_a_finished_run(backend: AwsBackend, tmp_
             "commands: {template: 'echo pre {i}', range: 2500}",
         )
     )
-    with Calls(backend.api.batch, s3_client()) as launch_calls:
+    with Calls(backend.api.batch, backend.api.ecr, s3_client()) as launch_calls:
         run_id = backend.launch(spec)
-    # The queues and definitions checked; 4 list files, the manifest, then once per submit.
+    # The queues, definitions and both images checked; 4 list files, the manifest, then once
+    # per submit.
     assert launch_calls == Counter(
-        {"DescribeJobQueues": 1, "DescribeJobDefinitions": 1, "SubmitJob": 4, "PutObject": 9}
+        {
+            "DescribeJobQueues": 1,
+            "DescribeJobDefinitions": 1,
+            "DescribeImages": 2,
+            "SubmitJob": 4,
+            "PutObject": 9,
+        }
     )
     doc = backend.read_manifest(run_id)
     store = backend.state_store(run_id)

@@ -7,8 +7,10 @@ checkov runs over terraform/ from the Makefile (`make checkov`, part of `make te
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -61,6 +63,9 @@ def test_standard_module_structure(module: Path) -> None:
     versions = parse(module / "versions.tf")["terraform"][0]
     assert versions["required_version"] == ">= 1.10"
     assert "aws" in versions["required_providers"][0]
+    # Every version the pin allows validates: before 5.81 the OIDC provider's thumbprint_list
+    # is required, and the stack sets none.
+    assert versions["required_providers"][0]["aws"]["version"] == ">= 5.81, < 6.0"
 
 
 @pytest.mark.parametrize(
@@ -197,12 +202,44 @@ def test_every_checkov_skip_says_why() -> None:
         assert check.startswith("CKV") and len(reason.split()) >= 4, f"{path}: {line.strip()}"
 
 
+GPU_FAMILY = re.search(r'regex\("(\^\(g4dn[^"]+)"', (TERRAFORM / "modules/batch/variables.tf").read_text())
+GPU_OK = ("g4dn", "g5", "g5.2xlarge", "g6", "g6e.xlarge", "gr6", "p4d.24xlarge", "p5", "p5en")
+GPU_NOT = ("g3", "g3s.xlarge", "p2", "p3", "p3.2xlarge", "p3dn", "g4ad", "g5g.xlarge", "c6i", "")
+
+
+@pytest.mark.parametrize(
+    ("instance", "ok"),
+    [
+        *[(t, True) for t in GPU_OK],
+        *[(t, False) for t in GPU_NOT],
+    ],
+)
+def test_gpu_families_are_those_ecs_al2023_nvidia_runs(instance: str, ok: bool) -> None:
+    assert GPU_FAMILY is not None
+    pattern = GPU_FAMILY.group(1).replace("\\\\", "\\")  # HCL string escaping
+    assert bool(re.fullmatch(pattern, instance)) is ok
+
+
 def test_packer_template() -> None:
     template = parse(ROOT / "images" / "ami" / "gpu.pkr.hcl")
     source = template["source"][0]["amazon-ebs"]["gpu_worker"]
     ami_filter = source["source_ami_filter"][0]
     assert ami_filter["owners"] == ["amazon"] and ami_filter["most_recent"] is True
-    assert "al2023-ami-ecs-gpu" in ami_filter["filters"]["name"]
+    # EC2 name filters match the whole name, with * and ? as wildcards.
+    pattern = ami_filter["filters"]["name"]
+    for name in (
+        "al2023-ami-ecs-gpu-hvm-2023.0.20240109-kernel-6.1-x86_64-ebs",
+        "al2023-ami-ecs-gpu-hvm-2023.0.20260805-kernel-6.1-x86_64-ebs",
+        "al2023-ami-ecs-gpu-hvm-2023.0.20251030-kernel-6.12-x86_64-ebs",
+    ):
+        assert fnmatch.fnmatchcase(name, pattern), name
+    for name in (
+        "al2023-ami-ecs-gpu-hvm-2023.0.20260805-kernel-6.1-arm64-ebs",  # Arm: not our x86_64 image
+        "al2023-ami-ecs-hvm-2023.0.20260805-kernel-6.1-x86_64",  # no GPU driver
+        "al2023-ami-ecs-neuron-hvm-2023.0.20260805-kernel-6.1-x86_64",  # Inferentia/Trainium
+        "amzn2-ami-ecs-gpu-hvm-2.0.20240109-x86_64-ebs",  # Amazon Linux 2
+    ):
+        assert not fnmatch.fnmatchcase(name, pattern), name
     assert source["metadata_options"][0]["http_tokens"] == "required"
     assert source["launch_block_device_mappings"][0]["volume_type"] == "gp3"
     assert source["tags"]["opsctl:ami"] == "gpu-worker", "the tag Terraform's data.aws_ami filters on"
@@ -404,3 +441,107 @@ def test_make_ami_without_packer_says_what_to_do(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr == "make ami: packer not found on PATH: install Packer >= 1.10 and run it again\n"
+
+
+# --- `opsctl infra push` with a stand-in docker ---------------------------------------------------
+
+DOCKER = """#!{python}
+import json, os, sys
+args = sys.argv[1:]
+stdin = sys.stdin.read() if "--password-stdin" in args else None
+with open(os.environ["DOCKER_RECORD"], "a") as f:
+    f.write(json.dumps({{"argv": args, "stdin": stdin}}) + "\\n")
+sys.exit(int(os.environ.get("DOCKER_EXIT_" + args[0].upper(), "0")))
+"""
+
+
+@pytest.fixture
+def docker(stand_in: dict[str, Any], moto_endpoint: str) -> dict[str, Any]:
+    """A `docker` on PATH that records its argv (and the password given on stdin); ECR on moto."""
+    script = stand_in["tmp"] / "bin" / "docker"
+    script.write_text(DOCKER.format(python=sys.executable))
+    script.chmod(0o755)
+    record = stand_in["tmp"] / "docker.jsonl"
+    (stand_in["tmp"] / "infra.json").write_text(
+        json.dumps({k: {"sensitive": False, "type": "string", "value": v} for k, v in OUTPUTS.items()})
+    )
+    env = {**stand_in["env"], "DOCKER_RECORD": str(record), "AWS_ENDPOINT_URL": moto_endpoint}
+    return {**stand_in, "env": env, "docker_record": record}
+
+
+def test_push_builds_logs_in_pushes_and_applies_with_the_tag(docker: dict[str, Any]) -> None:
+    result = infra(
+        docker, "push", "--tag", "0123abcd4567", "--yes", "--infra", str(docker["tmp"] / "infra.json")
+    )
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in docker["docker_record"].read_text().splitlines()]
+    registry = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+    [info, login, *builds] = records
+    assert info["argv"] == ["info"]
+    assert login["argv"][:4] == ["login", "--username", "AWS", "--password-stdin"]
+    assert login["argv"][4].endswith(registry) and login["stdin"], "the password goes on stdin"
+    assert login["stdin"] not in result.stdout + result.stderr, "and is never printed"
+    root = docker["module"].parent
+    assert [r["argv"] for r in builds] == [
+        [
+            "build",
+            "-f",
+            str(root / "images/cpu/Dockerfile"),
+            "-t",
+            f"{registry}/opsctl/cpu:0123abcd4567",
+            str(root),
+        ],
+        ["push", f"{registry}/opsctl/cpu:0123abcd4567"],
+        [
+            "build",
+            "-f",
+            str(root / "images/gpu/Dockerfile"),
+            "-t",
+            f"{registry}/opsctl/gpu:0123abcd4567",
+            str(root),
+        ],
+        ["push", f"{registry}/opsctl/gpu:0123abcd4567"],
+    ]
+    assert json.loads((docker["module"] / "image-tag.auto.tfvars.json").read_text()) == {
+        "image_tag": "0123abcd4567"
+    }
+    assert [c[0] for c in calls(docker)] == ["init", "apply", "output"]
+
+
+def test_push_without_docker_or_engine_is_one_line(docker: dict[str, Any]) -> None:
+    infra_file = str(docker["tmp"] / "infra.json")
+    down = infra(docker, "push", "--tag", "t1", "--infra", infra_file, DOCKER_EXIT_INFO="1")
+    assert down.returncode == 2 and down.stderr.strip().splitlines() == [
+        "opsctl: no Docker engine answers (`docker info` failed): start Docker and run `make push` again"
+    ]
+    (docker["tmp"] / "bin" / "docker").unlink()
+    gone = infra(
+        docker, "push", "--tag", "t1", "--infra", infra_file, PATH=f"{docker['tmp'] / 'bin'}:/usr/bin:/bin"
+    )
+    assert gone.returncode == 2 and "docker not found on PATH" in gone.stderr
+
+
+def test_the_default_tag_is_the_commit_of_a_clean_tree(tmp_path: Path) -> None:
+    from opsctl.errors import BadInput
+    from opsctl.images import commit_tag
+
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "f").write_text("a")
+    subprocess.run([*git, "add", "f"], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+    head = subprocess.run(
+        [*git, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    assert commit_tag(tmp_path) == head
+    (tmp_path / "f").write_text("b")
+    with pytest.raises(BadInput, match="uncommitted changes"):
+        commit_tag(tmp_path)
+
+
+def test_readme_names_every_variable_and_output() -> None:
+    readme = (ROOT / "README.md").read_text()
+    names = [*blocks(TERRAFORM / "variables.tf", "variable"), *blocks(TERRAFORM / "outputs.tf", "output")]
+    assert len(names) > 20
+    missing = [name for name in names if f"`{name}`" not in readme]
+    assert not missing, f"README 'Deploying to AWS' does not name {missing}"

@@ -55,7 +55,8 @@ source "amazon-ebs" "gpu_worker" {
 
   source_ami_filter {
     filters = {
-      name                = "al2023-ami-ecs-gpu-hvm-*-x86_64"
+      # EC2 matches the whole name: al2023-ami-ecs-gpu-hvm-2023.0.20260805-kernel-6.1-x86_64-ebs
+      name                = "al2023-ami-ecs-gpu-hvm-*-x86_64-ebs"
       virtualization-type = "hvm"
       root-device-type    = "ebs"
     }

@@ -123,7 +123,7 @@ class AwsBackend:
     # --- launch and resume ----------------------------------------------------------------
 
     def launch(self, spec_path: Path, max_parallel: int | None = None) -> str:
-        """Validate, check the queues and job definitions, upload, then submit in order."""
+        """Validate; check the queues, job definitions and images; upload; submit in order."""
         pipe = spec.load(spec_path)  # before any AWS call
         queues = sorted({step.queue.value for step in pipe.steps})
         unusable = self.api.unusable(
@@ -133,6 +133,12 @@ class AwsBackend:
             raise BadInput(
                 f"{self.infra.source}: {'; '.join(unusable)}: not found or not usable in {self.infra.region} "
                 "(run `opsctl infra output` after `make infra`, or pass the right --infra)"
+            )
+        missing = self.api.images_missing([self.infra.image(q) for q in queues])
+        if missing:
+            raise BadInput(
+                f"{', '.join(missing)}: not in ECR, so every child would fail to pull it; `make push` "
+                "builds and pushes the worker images and applies the stack with their tag"
             )
         run_id = new_run_id(pipe.name)
         store = self.store(run_id)

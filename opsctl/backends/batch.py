@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from typing import Any
 
 from opsctl.awsclient import aws_call, client
@@ -38,6 +39,10 @@ RETRY_RULES = [
 ]
 
 STARTED = (JobState.STARTING, JobState.RUNNING)
+# An image in ECR: <account>.dkr.ecr.<region>.amazonaws.com[.cn]/<repository>(:<tag>|@<digest>)
+ECR_IMAGE = re.compile(
+    r"([0-9]{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/([^:@]+)(?::([^@]+))?(?:@(.+))?"
+)
 
 
 def job_state(job: dict[str, Any]) -> JobState:
@@ -125,6 +130,7 @@ class BatchAPI:
         self.region = region
         self.batch = client("batch", region)
         self.logs = client("logs", region)
+        self.ecr = client("ecr", region)
 
     def _call(self, what: str) -> Any:
         return aws_call("AWS Batch", what, self.region)
@@ -151,6 +157,28 @@ class BatchAPI:
         }
         problems += [f"job definition {d}" for d in definitions if d not in active]
         return problems
+
+    def images_missing(self, images: list[str]) -> list[str]:
+        """Those of `images` that their ECR repository does not hold: one DescribeImages each.
+
+        Only ECR images are checked (`<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>`);
+        a public registry's image is Batch's to pull.
+        """
+        missing = []
+        for image in images:
+            found = ECR_IMAGE.fullmatch(image)
+            if not found:
+                continue
+            account, region, repository, tag, digest = found.groups()
+            ecr = self.ecr if region == self.region else client("ecr", region)
+            ref = {"imageDigest": digest} if digest else {"imageTag": tag}
+            gone = (ecr.exceptions.ImageNotFoundException, ecr.exceptions.RepositoryNotFoundException)
+            with aws_call("ECR", f"image {image}", region):
+                try:
+                    ecr.describe_images(registryId=account, repositoryName=repository, imageIds=[ref])
+                except gone:
+                    missing.append(image)
+        return missing
 
     def submit_step(self, **request: Any) -> str:
         with self._call(f"SubmitJob {request['jobName']} on {request['jobQueue']}"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -26,6 +27,7 @@ BackendConfig = Annotated[
     ),
 ]
 Yes = Annotated[bool, typer.Option("--yes", help="Do not ask for approval (-auto-approve).")]
+IMAGE_TAG_FILE = "image-tag.auto.tfvars.json"  # written by `push`; Terraform loads it by itself
 
 
 def _terraform(directory: Path, var_files: list[Path] | None, backend_config: Path | None) -> Terraform:
@@ -73,3 +75,35 @@ def output(
 ) -> None:
     """Write the current outputs to the infra file (default .opsctl/infra.json) and print its path."""
     typer.echo(write_outputs(_terraform(terraform_dir, None, backend_config).outputs(), infra))
+
+
+@app.command()
+def push(
+    tag: Annotated[
+        str | None,
+        typer.Option("--tag", help="Image tag. Default: the git commit, if the working tree is clean."),
+    ] = None,
+    terraform_dir: Dir = Path("terraform"),
+    var_file: VarFile = None,
+    backend_config: BackendConfig = None,
+    yes: Yes = False,
+    infra: Infra = None,
+) -> None:
+    """Build the worker images here, push them to the stack's ECR, and apply the stack with their tag.
+
+    For a first AWS run without GitHub Actions (`make push`): needs a Docker engine and the infra
+    file of an applied stack. The tag is kept in terraform/image-tag.auto.tfvars.json, so later
+    `opsctl infra apply` runs keep using the pushed images.
+    """
+    from opsctl import images
+    from opsctl.infra import load_outputs
+
+    outputs = load_outputs(infra)
+    root = terraform_dir.resolve().parent
+    tag = tag or images.commit_tag(root)
+    pushed = images.push(outputs, tag, root, say=typer.echo)
+    (terraform_dir / IMAGE_TAG_FILE).write_text(json.dumps({"image_tag": tag}) + "\n")
+    typer.echo(f"pushed {', '.join(pushed.values())}; applying the stack with image_tag = {tag}")
+    tf = _terraform(terraform_dir, var_file, backend_config)
+    tf.apply(yes=yes)
+    typer.echo(f"infra outputs written to {write_outputs(tf.outputs(), infra)}")

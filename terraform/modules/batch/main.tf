@@ -188,7 +188,7 @@ resource "aws_batch_job_queue" "queue" {
   }
 
   dynamic "job_state_time_limit_action" {
-    for_each = local.stuck_reasons
+    for_each = var.job_state_time_limits ? local.stuck_reasons : []
     content {
       action           = "CANCEL"
       max_time_seconds = var.runnable_time_limit_seconds
@@ -208,7 +208,7 @@ resource "aws_batch_job_definition" "worker" {
   propagate_tags        = true
 
   container_properties = jsonencode({
-    image   = each.value.image
+    image = each.value.image
     # The image's entry point is opsctl-worker; a GPU job first proves its GPU works.
     command = each.key == "gpu" ? ["run", "--preflight-gpu"] : ["run"]
     # Requests of a step that sets none; steps override vcpus, memory and gpus at submit.

@@ -68,8 +68,10 @@ variable "gpu_instance_types" {
   type        = list(string)
 
   validation {
-    condition     = alltrue([for t in var.gpu_instance_types : can(regex("^(g[0-9]|p[0-9])", t))])
-    error_message = "gpu_instance_types must be GPU families (g*, p*): Batch GPU environments hold GPU instances only."
+    # The NVIDIA x86_64 families the ECS GPU-optimized Amazon Linux 2023 AMI (ECS_AL2023_NVIDIA)
+    # runs: not g3/g3s/p2/p3 (GPUs its driver no longer supports), g4ad (AMD) or g5g (Arm).
+    condition     = alltrue([for t in var.gpu_instance_types : can(regex("^(g4dn|g5|g6|g6e|g6f|gr6|gr6f|g7e|p4d|p4de|p5|p5e|p5en|p6-b200|p6-b300)(\\.[a-z0-9]+)?$", t))])
+    error_message = "gpu_instance_types must be NVIDIA families ECS_AL2023_NVIDIA supports (g4dn, g5, g6, g6e, g6f, gr6, gr6f, g7e, p4d, p4de, p5, p5e, p5en, p6-b200, p6-b300), or types of them."
   }
 }
 
@@ -101,4 +103,10 @@ variable "runnable_time_limit_seconds" {
 variable "log_retention_days" {
   description = "Retention of the job log group."
   type        = number
+}
+
+variable "job_state_time_limits" {
+  description = "Cancel jobs stuck RUNNABLE (the queues' job_state_time_limit_action). False only for an emulator that does not keep them (moto)."
+  type        = bool
+  default     = true
 }

@@ -53,6 +53,7 @@ resource "aws_ecr_lifecycle_policy" "image" {
 
 # Registry-wide: every repository of the account is scanned on push, not only these two.
 resource "aws_ecr_registry_scanning_configuration" "registry" {
+  count     = var.registry_scanning ? 1 : 0
   scan_type = "BASIC"
 
   rule {

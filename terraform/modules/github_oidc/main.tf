@@ -5,7 +5,12 @@
 # definitions to the new image tag. Applying the stack means managing its resources, so the
 # policy allows each service the stack uses on resources named after the stack, plus the
 # read-only calls and the few creations that AWS only authorises on "*" (conditioned on the
-# stack's tag where the service supports it).
+# stack's tag, in the request when creating, on the resource afterwards).
+#
+# It cannot raise itself: roles it creates or changes must carry the stack's permissions
+# boundary (iam:PermissionsBoundary), it may change only the stack's three roles by name, never
+# itself or the boundary (explicit denies), never a role's trust policy, never assume a role,
+# and it may pass only the instance and job roles, and only to EC2 and ECS tasks.
 
 locals {
   issuer = "token.actions.githubusercontent.com"
@@ -107,18 +112,79 @@ data "aws_iam_policy_document" "deploy" {
   }
 
   statement {
-    sid = "IamStackRoles"
+    sid = "ChangeStackRolesWithinTheBoundary"
     actions = [
-      "iam:AddRoleToInstanceProfile", "iam:AttachRolePolicy", "iam:CreateInstanceProfile", "iam:CreateRole",
-      "iam:DeleteInstanceProfile", "iam:DeleteRole", "iam:DeleteRolePolicy", "iam:DetachRolePolicy",
+      "iam:AttachRolePolicy", "iam:CreateRole", "iam:DeleteRolePolicy", "iam:DetachRolePolicy",
+      "iam:PutRolePermissionsBoundary", "iam:PutRolePolicy",
+    ]
+    # The stack's own roles, by name: the deploy role (`<name>-deploy-*`) is not among them.
+    resources = [
+      "arn:aws:iam::${var.account_id}:role/${var.name}-batch-*",
+      "arn:aws:iam::${var.account_id}:role/${var.name}-ecs-instance-*",
+      "arn:aws:iam::${var.account_id}:role/${var.name}-job-*",
+    ]
+    condition {
+      test     = "StringEquals"
+      variable = "iam:PermissionsBoundary"
+      values   = [var.permissions_boundary_arn]
+    }
+  }
+
+  statement {
+    sid = "ReadAndRetireStackRoles"
+    actions = [
+      "iam:AddRoleToInstanceProfile", "iam:CreateInstanceProfile", "iam:DeleteInstanceProfile", "iam:DeleteRole",
       "iam:GetInstanceProfile", "iam:GetRole", "iam:GetRolePolicy", "iam:ListAttachedRolePolicies",
-      "iam:ListInstanceProfilesForRole", "iam:ListRolePolicies", "iam:PassRole", "iam:PutRolePolicy",
-      "iam:RemoveRoleFromInstanceProfile", "iam:TagRole", "iam:UpdateAssumeRolePolicy",
+      "iam:ListInstanceProfilesForRole", "iam:ListRolePolicies", "iam:RemoveRoleFromInstanceProfile", "iam:TagRole",
     ]
     resources = [
-      "arn:aws:iam::${var.account_id}:role/${var.name}-*",
-      "arn:aws:iam::${var.account_id}:instance-profile/${var.name}-*",
+      "arn:aws:iam::${var.account_id}:role/${var.name}-batch-*",
+      "arn:aws:iam::${var.account_id}:role/${var.name}-ecs-instance-*",
+      "arn:aws:iam::${var.account_id}:role/${var.name}-job-*",
+      "arn:aws:iam::${var.account_id}:instance-profile/${var.name}-ecs-instance-*",
     ]
+  }
+
+  statement {
+    sid       = "ReadTheBoundary"
+    actions   = ["iam:GetPolicy", "iam:GetPolicyVersion", "iam:ListPolicyVersions"]
+    resources = [var.permissions_boundary_arn]
+  }
+
+  statement {
+    sid     = "PassOnlyWorkerRoles"
+    actions = ["iam:PassRole"]
+    resources = [
+      "arn:aws:iam::${var.account_id}:role/${var.name}-ecs-instance-*",
+      "arn:aws:iam::${var.account_id}:role/${var.name}-job-*",
+      "arn:aws:iam::${var.account_id}:role/${var.name}-batch-*",
+    ]
+    condition {
+      test     = "StringEquals"
+      variable = "iam:PassedToService"
+      values   = ["batch.amazonaws.com", "ec2.amazonaws.com", "ecs-tasks.amazonaws.com"]
+    }
+  }
+
+  statement {
+    sid    = "NeverItselfNorTheBoundary"
+    effect = "Deny"
+    actions = [
+      "iam:AttachRolePolicy", "iam:CreatePolicyVersion", "iam:DeletePolicy", "iam:DeletePolicyVersion",
+      "iam:DeleteRole", "iam:DeleteRolePermissionsBoundary", "iam:DeleteRolePolicy", "iam:DetachRolePolicy",
+      "iam:PutRolePermissionsBoundary", "iam:PutRolePolicy", "iam:SetDefaultPolicyVersion", "iam:TagRole",
+      "iam:UntagRole", "iam:UpdateAssumeRolePolicy", "iam:UpdateRole",
+    ]
+    resources = ["arn:aws:iam::${var.account_id}:role/${var.name}-deploy-*", var.permissions_boundary_arn]
+  }
+
+  statement {
+    sid    = "NoBoundaryRemovalNoTrustChangesNoAssuming"
+    effect = "Deny"
+    # A role's boundary stays; a trust policy naming the deploy role would let it assume what
+    # it created, so trust policies are set at creation only, and the deploy role assumes nothing.
+    actions   = ["iam:DeleteRolePermissionsBoundary", "iam:UpdateAssumeRolePolicy", "sts:AssumeRole"]
+    resources = ["*"]
   }
 
   statement {
@@ -145,16 +211,46 @@ data "aws_iam_policy_document" "deploy" {
   }
 
   statement {
-    sid = "LaunchTemplatesAndSecurityGroup"
-    actions = [
-      "ec2:AuthorizeSecurityGroupEgress", "ec2:CreateLaunchTemplate", "ec2:CreateLaunchTemplateVersion",
-      "ec2:CreateSecurityGroup", "ec2:CreateTags", "ec2:DeleteLaunchTemplate", "ec2:DeleteSecurityGroup",
-      "ec2:RevokeSecurityGroupEgress",
-    ]
+    sid     = "CreateTaggedLaunchTemplatesAndSecurityGroups"
+    actions = ["ec2:CreateLaunchTemplate", "ec2:CreateSecurityGroup"]
     resources = [
       "arn:aws:ec2:${var.region}:${var.account_id}:launch-template/*",
       "arn:aws:ec2:${var.region}:${var.account_id}:security-group/*",
       "arn:aws:ec2:${var.region}:${var.account_id}:vpc/*",
+    ]
+    # At creation the tag is in the request; aws:ResourceTag matches only existing resources.
+    condition {
+      test     = "StringEquals"
+      variable = "aws:RequestTag/opsctl:stack"
+      values   = [var.name]
+    }
+  }
+
+  statement {
+    sid       = "TagOnlyWhileCreating"
+    actions   = ["ec2:CreateTags"]
+    resources = ["arn:aws:ec2:${var.region}:${var.account_id}:launch-template/*", "arn:aws:ec2:${var.region}:${var.account_id}:security-group/*"]
+    condition {
+      test     = "StringEquals"
+      variable = "ec2:CreateAction"
+      values   = ["CreateLaunchTemplate", "CreateSecurityGroup"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:RequestTag/opsctl:stack"
+      values   = [var.name]
+    }
+  }
+
+  statement {
+    sid = "ManageTaggedLaunchTemplatesAndSecurityGroups"
+    actions = [
+      "ec2:AuthorizeSecurityGroupEgress", "ec2:CreateLaunchTemplateVersion", "ec2:DeleteLaunchTemplate",
+      "ec2:DeleteSecurityGroup", "ec2:RevokeSecurityGroupEgress",
+    ]
+    resources = [
+      "arn:aws:ec2:${var.region}:${var.account_id}:launch-template/*",
+      "arn:aws:ec2:${var.region}:${var.account_id}:security-group/*",
     ]
     condition {
       test     = "StringEquals"
@@ -164,11 +260,22 @@ data "aws_iam_policy_document" "deploy" {
   }
 
   statement {
-    sid = "StackKeys"
+    sid       = "CreateTaggedKeys"
+    actions   = ["kms:CreateKey", "kms:TagResource"]
+    resources = ["*"] # CreateKey authorises on "*" only; the request's tag is the scope
+    condition {
+      test     = "StringEquals"
+      variable = "aws:RequestTag/opsctl:stack"
+      values   = [var.name]
+    }
+  }
+
+  statement {
+    sid = "ManageTaggedKeys"
     actions = [
-      "kms:CreateKey", "kms:DescribeKey", "kms:EnableKeyRotation", "kms:GetKeyPolicy", "kms:GetKeyRotationStatus",
-      "kms:ListResourceTags", "kms:PutKeyPolicy", "kms:ScheduleKeyDeletion", "kms:TagResource", "kms:CreateGrant",
-      "kms:Decrypt", "kms:GenerateDataKey",
+      "kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:EnableKeyRotation", "kms:GenerateDataKey",
+      "kms:GetKeyPolicy", "kms:GetKeyRotationStatus", "kms:ListResourceTags", "kms:PutKeyPolicy",
+      "kms:ScheduleKeyDeletion",
     ]
     resources = ["arn:aws:kms:${var.region}:${var.account_id}:key/*"]
     condition {

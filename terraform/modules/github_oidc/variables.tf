@@ -33,3 +33,8 @@ variable "account_id" {
   description = "Account of the stack."
   type        = string
 }
+
+variable "permissions_boundary_arn" {
+  description = "The stack's permissions boundary: every role the deploy role creates or changes must carry it."
+  type        = string
+}

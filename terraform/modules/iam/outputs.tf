@@ -22,3 +22,8 @@ output "instance_profile_name" {
   description = "Name of the worker instances' instance profile."
   value       = aws_iam_instance_profile.instance.name
 }
+
+output "boundary_arn" {
+  description = "Permissions boundary every role of the stack carries (and the deploy role may only create roles with)."
+  value       = aws_iam_policy.boundary.arn
+}

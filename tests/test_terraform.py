@@ -1,0 +1,266 @@
+"""The whole stack, applied by real Terraform to a moto server over TLS, then used by opsctl.
+
+`opsctl infra apply` (python-terraform driving the real `terraform` binary, the AWS provider
+from the machine's filesystem mirror) creates the stack in moto; `opsctl launch --backend aws`
+on the outputs it wrote is refused because no image was pushed; `opsctl infra push` builds and
+pushes them (a stand-in `docker` records its arguments and, as the registry would, stores each
+pushed image's manifest in moto's ECR) and applies the stack with their tag; then the launch
+goes through, and `opsctl infra destroy` removes it all.
+
+moto serves HTTPS with a certificate of the test's own (AWS_CA_BUNDLE for boto3 and the
+provider), as AWS does. The emulator's gaps are handled where they show, never by editing the
+modules: what moto lacks or mishandles (the ECR registry scanning rule, the queues' job state
+time limits, default tags, which moto copies into launch template data) is left out with the
+stack's `emulator` variable; and moto evaluates the bucket's TLS-only deny (`aws:SecureTransport` =
+false) as matching even over HTTPS, so that one statement is removed from the emulator's copy
+of the policy, with a warning, after checking that it is the statement that denies.
+
+Skipped, saying why, where no `terraform` >= 1.10 or no mirror of the AWS provider is found.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import moto_env
+from tests.conftest import ROOT
+from tests.helpers import OPSCTL, one_line
+
+MIRROR_ROOTS = (
+    "/opt/tf-plugins",
+    "~/.terraform.d/plugins",
+    "/usr/local/share/terraform/plugins",
+    "/usr/share/terraform/plugins",
+)
+
+
+def provider_mirror() -> Path | None:
+    """A filesystem mirror holding hashicorp/aws (TF_PLUGIN_MIRROR, else the usual places)."""
+    for root in filter(None, (os.environ.get("TF_PLUGIN_MIRROR"), *MIRROR_ROOTS)):
+        base = Path(root).expanduser()
+        if list(base.glob("registry.terraform.io/hashicorp/aws/*/*/terraform-provider-aws*")):
+            return base
+    return None
+
+
+def terraform_ok() -> str | None:
+    """Why the test cannot run here, or None."""
+    binary = shutil.which("terraform")
+    if binary is None:
+        return "no terraform on PATH"
+    version = json.loads(subprocess.run([binary, "version", "-json"], capture_output=True, text=True).stdout)
+    major, minor = (int(x) for x in version["terraform_version"].split(".")[:2])
+    if (major, minor) < (1, 10):
+        return f"terraform {version['terraform_version']} is older than 1.10"
+    if provider_mirror() is None:
+        return f"no filesystem mirror of the AWS provider in {', '.join(MIRROR_ROOTS)} (or TF_PLUGIN_MIRROR)"
+    return None
+
+
+DOCKER = """#!{python}
+# A stand-in for docker: records its arguments; on `push`, stores the image in ECR as a push would.
+import json, os, sys
+args = sys.argv[1:]
+with open(os.environ["DOCKER_RECORD"], "a") as f:
+    f.write(json.dumps(args) + "\\n")
+if "--password-stdin" in args:
+    sys.stdin.read()
+if args[0] == "push":
+    import boto3
+    repository, tag = args[1].split("/", 1)[1].rsplit(":", 1)
+    manifest = {{"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json"}}
+    boto3.client("ecr").put_image(repositoryName=repository, imageTag=tag, imageManifest=json.dumps(manifest))
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    reason = terraform_ok()
+    if reason:
+        pytest.skip(reason)
+    work = tmp_path_factory.mktemp("stack")
+    cert, key = moto_env.certificate(work)
+    saved = os.environ.get("MOTO_IAM_LOAD_MANAGED_POLICIES")
+    os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"  # AWS managed policies exist, to attach
+    try:
+        proc, endpoint = moto_env.start_server((cert, key))
+    finally:
+        if saved is None:
+            os.environ.pop("MOTO_IAM_LOAD_MANAGED_POLICIES")
+    module = work / "terraform"
+    shutil.copytree(
+        ROOT / "terraform",
+        module,
+        ignore=shutil.ignore_patterns(".terraform*", "*.tfstate*", "*.auto.tfvars*"),
+    )
+    shutil.copytree(ROOT / "images", work / "images")
+    # The provider reads its endpoints from AWS_ENDPOINT_URL; path-style S3 requests, since a
+    # bucket name cannot be a host name under 127.0.0.1. A Terraform override file in this copy.
+    (module / "emulator_override.tf").write_text(
+        'provider "aws" {\n  s3_use_path_style       = true\n  skip_metadata_api_check = true\n}\n'
+    )
+    (work / "emulator.tfvars").write_text("emulator = true\n")
+    (work / "terraformrc").write_text(
+        f'provider_installation {{\n  filesystem_mirror {{\n    path = "{provider_mirror()}"\n  }}\n}}\n'
+    )
+    bin_dir = work / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(DOCKER.format(python=sys.executable))
+    (bin_dir / "docker").chmod(0o755)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "OPSCTL_", "TF_"))},
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_CA_BUNDLE": str(cert),
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "TF_CLI_CONFIG_FILE": str(work / "terraformrc"),
+        "TF_IN_AUTOMATION": "1",
+        "OPSCTL_HOME": str(work / "home"),
+        "DOCKER_RECORD": str(work / "docker.jsonl"),
+    }
+    request = urllib.request.Request(  # noqa: S310 - 127.0.0.1 only
+        f"{endpoint}/moto-api/config",
+        data=json.dumps({"batch": {"use_docker": False}}).encode(),
+        method="POST",
+    )
+    import ssl
+
+    with urllib.request.urlopen(request, context=ssl.create_default_context(cafile=str(cert)), timeout=10):  # noqa: S310
+        pass
+    try:
+        yield {"env": env, "work": work, "module": module, "infra": work / "infra.json", "endpoint": endpoint}
+    finally:
+        moto_env.stop_server(proc)
+
+
+def opsctl(stack: dict[str, Any], *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [OPSCTL, *args], env=stack["env"], capture_output=True, text=True, timeout=timeout, cwd=stack["work"]
+    )
+
+
+def infra(stack: dict[str, Any], verb: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return opsctl(
+        stack,
+        "infra",
+        verb,
+        "--dir",
+        str(stack["module"]),
+        "--var-file",
+        str(stack["work"] / "emulator.tfvars"),
+        *args,
+    )
+
+
+def boto(stack: dict[str, Any], service: str) -> Any:
+    import boto3
+
+    return boto3.client(
+        service,
+        endpoint_url=stack["endpoint"],
+        verify=stack["env"]["AWS_CA_BUNDLE"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",  # noqa: S106 - moto's fake key
+    )
+
+
+def test_real_terraform_applies_the_stack_and_opsctl_runs_on_it(
+    stack: dict[str, Any], tmp_path: Path
+) -> None:
+    applied = infra(stack, "apply", "--yes", "--infra", str(stack["infra"]))
+    assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-3000:]
+    assert "Apply complete!" in applied.stdout
+    outputs = {k: v["value"] for k, v in json.loads(stack["infra"].read_text()).items()}
+    assert outputs["cpu_image"].endswith("/opsctl/cpu:latest")
+
+    # A GPU family ECS_AL2023_NVIDIA cannot run is refused by the variable's validation.
+    bad = stack["work"] / "p3.tfvars"
+    bad.write_text('gpu_instance_types = ["p3"]\n')
+    planned = infra(stack, "plan", "--var-file", str(bad))
+    assert planned.returncode == 1 and "ECS_AL2023_NVIDIA supports" in planned.stdout + planned.stderr
+
+    spec = tmp_path / "hello.yaml"
+    spec.write_text(
+        "name: tf\nsteps:\n  - name: a\n    queue: cpu\n    array_size: 2\n    commands: [echo a, echo b]\n"
+    )
+    launch = ["launch", str(spec), "--backend", "aws", "--infra", str(stack["infra"])]
+    refused = one_line(opsctl(stack, *launch), 2)
+    assert refused.startswith(f"opsctl: {outputs['cpu_image']}: not in ECR") and "`make push`" in refused
+
+    pushed = infra(stack, "push", "--tag", "0123abcd4567", "--yes", "--infra", str(stack["infra"]))
+    assert pushed.returncode == 0, pushed.stdout[-3000:] + pushed.stderr[-3000:]
+    records = [json.loads(line) for line in Path(stack["env"]["DOCKER_RECORD"]).read_text().splitlines()]
+    assert [r[0] for r in records] == ["info", "login", "build", "push", "build", "push"]
+    outputs = {k: v["value"] for k, v in json.loads(stack["infra"].read_text()).items()}
+    assert outputs["cpu_image"].endswith("/opsctl/cpu:0123abcd4567"), "the stack runs the pushed tag now"
+    definition = boto(stack, "batch").describe_job_definitions(jobDefinitions=[outputs["cpu_job_definition"]])
+    assert definition["jobDefinitions"][0]["containerProperties"]["image"] == outputs["cpu_image"]
+
+    _allow_https_despite_motos_secure_transport_gap(stack, outputs["bucket"])
+    launched = opsctl(stack, *launch, "--json")
+    assert launched.returncode == 0, launched.stderr
+    run_id = json.loads(launched.stdout)["run_id"]
+    status = json.loads(opsctl(stack, "status", run_id, "--json").stdout)
+    assert [s["job_id"] is not None for s in status["steps"]] == [True]
+
+    _empty(stack, outputs)
+    destroyed = infra(stack, "destroy", "--yes")
+    assert destroyed.returncode == 0, destroyed.stdout[-3000:] + destroyed.stderr[-3000:]
+    assert "Destroy complete!" in destroyed.stdout
+    assert not boto(stack, "s3").list_buckets()["Buckets"]
+
+
+def _allow_https_despite_motos_secure_transport_gap(stack: dict[str, Any], bucket: str) -> None:
+    """moto evaluates `aws:SecureTransport` as false even over HTTPS, so the bucket's TLS-only
+    deny blocks every request. Where that happens, drop that one statement from moto's copy."""
+    from botocore.exceptions import ClientError
+
+    s3 = boto(stack, "s3")
+    try:
+        s3.put_object(Bucket=bucket, Key="runs/probe", Body=b"over https")
+    except ClientError as e:
+        if e.response["Error"]["Code"] not in ("AccessDenied", "403"):
+            raise
+    else:
+        return  # moto evaluates it as AWS does now: nothing to work around
+    policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+    tls = [s for s in policy["Statement"] if "aws:SecureTransport" in json.dumps(s.get("Condition", {}))]
+    assert len(tls) == 1 and tls[0]["Effect"] == "Deny", "only the TLS-only statement is dropped"
+    policy["Statement"] = [s for s in policy["Statement"] if s not in tls]
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    warnings.warn(
+        "moto denies HTTPS requests under the bucket's TLS-only statement (aws:SecureTransport); "
+        "the test dropped that statement from moto's copy of the policy",
+        stacklevel=2,
+    )
+
+
+def _empty(stack: dict[str, Any], outputs: dict[str, str]) -> None:
+    """What `opsctl infra destroy` asks of the user first: an empty bucket and repositories."""
+    s3 = boto(stack, "s3")
+    versions = s3.list_object_versions(Bucket=outputs["bucket"])
+    for entry in versions.get("Versions", []) + versions.get("DeleteMarkers", []):
+        s3.delete_object(Bucket=outputs["bucket"], Key=entry["Key"], VersionId=entry["VersionId"])
+    ecr = boto(stack, "ecr")
+    for name in ("cpu", "gpu"):
+        repository = outputs[f"{name}_image"].split("/", 1)[1].rsplit(":", 1)[0]
+        images = ecr.list_images(repositoryName=repository)["imageIds"]
+        if images:
+            ecr.batch_delete_image(repositoryName=repository, imageIds=images)
