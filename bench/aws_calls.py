@@ -74,7 +74,7 @@ def main() -> None:
 
         from opsctl.backends.aws import AwsBackend
         from opsctl.infra import load_outputs
-        from opsctl.storage import s3_client
+        from opsctl_contract.storage import s3_client
 
         outputs = {**moto_env.create_batch_env(endpoint), "bucket": "opsctl-bench"}
         boto3.client("s3").create_bucket(Bucket="opsctl-bench")

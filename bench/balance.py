@@ -5,7 +5,7 @@ lower bound max(total / 8, longest command).
 A step's makespan is its own elapsed time as `opsctl status` reports it, from its first child
 starting to its last one ending; the time from `opsctl launch` until the supervisor exits is
 printed beside it. Each draw is also scheduled on paper: dynamic split's claim order
-(worker.claims.claim_order) with eight slots and no overheads at all. That "ideal" is the floor
+(opsctl_contract.split.claim_order) with eight slots and no overheads at all. That "ideal" is the floor
 of this claim order on this draw, so measured / ideal is opsctl's own cost, and ideal / bound is
 the price of not knowing durations in advance: when one command is 15 % of the work and taken
 late, no schedule that cannot see durations ends near the bound.
@@ -30,7 +30,7 @@ from pathlib import Path
 from _localrun import launch_and_wait
 
 from opsctl.backends.local import LocalRun
-from worker.claims import claim_order
+from opsctl_contract.split import claim_order
 
 TARGET = 1.10
 SLOTS = 8

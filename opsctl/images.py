@@ -14,8 +14,8 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from opsctl.errors import BadInput, OpsctlError
 from opsctl.infra import InfraOutputs
+from opsctl_contract.errors import BadInput, OpsctlError
 
 IMAGES = ("cpu", "gpu")  # images/<name>/Dockerfile -> the <name>_image repository
 
@@ -48,7 +48,7 @@ def repository(image: str) -> str:
 
 def ecr_login(region: str) -> tuple[str, str]:
     """(registry URL, password) from ECR's GetAuthorizationToken; the user is always AWS."""
-    from opsctl.awsclient import aws_call, client
+    from opsctl_contract.awsclient import aws_call, client
 
     ecr = client("ecr", region)
     with aws_call("ECR", "an authorization token", region):

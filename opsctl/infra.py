@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from opsctl.errors import BadInput, OpsctlError, brief
-from opsctl.files import INFRA_LIMIT, read_text
+from opsctl_contract.errors import BadInput, OpsctlError, brief
+from opsctl_contract.files import INFRA_LIMIT, read_text
 
 DEFAULT_INFRA_FILE = Path(".opsctl/infra.json")
 REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")

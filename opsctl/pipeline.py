@@ -21,10 +21,11 @@ from typing import Any
 
 import yaml
 
-from opsctl.errors import SpecError, brief
-from opsctl.files import LIST_FILE_LIMIT, SPEC_LIMIT, Unreadable, read_text
-from worker.listfile import command_of, lines, problem
-from worker.split import slice_sizes
+from opsctl.errors import SpecError
+from opsctl_contract.errors import brief
+from opsctl_contract.files import LIST_FILE_LIMIT, SPEC_LIMIT, Unreadable, read_text
+from opsctl_contract.listfile import command_of, lines, problem
+from opsctl_contract.split import slice_sizes
 
 PIPELINE_NAME = re.compile(r"[a-z0-9-]{1,40}")
 STEP_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
@@ -76,6 +77,24 @@ class Step:
     gpus: int | None = None
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     line: int = 0  # where the step starts in the spec, for later messages
+
+    def record(self, list_uri: str) -> dict[str, Any]:
+        """The step as the run manifest keeps it: all a backend needs to run it, plain JSON."""
+        return {
+            "name": self.name,
+            "queue": self.queue.value,
+            "array_size": self.array_size,
+            "commands": len(self.commands),
+            "list_uri": list_uri,
+            "split": self.split.value,
+            "depends_on": [{"step": d.step, "n_to_n": d.n_to_n} for d in self.depends_on],
+            "retries": self.retries,
+            "timeout": self.timeout,
+            "vcpus": self.vcpus,
+            "memory": self.memory,
+            "gpus": self.gpus,
+            "env": dict(self.env),
+        }
 
 
 @dataclass(frozen=True)
@@ -474,7 +493,7 @@ class _Validator:
 
     def _one_command(self, command: str, line: int, what: str) -> str:
         # The list file the backends ship is one command a line, so a command must stay one line
-        # for every reader (worker/listfile.py).
+        # for every reader (opsctl_contract/listfile.py).
         stripped = command.strip(" \t")
         if not stripped:
             raise _At(line, f"{what} is empty")
@@ -622,12 +641,11 @@ def _check_submit_size(pipeline_name: str, step: Step) -> None:
     pipeline's own run id length. A big `env` is the usual cause; the command list goes to S3.
     """
     from opsctl.backends.batch import MAX_SUBMIT_BYTES, request_bytes, submit_request
-    from opsctl.runs import step_record
 
     run_id = f"{pipeline_name}-00000000-000000-0000"
     run_uri = f"s3://{'b' * 63}/runs/{run_id}"
     arn = "arn:aws-us-gov:batch:us-gov-west-1:000000000000:"
-    record = step_record(step, f"{run_uri}/lists/{step.name}.txt")
+    record = step.record(f"{run_uri}/lists/{step.name}.txt")
     request = submit_request(
         {"run_id": run_id, "pipeline": pipeline_name, "generation": 999_999},
         record,

@@ -1,4 +1,4 @@
-"""Run ids, where runs live on this machine, the run manifest and the worker environment.
+"""Run ids, where runs live on this machine, the run manifest, and the resume rule.
 
 The manifest is the pipeline as launched (steps in order, with everything a backend needs to
 run them), so a run can be watched, resumed or killed later without the original spec.
@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from opsctl.errors import BadInput, brief
 from opsctl.states import JobState
+from opsctl_contract.errors import BadInput, brief
 
 if TYPE_CHECKING:  # the supervisor and the worker import this module; the YAML parser is not theirs
-    from opsctl.pipeline import Pipeline, Step
+    from opsctl.pipeline import Pipeline
 
 
 # `<pipeline>-<YYYYmmdd-HHMMSS>-<4 hex>`, the pipeline name being 1..40 of [a-z0-9-].
@@ -59,63 +59,8 @@ def manifest(pipeline: Pipeline, run_id: str, backend: str, list_uris: dict[str,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "spec": str(pipeline.spec_path),
         "spec_text": pipeline.spec_path.read_text(encoding="utf-8"),  # the record outlives the file
-        "steps": [step_record(step, list_uris[step.name]) for step in pipeline.steps],
+        "steps": [step.record(list_uris[step.name]) for step in pipeline.steps],
     }
-
-
-def step_record(step: Step, list_uri: str) -> dict[str, Any]:
-    """A step as the manifest keeps it: everything a backend needs to run it, as plain JSON."""
-    return {
-        "name": step.name,
-        "queue": step.queue.value,
-        "array_size": step.array_size,
-        "commands": len(step.commands),
-        "list_uri": list_uri,
-        "split": step.split.value,
-        "depends_on": [{"step": d.step, "n_to_n": d.n_to_n} for d in step.depends_on],
-        "retries": step.retries,
-        "timeout": step.timeout,
-        "vcpus": step.vcpus,
-        "memory": step.memory,
-        "gpus": step.gpus,
-        "env": dict(step.env),
-    }
-
-
-def contract_environment(
-    step: dict[str, Any], run_id: str, run_uri: str, generation: int = 1
-) -> dict[str, str]:
-    """The worker contract (docs/worker.md) that opsctl sets for every child of a step.
-
-    `run_uri` is where the run lives (a directory or s3://…): commands keep their data under
-    OPSCTL_RUN_URI, and the markers live under its state/. AWS Batch adds
-    AWS_BATCH_JOB_ARRAY_INDEX and AWS_BATCH_JOB_ATTEMPT itself (and refuses overrides of
-    AWS_BATCH_* names); the local backend adds them in `local_environment`.
-    """
-    return {
-        **step["env"],
-        "ARRAY_SIZE": str(step["array_size"]),
-        "LIST_FILE_S3_PATH": step["list_uri"],
-        "OPSCTL_RUN_ID": run_id,
-        "OPSCTL_STEP": step["name"],
-        "OPSCTL_RUN_URI": run_uri,
-        "OPSCTL_STATE_URI": f"{run_uri}/state",
-        "OPSCTL_SPLIT": step["split"],
-        "OPSCTL_GENERATION": str(generation),
-    }
-
-
-def local_environment(
-    step: dict[str, Any], run_id: str, run_uri: str, index: int, attempt: int, generation: int = 1
-) -> dict[str, str]:
-    """The contract plus what AWS Batch would have set: the child's index and attempt."""
-    env = {
-        **contract_environment(step, run_id, run_uri, generation),
-        "AWS_BATCH_JOB_ATTEMPT": str(attempt),
-    }
-    if step["array_size"] > 1:  # Batch sets the index for array children only
-        env["AWS_BATCH_JOB_ARRAY_INDEX"] = str(index)
-    return env
 
 
 def plan_resume(

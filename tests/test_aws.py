@@ -32,13 +32,14 @@ from botocore.stub import Stubber
 
 from opsctl.backends.aws import AwsBackend
 from opsctl.backends.batch import RETRY_RULES, BatchAPI
-from opsctl.errors import BadInput, LaunchIncomplete, OpsctlError
+from opsctl.errors import LaunchIncomplete
 from opsctl.infra import load_outputs
-from opsctl.storage import s3_client
+from opsctl_contract.errors import BadInput, OpsctlError
+from opsctl_contract.markers import DONE, Markers
+from opsctl_contract.storage import s3_client
 from tests.batch_player import BatchPlayer
 from tests.helpers import WORKER, cli, one_line
 from tests.moto_env import write_infra
-from worker.markers import DONE, Markers
 
 FIXTURES = Path(__file__).parent / "fixtures" / "batch"
 
@@ -897,7 +898,7 @@ def test_a_missing_bucket_or_log_group_is_bad_input(
 def test_an_unknown_region_is_bad_input() -> None:
     from botocore.exceptions import EndpointConnectionError
 
-    from opsctl.awsclient import AwsUnavailable, translate
+    from opsctl_contract.awsclient import AwsUnavailable, translate
 
     error = EndpointConnectionError(endpoint_url="https://batch.xx-nowhere-9.amazonaws.com/v1/describejobs")
     assert isinstance(translate(error, "AWS Batch", "jobs", "xx-nowhere-9"), BadInput)

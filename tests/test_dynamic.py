@@ -9,7 +9,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from opsctl.storage import open_store
+from opsctl_contract.storage import open_store
 from tests.conftest import released_together
 from tests.test_worker import WORKER, appender, lines, markers, write_list
 
@@ -89,7 +89,7 @@ def test_claims_on_s3_under_8_concurrent_processes(bucket: str) -> None:
     place = f"s3://{bucket}/run"
     code = (
         "import json, sys\n"
-        "from opsctl.storage import open_store\n"
+        "from opsctl_contract.storage import open_store\n"
         "from worker.claims import Claims\n"
         "from worker.env import WorkerEnv\n"
         "env = WorkerEnv(int(sys.argv[1]), 8, 'x', 1, 'r', 'step', sys.argv[2], 'dynamic')\n"

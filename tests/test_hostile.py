@@ -25,9 +25,9 @@ from hypothesis import strategies as st
 from opsctl import pipeline
 from opsctl.backends.local import processes
 from opsctl.errors import SpecError
+from opsctl_contract.listfile import AMBIGUOUS, MAX_COMMAND_BYTES, parse_commands, render_commands
 from tests.conftest import released_together
 from tests.helpers import OPSCTL, WORKER, cli, one_line
-from worker.listfile import AMBIGUOUS, MAX_COMMAND_BYTES, parse_commands, render_commands
 
 LIMIT = 20  # seconds any single command here may take
 

@@ -522,8 +522,8 @@ def test_push_without_docker_or_engine_is_one_line(docker: dict[str, Any]) -> No
 
 
 def test_the_default_tag_is_the_commit_of_a_clean_tree(tmp_path: Path) -> None:
-    from opsctl.errors import BadInput
     from opsctl.images import commit_tag
+    from opsctl_contract.errors import BadInput
 
     git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "init", "-q"], check=True)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.split import contiguous_slice, slice_sizes
+from opsctl_contract.split import contiguous_slice, slice_sizes
 
 totals = st.integers(min_value=0, max_value=100_000)
 sizes = st.integers(min_value=1, max_value=10_000)

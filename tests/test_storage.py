@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from opsctl.errors import BadInput
-from opsctl.storage import LocalStore, NotFound, S3Store, Store, open_store, read_uri
+from opsctl_contract.errors import BadInput
+from opsctl_contract.storage import LocalStore, NotFound, S3Store, Store, open_store, read_uri
 from tests.conftest import released_together
 
 
@@ -77,7 +77,7 @@ def _race(uri: str, keys: int, contenders: int) -> list[list[int]]:
     """Processes that all try to create the same keys, released together once all are ready."""
     code = (
         "import json, random, sys\n"
-        "from opsctl.storage import open_store\n"
+        "from opsctl_contract.storage import open_store\n"
         "uri, keys, me = sys.argv[1], int(sys.argv[2]), sys.argv[3]\n"
         "store = open_store(uri)\n"
         "store.exists('warm-up')  # connect (and import boto3) before the race\n"

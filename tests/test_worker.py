@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from opsctl.storage import open_store
+from opsctl_contract.storage import open_store
 
 WORKER = str(Path(sys.executable).parent / "opsctl-worker")
 

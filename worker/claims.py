@@ -15,26 +15,13 @@ Only those commands run twice, and each re-run leaves a `rerun/<k>` marker that 
 
 from __future__ import annotations
 
-import itertools
 import json
 import socket
 from collections.abc import Iterator
 
-from opsctl.storage import NotFound, Store
+from opsctl_contract.split import claim_order
+from opsctl_contract.storage import NotFound, Store
 from worker.env import WorkerEnv
-
-
-def claim_order(index: int, size: int, total: int) -> Iterator[int]:
-    """The order in which child `index` of `size` tries to claim commands 0..total-1.
-
-    First its own stride, i, i+n, i+2n…: children advancing together never collide, and the
-    list is consumed front to back as from one shared queue. Then whatever is left, in list
-    order. (Starting at the child's share, total*i//n, leaves each child a long stretch whose
-    tail others must steal; trying i, i+1, … makes every child race every other for each next
-    command. bench/balance.py simulates this order without overheads.)
-    """
-    own = range(index, total, size)
-    return itertools.chain(own, (k for k in range(total) if k % size != index))
 
 
 class Claims:

@@ -14,15 +14,15 @@ from collections.abc import Iterable
 
 import structlog
 
-from opsctl import logging as opsctl_logging
-from opsctl.errors import BadInput, OpsctlError
-from opsctl.storage import NotFound, open_store, read_uri
+from opsctl_contract import logging as opsctl_logging
+from opsctl_contract.errors import BadInput, OpsctlError
+from opsctl_contract.listfile import parse_commands
+from opsctl_contract.markers import DONE, Markers
+from opsctl_contract.split import contiguous_slice
+from opsctl_contract.storage import NotFound, open_store, read_uri
 from worker.claims import Claims
 from worker.env import WorkerEnv
-from worker.listfile import parse_commands
-from worker.markers import DONE, Markers
 from worker.runner import Terminated, raise_terminated, run_commands
-from worker.split import contiguous_slice
 
 
 def run(fail_fast: bool, preflight_gpu: bool = False) -> int:

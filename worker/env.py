@@ -10,12 +10,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from opsctl.errors import BadInput
+from opsctl_contract import environment as names
+from opsctl_contract.environment import INDEX_VARS, SIZE_VARS
+from opsctl_contract.errors import BadInput
 
-# Index sources in order of preference: AWS Batch, then Slurm and Kubernetes indexed jobs, so
-# the same image also runs under those schedulers.
-INDEX_VARS = ("AWS_BATCH_JOB_ARRAY_INDEX", "SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX")
-SIZE_VARS = ("ARRAY_SIZE", "SLURM_ARRAY_TASK_COUNT")
 SPLITS = ("contiguous", "dynamic")
 MAX_ARRAY_SIZE = 10_000
 STEP_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -38,22 +36,22 @@ class WorkerEnv:
         """Read and check the contract; any bad value is `BadInput` (worker exit code 2)."""
         size = _int(environ, SIZE_VARS, default=1, low=1, high=MAX_ARRAY_SIZE)
         index = _int(environ, INDEX_VARS, default=0, low=0, high=size - 1, hint=f" (array size {size})")
-        attempt = _int(environ, ("AWS_BATCH_JOB_ATTEMPT",), default=1, low=1, high=None)
-        generation = _int(environ, ("OPSCTL_GENERATION",), default=1, low=1, high=None)
-        split = environ.get("OPSCTL_SPLIT", "contiguous")
+        attempt = _int(environ, (names.ATTEMPT,), default=1, low=1, high=None)
+        generation = _int(environ, (names.GENERATION,), default=1, low=1, high=None)
+        split = environ.get(names.SPLIT, "contiguous")
         if split not in SPLITS:
-            raise BadInput(f"environment: OPSCTL_SPLIT={split!r} is not one of {' | '.join(SPLITS)}")
-        step = _required(environ, "OPSCTL_STEP")
+            raise BadInput(f"environment: {names.SPLIT}={split!r} is not one of {' | '.join(SPLITS)}")
+        step = _required(environ, names.STEP)
         if not STEP_NAME.fullmatch(step):
-            raise BadInput(f"environment: OPSCTL_STEP={step!r} must be 1..128 of A-Z a-z 0-9 _ -")
+            raise BadInput(f"environment: {names.STEP}={step!r} must be 1..128 of A-Z a-z 0-9 _ -")
         return cls(
             index=index,
             array_size=size,
-            list_uri=_required(environ, "LIST_FILE_S3_PATH"),
+            list_uri=_required(environ, names.LIST_FILE),
             attempt=attempt,
-            run_id=environ.get("OPSCTL_RUN_ID", ""),
+            run_id=environ.get(names.RUN_ID, ""),
             step=step,
-            state_uri=_required(environ, "OPSCTL_STATE_URI"),
+            state_uri=_required(environ, names.STATE_URI),
             split=split,
             generation=generation,
         )

@@ -20,8 +20,9 @@ from typing import BinaryIO
 
 import structlog
 
+from opsctl_contract.environment import COMMAND_INDEX
+from opsctl_contract.markers import DONE, FAILED, Markers
 from worker.env import WorkerEnv
-from worker.markers import DONE, FAILED, Markers
 
 STDERR_TAIL_BYTES = 4096
 
@@ -83,7 +84,7 @@ def run_commands(
             log.info("command", index=k, outcome="skipped", reason="done marker present")
             continue
         started = clock()
-        os.environ["OPSCTL_COMMAND_INDEX"] = str(k)
+        os.environ[COMMAND_INDEX] = str(k)
         exit_code, tail = _run_one(commands[k], out)
         seconds = round(clock() - started, 3)
         record = {

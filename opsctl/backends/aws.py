@@ -10,7 +10,7 @@ Batch keeps a job about 7 days after it ends; the manifest is the long-term reco
 final state, counts and times are written to it when a poll first sees the step ended, and a
 run whose jobs Batch no longer knows is read from there and from its markers.
 
-AWS calls go through `batch.BatchAPI` (Batch, CloudWatch Logs) and `opsctl.storage` (S3).
+AWS calls go through `batch.BatchAPI` (Batch, CloudWatch Logs) and `opsctl_contract.storage` (S3).
 """
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ from typing import Any
 
 from opsctl import pipeline as spec
 from opsctl.backends.batch import STARTED, BatchAPI, job_state, submit_request
-from opsctl.errors import BadInput, LaunchIncomplete, OpsctlError
+from opsctl.errors import LaunchIncomplete
 from opsctl.infra import InfraOutputs
 from opsctl.runs import check_run_id, manifest, new_run_id, plan_resume
 from opsctl.states import TERMINAL, JobState, settle
-from opsctl.storage import NotFound, S3Store
-from worker.listfile import render_commands
-from worker.markers import Markers
+from opsctl_contract.errors import BadInput, OpsctlError
+from opsctl_contract.listfile import render_commands
+from opsctl_contract.markers import Markers
+from opsctl_contract.storage import NotFound, S3Store
 
 KILLED = "killed by user"
 STUCK_AFTER = 15 * 60.0  # seconds RUNNABLE before status warns

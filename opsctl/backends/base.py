@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from opsctl.backends import BackendName
-from opsctl.errors import BadInput
 from opsctl.runs import check_run_id, opsctl_home
+from opsctl_contract.errors import BadInput
 
 
 class Backend(Protocol):

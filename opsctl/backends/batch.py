@@ -12,10 +12,10 @@ import json
 import re
 from typing import Any
 
-from opsctl.awsclient import aws_call, client
-from opsctl.errors import BadInput
-from opsctl.runs import contract_environment
 from opsctl.states import TERMINAL, JobState
+from opsctl_contract.awsclient import aws_call, client
+from opsctl_contract.environment import contract_environment
+from opsctl_contract.errors import BadInput
 
 DESCRIBE_CHUNK = 100  # DescribeJobs takes at most 100 job ids
 # "Maximum job payload size (for SubmitJob API operations): 30 KiB" (user guide, "AWS Batch

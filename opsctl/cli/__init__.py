@@ -11,10 +11,10 @@ import sys
 import typer
 
 from opsctl import __version__
-from opsctl.awsclient import AwsUnavailable
 from opsctl.cli import infra, runs
 from opsctl.cli.validate import validate
-from opsctl.errors import OpsctlError
+from opsctl_contract.awsclient import AwsUnavailable
+from opsctl_contract.errors import OpsctlError
 
 app = typer.Typer(
     name="opsctl",

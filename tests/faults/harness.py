@@ -146,7 +146,7 @@ def run_batch_round(
     (`opsctl kill`), then `opsctl resume` submits the step again, in its next generation.
     Checked as in `run_round`; `status_reexecuted` is what `opsctl status` reports.
     """
-    from opsctl.storage import open_store
+    from opsctl_contract.storage import open_store
 
     rng, out, lines = _workload(work, seed, commands)
     spec = _spec(work, split, lines)

@@ -1,4 +1,4 @@
-"""Where the pipeline's arrays live (under OPSCTL_RUN_URI, through opsctl.storage) and its settings.
+"""Where the pipeline's arrays live (under OPSCTL_RUN_URI, through opsctl_contract.storage) and its settings.
 
 Settings come from the environment (the pipeline file sets them); the true centre-of-rotation
 offset is read by `acquire` only, and the later steps learn the geometry from scan.json.
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from opsctl.storage import Store, open_store
+from opsctl_contract.storage import Store, open_store
 
 
 def store() -> Store:

@@ -24,11 +24,11 @@ from typing import Any
 from opsctl.backends.local.processes import STOP_GRACE, pid_alive, runs_for, signal_group, terminate_run
 from opsctl.backends.local.state import BrokenRun, LocalRun, create_run, mark_killed, open_log, runs_dir
 from opsctl.backends.local.supervisor import DEPENDENCY_FAILED, LOCK_FD
-from opsctl.errors import BadInput, OpsctlError
 from opsctl.runs import check_run_id, plan_resume
 from opsctl.states import TERMINAL, JobState, settle
-from opsctl.storage import LocalStore
-from worker.markers import Markers
+from opsctl_contract.errors import BadInput, OpsctlError
+from opsctl_contract.markers import Markers
+from opsctl_contract.storage import LocalStore
 
 
 def launch(spec_path: Path, max_parallel: int | None = None) -> str:

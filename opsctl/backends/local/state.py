@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from opsctl.errors import BadInput, OpsctlError
 from opsctl.runs import check_run_id, manifest, new_run_id, opsctl_home
 from opsctl.states import JobState
-from opsctl.storage import private_dirs
-from worker.listfile import render_commands
+from opsctl_contract.errors import BadInput, OpsctlError
+from opsctl_contract.listfile import render_commands
+from opsctl_contract.storage import private_dirs
 
 if TYPE_CHECKING:  # the supervisor process starts without the YAML parser: it reads the manifest
     from opsctl import pipeline as spec

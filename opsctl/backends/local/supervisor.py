@@ -23,11 +23,11 @@ from typing import IO, Any
 
 from opsctl.backends.local.processes import STOP_GRACE, signal_group, terminate
 from opsctl.backends.local.state import LocalRun, mark_killed, open_log
-from opsctl.errors import OpsctlError
-from opsctl.runs import local_environment
 from opsctl.states import TERMINAL, JobState, settle
-from opsctl.storage import LocalStore
-from worker.markers import DONE, Markers
+from opsctl_contract.environment import local_environment
+from opsctl_contract.errors import OpsctlError
+from opsctl_contract.markers import DONE, Markers
+from opsctl_contract.storage import LocalStore
 
 DEPENDENCY_FAILED = "dependency failed"
 LOCK_FD = "OPSCTL_LOCK_FD"  # the inherited descriptor that holds the run's lock

@@ -20,7 +20,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from opsctl.errors import BadInput, OpsctlError
+from opsctl_contract.errors import BadInput, OpsctlError
 
 # Error codes that mean "these credentials may not do this", across S3, Batch, Logs and STS.
 DENIED = frozenset(

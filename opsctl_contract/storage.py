@@ -16,8 +16,8 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from opsctl.errors import BadInput, OpsctlError
-from opsctl.files import LIST_FILE_LIMIT, Unreadable, read_file
+from opsctl_contract.errors import BadInput, OpsctlError
+from opsctl_contract.files import LIST_FILE_LIMIT, Unreadable, read_file
 
 if TYPE_CHECKING:  # boto3 is imported lazily: `opsctl --help` and local runs never load it
     from collections.abc import Iterator
@@ -229,7 +229,7 @@ class _Conflict(Exception):
 @functools.cache
 def s3_client() -> Any:
     """One S3 client per process; honours AWS_ENDPOINT_URL (how tests reach moto)."""
-    from opsctl.awsclient import client
+    from opsctl_contract.awsclient import client
 
     return client("s3")
 
@@ -250,7 +250,7 @@ class S3Store:
         """S3's answers as our errors: a missing key is `NotFound`, the rest as `aws_call` says."""
         from botocore.exceptions import ClientError
 
-        from opsctl.awsclient import aws_call, error_code
+        from opsctl_contract.awsclient import aws_call, error_code
 
         where = f"s3://{self.bucket}/{self._key(key)}"
         with aws_call("S3", where):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from opsctl.storage import Store
+from opsctl_contract.storage import Store
 
 DONE = "done"
 FAILED = "failed"

@@ -13,7 +13,7 @@ import os
 import stat
 from pathlib import Path
 
-from opsctl.errors import BadInput
+from opsctl_contract.errors import BadInput
 
 MiB = 1024 * 1024
 SPEC_LIMIT = 8 * MiB
