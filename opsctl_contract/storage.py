@@ -13,6 +13,8 @@ import functools
 import os
 import time
 import uuid
+from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -24,6 +26,18 @@ if TYPE_CHECKING:  # boto3 is imported lazily: `opsctl --help` and local runs ne
 
 # The largest object read whole: a list file of 10^6 commands (markers and manifests are small).
 MAX_OBJECT = LIST_FILE_LIMIT
+
+# Requests this process made, by S3's price classes: "put" (PUT, COPY, POST, LIST: $0.005 per
+# 1,000 in S3 Standard), "get" (GET, HEAD and the rest: $0.0004 per 1,000), "delete" (free). A
+# local store counts the same operations, so both backends report a run's requests alike.
+REQUESTS: Counter[str] = Counter()
+PRICE_PER_1000 = {"put": 0.005, "get": 0.0004, "delete": 0.0}
+_S3_CLASS = {"PutObject": "put", "ListObjectsV2": "put", "CopyObject": "put", "DeleteObject": "delete"}
+
+
+def request_cost(counts: Mapping[str, int]) -> float:
+    """Dollars at S3 Standard's published request prices (us-east-1)."""
+    return sum(counts.get(kind, 0) * price / 1000 for kind, price in PRICE_PER_1000.items())
 
 
 class NotFound(OpsctlError):
@@ -51,6 +65,10 @@ class Store(Protocol):
 
     def list(self, folder: str = "") -> list[str]:
         """Keys under `folder/` (recursively), relative to the store, sorted."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove the object; absent already is fine."""
         ...
 
     def create(self, key: str, data: bytes) -> bool:
@@ -101,6 +119,7 @@ class LocalStore:
         return self.root / key
 
     def read(self, key: str) -> bytes:
+        REQUESTS["get"] += 1
         path = self._path(key)
         if not path.is_file():  # follows links; FIFOs, devices and folders are not objects
             if path.exists():
@@ -114,9 +133,15 @@ class LocalStore:
             raise BadInput(str(e)) from None
 
     def exists(self, key: str) -> bool:
+        REQUESTS["get"] += 1
         return self._path(key).is_file()
 
+    def delete(self, key: str) -> None:
+        REQUESTS["delete"] += 1
+        _unlink(os.path.join(self.root, key))
+
     def write(self, key: str, data: bytes) -> None:
+        REQUESTS["put"] += 1
         path = os.path.join(self.root, key)
         with _writing(path):
             tmp = self._stage(path, data)
@@ -129,6 +154,7 @@ class LocalStore:
     def create(self, key: str, data: bytes) -> bool:
         # link(2) fails with EEXIST exactly like open(O_CREAT | O_EXCL), and the object appears
         # with its full content: nobody can read a claim or marker half written.
+        REQUESTS["put"] += 1
         path = os.path.join(self.root, key)
         with _writing(path):
             tmp = self._stage(path, data)
@@ -143,6 +169,7 @@ class LocalStore:
     def list(self, folder: str = "") -> list[str]:
         # os.scandir on plain strings: status polls list 10,000s of markers, and pathlib
         # objects per entry cost ten times as much.
+        REQUESTS["put"] += 1  # a LIST, in S3's terms
         keys: list[str] = []
         pending = [folder.strip("/")] if folder.strip("/") else [""]
         while pending:
@@ -231,7 +258,13 @@ def s3_client() -> Any:
     """One S3 client per process; honours AWS_ENDPOINT_URL (how tests reach moto)."""
     from opsctl_contract.awsclient import client
 
-    return client("s3")
+    s3 = client("s3")
+
+    def count(model: Any, **_: Any) -> None:
+        REQUESTS[_S3_CLASS.get(model.name, "get")] += 1
+
+    s3.meta.events.register("before-call.s3", count)
+    return s3
 
 
 class S3Store:
@@ -290,6 +323,10 @@ class S3Store:
         with self._errors(key):
             s3_client().put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
+    def delete(self, key: str) -> None:
+        with self._errors(key):
+            s3_client().delete_object(Bucket=self.bucket, Key=self._key(key))
+
     def create(self, key: str, data: bytes) -> bool:
         return self.create_tagged(key, data) is not None
 
@@ -327,6 +364,22 @@ class S3Store:
                 # the documented remedy is to retry, which then settles the race with a 412.
                 time.sleep(0.05 * 2**attempt)
         raise OpsctlError(f"s3://{self.bucket}/{self._key(key)}: conditional write kept conflicting")
+
+    def folders(self, folder: str = "") -> list[str]:
+        """The names of the folders directly under `folder`: a delimiter listing, a request per
+        1,000 folders, whatever they hold."""
+        prefix = self._key(folder)
+        prefix = f"{prefix}/" if prefix else ""
+        names: list[str] = []
+        with self._errors(folder):
+            pages = (
+                s3_client()
+                .get_paginator("list_objects_v2")
+                .paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/")
+            )
+            for page in pages:
+                names.extend(p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", []))
+        return sorted(names)
 
     def list(self, folder: str = "") -> list[str]:
         prefix = self._key(folder)

@@ -318,11 +318,14 @@ def test_launch_and_poll_call_counts_on_a_finished_run(backend: AwsBackend, tmp_
     with Calls(backend.api.batch, s3_client()) as first_poll:
         status = backend.status(run_id)
     assert status["state"] == "SUCCEEDED"
-    # The manifest read, 3 + 1 + 1 + 1 LIST pages, and the final states written once.
-    assert first_poll == Counter({"GetObject": 1, "DescribeJobs": 1, "ListObjectsV2": 6, "PutObject": 1})
+    # The first poll to see the steps ended counts them exactly, once: per step its ledgers,
+    # done (a page per 1,000: 3 for `pre`), failed and rerun markers; then records them.
+    assert first_poll == Counter(
+        {"GetObject": 1, "DescribeJobs": 1, "ListObjectsV2": 6 + 4 + 4 + 4, "PutObject": 1}
+    )
     with Calls(backend.api.batch, s3_client()) as poll_calls:
         backend.status(run_id)
-    assert poll_calls == Counter({"DescribeJobs": 1, "ListObjectsV2": 6}), "a steady poll"
+    assert poll_calls == Counter({"DescribeJobs": 1}), "a steady poll of an ended run lists nothing"
     assert backend.read_manifest(run_id)["state"] == "SUCCEEDED"
 
 
@@ -908,3 +911,41 @@ def test_an_unknown_region_is_bad_input() -> None:
 def test_launch_incomplete_keeps_the_cause_exit_code() -> None:
     assert LaunchIncomplete("r", [], BadInput("x")).exit_code == 2
     assert LaunchIncomplete("r", ["a"], OpsctlError("x")).exit_code == 1
+
+
+def test_a_poll_of_a_running_step_lists_its_ledgers_not_its_markers(infra_file: Path) -> None:
+    """100 children, 2,500 commands done: one LIST of the ledgers, however many are done."""
+    from opsctl_contract.markers import Ledger
+
+    run_id = "tomo-20261128-120000-abcd"
+    running = fixture("array_running")["jobs"][0]
+    backend, api = stubbed(
+        infra_file,
+        run_id,
+        [a_step("process", array_size=100, commands=10_000)],
+        {"process": running["jobId"]},
+    )
+    store = backend.state_store(run_id)
+    markers = Markers(store, "process")
+    for child in range(100):
+        ledger = Ledger(store, "process", child, 1, 1)
+        for k in range(child * 25, child * 25 + 25):
+            markers.mark(DONE, k, {"index": k})
+            ledger.note(DONE)
+        ledger.save()
+    with Stubber(api.batch) as stub, Calls(s3_client()) as calls:
+        stub.add_response("describe_jobs", {"jobs": [running]}, {"jobs": [running["jobId"]]})
+        [step] = backend.status(run_id, stuck_after=10**12)["steps"]
+    assert calls == Counter({"GetObject": 1, "ListObjectsV2": 1}), "the manifest, then one ledger listing"
+    assert step["commands"] == {"total": 10_000, "done": 2500, "failed": 0, "reexecuted": 0}
+
+
+def test_list_reads_only_the_manifests(backend: AwsBackend, spec: Path) -> None:
+    first, second = backend.launch(spec), backend.launch(spec)
+    markers = Markers(backend.state_store(first), "pre")
+    for k in range(1500):  # what a run leaves: many objects besides its manifest
+        markers.mark(DONE, k, {"index": k})
+    with Calls(s3_client()) as calls:
+        rows = backend.list_runs()
+    assert {r["run_id"] for r in rows} >= {first, second}
+    assert calls["ListObjectsV2"] == 1 and calls["GetObject"] == len(rows)

@@ -424,3 +424,61 @@ def test_kill_never_signals_a_process_that_only_shares_a_recorded_pid(home: Path
     finally:
         bystander.kill()
         bystander.wait()
+
+
+class Looked(dict):  # type: ignore[type-arg]
+    """A dict that counts how many of its entries are looked at."""
+
+    looked = 0
+
+    def __getitem__(self, key: object) -> object:
+        self.looked += 1
+        return super().__getitem__(key)
+
+
+def test_a_tick_costs_what_changed_not_the_number_of_children(home: Path) -> None:
+    """A 10,000-child step with one child running: an idle tick writes nothing and reads no row."""
+    started = home / "started"
+    spec = write_spec(
+        home,
+        "name: wide\nsteps:\n  - name: s\n    queue: cpu\n    array_size: 10000\n"
+        f"    commands: {{template: 'touch {started}; sleep 30 # {{i}}', range: 10000}}\n",
+    )
+    run = local.create_run(pipeline.load(spec), max_parallel=1)
+    supervisor = local.Supervisor(run)
+    statements: list[str] = []
+    supervisor.conn.set_trace_callback(statements.append)
+    try:
+        with supervisor.conn as conn:
+            supervisor._tick(conn)  # the first tick releases 10,000 children and starts one
+        assert len(supervisor.running) == 1
+        statements.clear()
+        supervisor.children = Looked(supervisor.children)
+        for _ in range(50):
+            with supervisor.conn as conn:
+                assert supervisor._tick(conn) is None
+        assert [s for s in statements if not s.startswith(("BEGIN", "COMMIT"))] == []
+        assert supervisor.children.looked < 50 * 5, "a few children looked at per tick, not 10,000"
+    finally:
+        for child in supervisor.running.values():
+            os.killpg(child.proc.pid, signal.SIGKILL)
+            child.proc.wait()
+        supervisor.conn.close()
+
+
+def test_status_reads_ledgers_and_counts_not_markers(home: Path) -> None:
+    """Polling a run lists each step's ledgers (a file per child attempt), never its markers."""
+    from opsctl_contract.storage import REQUESTS
+
+    spec = write_spec(
+        home,
+        "name: many\nsteps:\n  - name: s\n    queue: cpu\n    array_size: 4\n"
+        "    commands: {template: 'true {i}', range: 3000}\n",
+    )
+    code, doc, _ = watch(launch(spec, "--max-parallel", "2"))
+    assert code == 0 and doc["steps"][0]["commands"]["done"] == 3000  # type: ignore[index]
+    before = REQUESTS["put"]
+    again = local.status(str(doc["run_id"]))
+    assert REQUESTS["put"] - before == 1, "one listing: the step's ledgers, for its requests"
+    assert again["steps"][0]["commands"]["done"] == 3000
+    assert again["requests"]["put"] >= 3000, "every done marker was a write"

@@ -19,15 +19,17 @@ import json
 import socket
 from collections.abc import Iterator
 
+from opsctl_contract.markers import RERUN, Ledger
 from opsctl_contract.split import claim_order
 from opsctl_contract.storage import NotFound, Store
 from worker.env import WorkerEnv
 
 
 class Claims:
-    def __init__(self, store: Store, env: WorkerEnv) -> None:
+    def __init__(self, store: Store, env: WorkerEnv, ledger: Ledger | None = None) -> None:
         self.store = store
         self.env = env
+        self.ledger = ledger
         self.folder = f"{env.step}/claims/{env.generation}"
         self.record = json.dumps(
             {
@@ -74,6 +76,8 @@ class Claims:
 
     def mark_rerun(self, k: int) -> None:
         self.store.write(f"{self.env.step}/rerun/{k}", self.record)
+        if self.ledger:
+            self.ledger.note(RERUN)
 
     def commands(self, total: int, done: set[int]) -> Iterator[int]:
         """The command indices this child runs, each claimed (or re-claimed) before it is yielded."""

@@ -7,6 +7,7 @@ only two sub-commands; it starts faster without rich and click.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -17,9 +18,9 @@ import structlog
 from opsctl_contract import logging as opsctl_logging
 from opsctl_contract.errors import BadInput, OpsctlError
 from opsctl_contract.listfile import parse_commands
-from opsctl_contract.markers import DONE, Markers
+from opsctl_contract.markers import DONE, Ledger, Markers
 from opsctl_contract.split import contiguous_slice
-from opsctl_contract.storage import NotFound, open_store, read_uri
+from opsctl_contract.storage import NotFound, Store, open_store, read_uri
 from worker.claims import Claims
 from worker.env import WorkerEnv
 from worker.runner import Terminated, raise_terminated, run_commands
@@ -45,8 +46,19 @@ def run(fail_fast: bool, preflight_gpu: bool = False) -> int:
     commands = parse_commands(text)
     store = open_store(env.state_uri)
     markers = Markers(store, env.step)
+    ledger = Ledger(store, env.step, env.index, env.generation, env.attempt)
+    try:
+        return _run(env, commands, store, markers, ledger, fail_fast)
+    finally:
+        with contextlib.suppress(OpsctlError):  # a full disk: the markers are the record
+            ledger.save()
+
+
+def _run(
+    env: WorkerEnv, commands: list[str], store: Store, markers: Markers, ledger: Ledger, fail_fast: bool
+) -> int:
     if env.split == "dynamic":
-        mine: Iterable[int] = Claims(store, env).commands(len(commands), markers.indices(DONE))
+        mine: Iterable[int] = Claims(store, env, ledger).commands(len(commands), markers.indices(DONE))
         first, stop = 0, len(commands)
     else:
         mine = contiguous_slice(len(commands), env.index, env.array_size)
@@ -57,7 +69,7 @@ def run(fail_fast: bool, preflight_gpu: bool = False) -> int:
     )
     log = structlog.get_logger()
     log.info("slice", split=env.split, first=first, stop=stop, total=len(commands))
-    summary = run_commands(env, commands, mine, markers, fail_fast=fail_fast)
+    summary = run_commands(env, commands, mine, markers, fail_fast=fail_fast, ledger=ledger)
     log.info("finished", ran=summary.ran, failed=summary.failed, skipped=summary.skipped)
     return summary.exit_code
 

@@ -21,7 +21,8 @@ from typing import BinaryIO
 import structlog
 
 from opsctl_contract.environment import COMMAND_INDEX
-from opsctl_contract.markers import DONE, FAILED, Markers
+from opsctl_contract.markers import DONE, FAILED, Ledger, Markers
+from opsctl_contract.storage import REQUESTS
 from worker.env import WorkerEnv
 
 STDERR_TAIL_BYTES = 4096
@@ -66,6 +67,7 @@ def run_commands(
     fail_fast: bool = False,
     stderr: BinaryIO | None = None,
     clock: Callable[[], float] = time.monotonic,
+    ledger: Ledger | None = None,
 ) -> Summary:
     """Run `commands[k]` for each k in `indices` that is not already done.
 
@@ -83,6 +85,9 @@ def run_commands(
             skipped += 1
             log.info("command", index=k, outcome="skipped", reason="done marker present")
             continue
+        if not ran and not failed:
+            # What this attempt cost before its first command (bench/scale.py reads it).
+            log.info("first command", index=k, requests=dict(REQUESTS))
         started = clock()
         os.environ[COMMAND_INDEX] = str(k)
         exit_code, tail = _run_one(commands[k], out)
@@ -99,10 +104,14 @@ def run_commands(
         ran += 1
         if exit_code == 0:
             markers.mark(DONE, k, record)
+            if ledger:
+                ledger.note(DONE)
             log.info("command", index=k, outcome="done", exit_code=0, seconds=seconds)
             continue
         failed += 1
         markers.mark(FAILED, k, {**record, "stderr_tail": tail})
+        if ledger:
+            ledger.note(FAILED)
         log.warning("command", index=k, outcome="failed", exit_code=exit_code, seconds=seconds)
         if fail_fast:
             break

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -31,8 +32,8 @@ from opsctl.runs import check_run_id, manifest, new_run_id, plan_resume
 from opsctl.states import TERMINAL, JobState, settle
 from opsctl_contract.errors import BadInput, OpsctlError
 from opsctl_contract.listfile import render_commands
-from opsctl_contract.markers import Markers
-from opsctl_contract.storage import NotFound, S3Store
+from opsctl_contract.markers import step_figures
+from opsctl_contract.storage import REQUESTS, NotFound, S3Store, request_cost
 
 KILLED = "killed by user"
 STUCK_AFTER = 15 * 60.0  # seconds RUNNABLE before status warns
@@ -143,12 +144,16 @@ class AwsBackend:
             )
         run_id = new_run_id(pipe.name)
         store = self.store(run_id)
+        before = Counter(REQUESTS)
         list_uris = {}
         for step in pipe.steps:
             store.write(f"lists/{step.name}.txt", render_commands(step.commands).encode())
             list_uris[step.name] = f"{store.uri}/lists/{step.name}.txt"
         doc = manifest(pipe, run_id, "aws", list_uris)
         doc.update(infra={"bucket": self.infra.bucket, "region": self.infra.region}, jobs={}, generation=1)
+        # The list files and this manifest, and (counted ahead) its update after each submit.
+        launched = Counter(REQUESTS) - before + Counter(put=1 + len(pipe.steps))
+        doc["launch_requests"] = dict(launched)
         record = Manifest.create(store, doc)
         submitted: list[str] = []
         try:
@@ -265,6 +270,9 @@ class AwsBackend:
         ]
         self._record_final(record, steps)
         submitted = len(doc["jobs"]) == len(steps)
+        total = Counter(doc.get("launch_requests", {}))
+        for s in steps:
+            total.update(s["requests"])
         return {
             "run_id": run_id,
             "pipeline": doc["pipeline"],
@@ -275,6 +283,8 @@ class AwsBackend:
             "elapsed": None,
             "steps": steps,
             "warnings": warnings,
+            # The run's storage requests (launch and workers) at S3 Standard's request prices.
+            "requests": {**total, "dollars": round(request_cost(total), 6)},
         }
 
     def _step_status(
@@ -288,23 +298,32 @@ class AwsBackend:
         name = step["name"]
         job_id = doc["jobs"].get(name)
         job = jobs.get(job_id or "")
-        done, failed, rerun = Markers(self.state_store(doc["run_id"]), name).scan()
+        final = _final(doc, name)
+        state = job_state(job) if job is not None else None
+        if final and (job is None or state in TERMINAL):
+            # Counted once when the step ended: no listing.
+            commands, requests = final["commands"], final.get("requests", {})
+        elif not job_id:
+            commands, requests = _no_commands(step), {}
+        else:
+            # A step that ended is counted exactly, from its markers; a running one from its
+            # children's ledgers: one LIST, a page per 1,000 children, however much is done.
+            exact = job is None or state in TERMINAL
+            store = self.state_store(doc["run_id"])
+            commands, requests = step_figures(store, step["name"], step["commands"], exact=exact)
         entry: dict[str, Any] = {
             "name": name,
             "queue": step["queue"],
             "array_size": step["array_size"],
-            "commands": {
-                "total": step["commands"],
-                "done": len(done),
-                "failed": len(failed),
-                "reexecuted": len(rerun),
-            },
+            "commands": commands,
+            "requests": requests,
             "job_id": job_id,
             "gone": False,
         }
+        done = commands["done"]
         final = _final(doc, name)
-        if job is not None:
-            state, short = settle(job_state(job), len(done), step["commands"], doc["run_id"])
+        if job is not None and state is not None:
+            state, short = settle(state, done, step["commands"], doc["run_id"])
             summary = job.get("arrayProperties", {}).get("statusSummary")
             return {
                 **entry,
@@ -330,7 +349,7 @@ class AwsBackend:
         submitted_at = doc.get("submitted_at", {}).get(name) or _epoch(doc["created"])
         if not job_id or now - submitted_at < UNSEEN_GRACE:
             return {**entry, "state": JobState.SUBMITTED.value, "reason": None, "counts": {}, "elapsed": None}
-        missing = step["commands"] - len(done)
+        missing = step["commands"] - done
         return {
             **entry,
             "state": (JobState.FAILED if missing else JobState.SUCCEEDED).value,
@@ -352,7 +371,7 @@ class AwsBackend:
         One conditional PUT per step over the run's life; once every step's job has a final
         record, the run's own state and end time too (what `opsctl list` shows).
         """
-        kept = ("state", "reason", "counts", "commands", "started_at", "stopped_at")
+        kept = ("state", "reason", "counts", "commands", "requests", "started_at", "stopped_at")
         new = {
             s["name"]: {
                 "job_id": s["job_id"],
@@ -495,21 +514,24 @@ class AwsBackend:
         )
 
     def list_runs(self) -> list[dict[str, Any]]:
-        """Runs from the manifests under the bucket's runs/, newest first."""
+        """Runs from their manifests, newest first: a delimiter listing of the bucket's runs/
+        (a request per 1,000 runs) and one GET per manifest; no run's markers are listed."""
         bucket = S3Store(self.infra.bucket, "runs")
         rows = []
-        for key in bucket.list():
-            if key.count("/") == 1 and key.endswith("/manifest.json"):
-                doc = json.loads(bucket.read(key))
-                rows.append(
-                    {
-                        "run_id": doc["run_id"],
-                        "pipeline": doc["pipeline"],
-                        "backend": "aws",
-                        "state": doc.get("state"),  # recorded once every step ended; else see status
-                        "created": doc["created"],
-                    }
-                )
+        for run_id in bucket.folders():
+            try:
+                doc = json.loads(bucket.read(f"{run_id}/manifest.json"))
+            except NotFound:
+                continue  # a launch that stopped before its manifest: nothing to show
+            rows.append(
+                {
+                    "run_id": doc["run_id"],
+                    "pipeline": doc["pipeline"],
+                    "backend": "aws",
+                    "state": doc.get("state"),  # recorded once every step ended; else see status
+                    "created": doc["created"],
+                }
+            )
         return sorted(rows, key=lambda r: (r["created"], r["run_id"]), reverse=True)
 
 
@@ -560,6 +582,10 @@ def _runnable_for(job: dict[str, Any], jobs: dict[str, dict[str, Any]], now_ms: 
         ]
     )
     return max(0.0, (now_ms - since) / 1000)
+
+
+def _no_commands(step: dict[str, Any]) -> dict[str, int]:
+    return {"total": step["commands"], "done": 0, "failed": 0, "reexecuted": 0}
 
 
 def _final(doc: dict[str, Any], step: str) -> dict[str, Any] | None:

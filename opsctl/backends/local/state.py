@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS run (
     generation INTEGER DEFAULT 1
 );
 CREATE TABLE IF NOT EXISTS step (
-    name TEXT PRIMARY KEY, position INTEGER, state TEXT, reason TEXT, started REAL, finished REAL
+    name TEXT PRIMARY KEY, position INTEGER, state TEXT, reason TEXT, started REAL, finished REAL,
+    done INTEGER, failed INTEGER, reexecuted INTEGER
 );
 CREATE TABLE IF NOT EXISTS child (
     step TEXT, idx INTEGER, state TEXT, attempt INTEGER, pid INTEGER,
@@ -206,7 +207,7 @@ def create_run(pipe: spec.Pipeline, max_parallel: int | None = None) -> LocalRun
                 )
                 for position, step in enumerate(pipe.steps):
                     conn.execute(
-                        "INSERT INTO step VALUES (?, ?, ?, NULL, NULL, NULL)",
+                        "INSERT INTO step (name, position, state) VALUES (?, ?, ?)",
                         (step.name, position, JobState.SUBMITTED),
                     )
                     conn.executemany(
@@ -221,6 +222,14 @@ def create_run(pipe: spec.Pipeline, max_parallel: int | None = None) -> LocalRun
         reason = getattr(e, "strerror", None) or str(e)
         raise OpsctlError(f"cannot create the run under {base}: {reason}; nothing was started") from None
     return run
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring a run's database made by an older opsctl to this schema (the step's command counts)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(step)")}
+    for column in ("done", "failed", "reexecuted"):
+        if column not in columns:
+            conn.execute(f"ALTER TABLE step ADD COLUMN {column} INTEGER")
 
 
 def mark_killed(conn: sqlite3.Connection) -> None:

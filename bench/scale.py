@@ -1,0 +1,220 @@
+"""What a run costs as it grows: storage requests per poll, per child start, per command and in
+all, against issue 16's targets, and the local supervisor's tick at 3 x 10,000 children.
+
+Each configuration is one real run on the AWS backend: `AwsBackend.launch`, AWS Batch played by
+tests/batch_player.py with real `opsctl-worker` processes (16 at a time), S3 on a moto server on
+127.0.0.1. Requests are counted where they happen: opsctl's own calls with botocore hooks, each
+worker's in its ledger (the sum over the run) and, before its first command, in its log's
+"first command" event. Polls are counted while the step runs (about half done) and after it
+ended. The 10^6-command / 10,000-child row is projected from the measured per-unit costs.
+
+Usage: python bench/scale.py [--large]   (--large adds 10^5 commands and 1,000 children)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests import moto_env  # noqa: E402 - after the path is set
+from tests.batch_player import playing  # noqa: E402
+
+KIB = 1024
+
+
+def counting(*clients: Any) -> Counter[str]:
+    calls: Counter[str] = Counter()
+
+    def count(model: Any, **_: Any) -> None:
+        calls[model.name] += 1
+
+    for client in clients:
+        client.meta.events.register("before-call", count)
+    return calls
+
+
+def storage(calls: Counter[str]) -> int:
+    return sum(
+        n
+        for name, n in calls.items()
+        if name in ("GetObject", "HeadObject", "PutObject", "ListObjectsV2", "DeleteObject")
+    )
+
+
+def one_run(outputs: dict[str, str], work: Path, commands: int, children: int, split: str) -> dict[str, Any]:
+    from opsctl.backends.aws import AwsBackend
+    from opsctl.infra import load_outputs
+    from opsctl_contract.markers import ledger_totals
+    from opsctl_contract.storage import s3_client
+
+    with playing(work / "player", outputs) as player:
+        player.capacity = 16
+        backend = AwsBackend(load_outputs(player.infra))
+        spec = work / "scale.yaml"
+        spec.write_text(
+            f"name: scale\nsteps:\n  - name: s\n    queue: cpu\n    array_size: {children}\n"
+            f"    split: {split}\n    commands: {{template: 'true {{i}}', range: {commands}}}\n"
+        )
+        calls = counting(backend.api.batch, s3_client())
+        run_id = backend.launch(spec)
+        launch = storage(calls)
+        calls.clear()
+        started = time.monotonic()
+        running_poll: Counter[str] | None = None
+        while not player.idle():
+            doc = backend.status(run_id)
+            step = doc["steps"][0]
+            if (
+                running_poll is None
+                and step["state"] == "RUNNING"
+                and step["commands"]["done"] >= commands // 3
+            ):
+                calls.clear()
+                backend.status(run_id)
+                running_poll = Counter(calls)
+            time.sleep(0.5)
+        run_s = time.monotonic() - started
+        calls.clear()
+        backend.status(run_id)
+        first_after = Counter(calls)
+        calls.clear()
+        backend.status(run_id)
+        steady = Counter(calls)
+        store = backend.state_store(run_id)
+        ledger = ledger_totals(store, "s")
+        starts = []
+        for log in player.workdir.glob("*.log"):
+            for line in log.read_text(errors="replace").splitlines():
+                if '"first command"' in line:
+                    requests = json.loads(line)["requests"]
+                    starts.append(requests.get("put", 0) + requests.get("get", 0))
+        list_bytes = len("".join(f"true {i}\n" for i in range(commands)).encode())
+    workers = ledger["put"] + ledger["get"]
+    start_mean = sum(starts) / max(len(starts), 1)
+    per_command = (workers - sum(starts)) / commands
+    return {
+        "commands": commands,
+        "children": children,
+        "split": split,
+        "seconds": run_s,
+        "launch": launch,
+        "poll_running": storage(running_poll) if running_poll else None,
+        "poll_first_after": storage(first_after),
+        "poll_steady": storage(steady),
+        "start_max": max(starts, default=0),
+        "start_mean": start_mean,
+        "download_per_child": list_bytes,  # every child reads the whole list file
+        "own_bytes": list_bytes / children,
+        "per_command": per_command,
+        "total": launch + workers,
+    }
+
+
+def local_tick() -> float:
+    """CPU milliseconds of an idle supervisor tick over 3 steps x 10,000 children."""
+    import os
+
+    from opsctl import pipeline
+    from opsctl.backends import local
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["OPSCTL_HOME"] = tmp
+        spec = Path(tmp) / "wide.yaml"
+        steps = "".join(
+            f"  - name: s{k}\n    queue: cpu\n    array_size: 10000\n"
+            f"    commands: {{template: 'true {{i}}', range: 10000}}\n"
+            + (f"    depends_on: [s{k - 1}]\n" if k else "")
+            for k in range(3)
+        )
+        spec.write_text(f"name: wide\nsteps:\n{steps}")
+        run = local.create_run(pipeline.load(spec), max_parallel=1)
+        supervisor = local.Supervisor(run)
+        supervisor.max_parallel = 0  # nothing starts: every tick is the idle case
+        with supervisor.conn as conn:
+            supervisor._tick(conn)
+        began = time.process_time()
+        ticks = 2000
+        for _ in range(ticks):
+            with supervisor.conn as conn:
+                supervisor._tick(conn)
+        supervisor.conn.close()
+        return (time.process_time() - began) * 1000 / ticks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--large", action="store_true", help="add 10^5 commands and 1,000 children")
+    args = parser.parse_args()
+    configs = [
+        (1_000, 100, "contiguous"),
+        (1_000, 100, "dynamic"),
+        (10_000, 100, "contiguous"),
+        (10_000, 100, "dynamic"),
+    ]
+    if args.large:
+        configs += [(100_000, 100, "contiguous"), (10_000, 1_000, "dynamic")]
+    proc, endpoint = moto_env.start_server()
+    rows = []
+    try:
+        moto_env.point_boto3_at(endpoint)
+        import boto3
+
+        outputs = moto_env.create_batch_env(endpoint)
+        for n, (commands, children, split) in enumerate(configs):
+            bucket = f"opsctl-scale-{n}"
+            boto3.client("s3").create_bucket(Bucket=bucket)
+            with tempfile.TemporaryDirectory() as tmp:
+                rows.append(one_run({**outputs, "bucket": bucket}, Path(tmp), commands, children, split))
+    finally:
+        moto_env.stop_server(proc)
+    tick_ms = local_tick()
+
+    columns = ("commands", "children", "split", "launch", "poll run", "poll end", "steady", "start max")
+    print(" ".join(f"{c:>9}" for c in columns), f"{'per cmd':>8} {'total':>8} {'budget':>8}")
+    for r in rows:
+        budget = 2.2 * r["commands"] + 10 * r["children"]
+        values = (r["commands"], r["children"], r["split"], r["launch"], r["poll_running"] or "-")
+        values += (r["poll_first_after"], r["poll_steady"], r["start_max"])
+        print(" ".join(f"{v:>9}" for v in values), f"{r['per_command']:>8.3f} {r['total']:>8} {budget:>8.0f}")
+    # Projection to 10^6 commands over 10,000 children from the largest measured run per split.
+    for split in ("contiguous", "dynamic"):
+        largest = max((r for r in rows if r["split"] == split), key=lambda r: r["commands"])
+        n, c = 1_000_000, 10_000
+        total = largest["per_command"] * n + largest["start_mean"] * c + largest["launch"]
+        mib = largest["download_per_child"] * n / largest["commands"] / KIB / KIB
+        print(
+            f"projected {split}, 10^6 commands / 10,000 children: a poll {1 + math.ceil(c / 1000)} storage "
+            f"requests (ledger pages); {total:,.0f} requests in all ({total / (2.2 * n + 10 * c):.2f} of "
+            f"2.2N + 10C); each child downloads {mib:.1f} MiB of list"
+        )
+    for r in rows:
+        name = f"{r['split']}_{r['commands']}_{r['children']}"
+        limit = 1 + math.ceil(r["children"] / 1000)
+        if r["poll_running"] is not None:
+            print(f"RESULT scale_poll_running_{name} {r['poll_running']} requests target <= {limit}")
+        print(f"RESULT scale_poll_ended_{name} {r['poll_steady']} requests target <= {limit}")
+        print(f"RESULT scale_child_start_{name} {r['start_max']} requests target <= 4")
+        allowed = 2 * r["own_bytes"] + 64 * KIB
+        print(
+            f"RESULT scale_child_download_{name} {r['download_per_child'] / allowed:.2f} ratio target <= 1.0"
+        )
+        if r["split"] == "dynamic":
+            print(f"RESULT scale_per_command_{name} {r['per_command']:.3f} requests target <= 2.0")
+        ratio = r["total"] / (2.2 * r["commands"] + 10 * r["children"])
+        print(f"RESULT scale_total_{name} {ratio:.2f} ratio target <= 1.0")
+    print(f"local supervisor: {tick_ms:.3f} ms of CPU per idle tick over 3 x 10,000 children")
+    print(f"RESULT scale_local_tick_ms {tick_ms:.3f} ms target <= 1.0")
+
+
+if __name__ == "__main__":
+    main()
