@@ -118,3 +118,25 @@ def test_preflight_stops_a_gpu_step_on_a_machine_without_gpu(tmp_path: Path) -> 
     assert result.returncode == 1
     assert "--require-gpu: no GPU" in result.stderr
     assert not ran.exists(), "no command ran"
+
+
+def test_the_gpu_bench_script_says_why_each_figure_is_missing_on_a_machine_without_gpu() -> None:
+    """bench/gpu.sh, the prepared GPU run, on its CPU-only path: every RESULT line is printed as
+    a miss with its reason, and the script fails because the GPU check does."""
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHON": sys.executable}
+    env.pop("OCL_ICD_VENDORS", None)
+    result = subprocess.run(
+        ["bash", str(root / "bench" / "gpu.sh"), "--sizes", "32", "--repeat", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    results = {line.split()[1]: line for line in result.stdout.splitlines() if line.startswith("RESULT ")}
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert results["gpu_check_healthy"].startswith("RESULT gpu_check_healthy 0 flag")
+    for name in ("gpu_fbp_gups_32", "gpu_fbp_bandwidth_share_32", "gpu_fbp_vs_astra_cuda_32"):
+        assert "(not measured: " in results[name], results[name]
+    assert "no OpenCL device matching 'NVIDIA'" in results["gpu_fbp_gups_32"]
