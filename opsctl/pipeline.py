@@ -30,6 +30,16 @@ from opsctl_contract.split import slice_sizes
 PIPELINE_NAME = re.compile(r"[a-z0-9-]{1,40}")
 STEP_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A container image reference as Docker and ECR read one: [registry[:port]/]path[:tag][@digest],
+# path components lowercase. AWS Batch takes up to 255 characters.
+_REGISTRY = (
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]+)?"
+)
+_PATH = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+IMAGE = re.compile(
+    rf"(?:{_REGISTRY}/)?{_PATH}(?:/{_PATH})*(?::\w[\w.-]{{0,127}})?(?:@sha256:[0-9a-f]{{64}})?"
+)
+MAX_IMAGE = 255
 
 # Limits from AWS Batch, enforced for every backend so a spec that runs locally also submits.
 MAX_ARRAY_SIZE = 10_000  # array jobs hold 2..10,000 children
@@ -76,6 +86,7 @@ class Step:
     memory: int | None = None  # MiB
     gpus: int | None = None
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    image: str | None = None  # the step's own container image; None: the stack's for its queue
     line: int = 0  # where the step starts in the spec, for later messages
 
     def record(self, list_uri: str) -> dict[str, Any]:
@@ -94,6 +105,7 @@ class Step:
             "memory": self.memory,
             "gpus": self.gpus,
             "env": dict(self.env),
+            "image": self.image,
         }
 
 
@@ -139,6 +151,7 @@ class Pipeline:
                     "vcpus": step.vcpus,
                     "memory": step.memory,
                     "gpus": step.gpus,
+                    "image": step.image,
                 }
             )
         return {
@@ -293,7 +306,7 @@ def _expanded_size(root: yaml.Node) -> int:
 # --- validation -------------------------------------------------------------------------------
 
 _PIPELINE_KEYS = ("name", "storage", "defaults", "steps")
-_DEFAULT_KEYS = ("retries", "timeout", "vcpus", "memory")
+_DEFAULT_KEYS = ("retries", "timeout", "vcpus", "memory", "image")
 _STEP_KEYS = (
     "name",
     "queue",
@@ -308,6 +321,7 @@ _STEP_KEYS = (
     "memory",
     "gpus",
     "env",
+    "image",
 )
 
 
@@ -387,6 +401,7 @@ class _Validator:
             "timeout": self._int(defaults, "timeout", "defaults: ", MIN_TIMEOUT, None),
             "vcpus": self._int(defaults, "vcpus", "defaults: ", 1, None),
             "memory": self._int(defaults, "memory", "defaults: ", 4, None),
+            "image": self._image(defaults, "defaults: "),
         }
 
         raw_steps = top.get("steps")
@@ -413,7 +428,24 @@ class _Validator:
             steps=tuple(_topological(steps)),
         )
 
-    def step(self, m: _Map, i: int, base: dict[str, int | None]) -> Step:
+    def _image(self, m: _Map, where: str) -> str | None:
+        if "image" not in m:
+            return None
+        value = m["image"]
+        shown = f"{where}image = {brief(value)}"
+        if not isinstance(value, str):
+            raise _At(m.line_of("image"), f"{shown} must be an image reference, got {_type_name(value)}")
+        if len(value) > MAX_IMAGE:
+            raise _At(m.line_of("image"), f"{shown} is {len(value)} characters, over AWS Batch's {MAX_IMAGE}")
+        if not IMAGE.fullmatch(value):
+            raise _At(
+                m.line_of("image"),
+                f"{shown} is not an image reference ([registry/]name[:tag][@sha256:digest], "
+                "name in lowercase, e.g. 123456789012.dkr.ecr.eu-west-1.amazonaws.com/tomo:1.2)",
+            )
+        return value
+
+    def step(self, m: _Map, i: int, base: dict[str, Any]) -> Step:
         name = m.get("name")
         if not isinstance(name, str) or not STEP_NAME.fullmatch(name):
             raise _At(
@@ -452,6 +484,7 @@ class _Validator:
             memory=_first(self._int(m, "memory", where, 4, None), base["memory"]),
             gpus=gpus,
             env=self._env(m, where),
+            image=self._image(m, where) or base["image"],
             line=m.line,
         )
 

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from opsctl.states import JobState
+from opsctl_contract import work
 from opsctl_contract.errors import BadInput, brief
+from opsctl_contract.markers import DONE, FAILED, Markers
+from opsctl_contract.storage import Store
 
 if TYPE_CHECKING:  # the supervisor and the worker import this module; the YAML parser is not theirs
     from opsctl.pipeline import Pipeline
@@ -79,3 +82,45 @@ def plan_resume(
     """
     redo = [s["name"] for s in steps if states.get(s["name"]) in (None, JobState.FAILED)]
     return redo, generation + 1 if redo else generation
+
+
+def write_work(state: Store, step: Mapping[str, Any], commands: Sequence[str], generation: int) -> None:
+    """Write the work pack of `step` (as the manifest records it) for `generation`, before any
+    of its children starts (opsctl_contract/work.py).
+
+    Generation 1 owns every command. A later one owns only the commands without a done marker,
+    found with one listing of `done/` here rather than by every child; on the dynamic split the
+    commands the previous generation left in flight are flagged, so that running them again is
+    counted as a re-execution.
+    """
+    name, split = step["name"], step["split"]
+    total = len(commands)
+    remaining: Sequence[int] = range(total)
+    reruns: frozenset[int] = frozenset()
+    if generation > 1:
+        markers = Markers(state, name)
+        done = markers.indices(DONE)
+        remaining = [k for k in range(total) if k not in done]
+        if split == "dynamic":
+            reruns = frozenset(_left_in_flight(state, name, generation - 1, done, markers.indices(FAILED)))
+    owned = work.shards(total, remaining, split, step["array_size"])
+    state.write(work.work_key(name, generation), work.pack(commands, owned, reruns))
+
+
+def _left_in_flight(state: Store, step: str, generation: int, done: set[int], failed: set[int]) -> set[int]:
+    """Commands generation `generation` of a dynamic step left running: in each claimed block,
+    the first command with neither a done nor a failed marker; and those it was given flagged
+    and did not finish. Nothing when that generation had no pack."""
+    owned = {child: commands for child, commands in work.read_pack_whole(state, step, generation)}
+    flagged = {c.index for commands in owned.values() for c in commands if c.rerun}
+    for key in state.list(f"{step}/claims/{generation}"):
+        shard, start = key.rsplit("/", 2)[1:]
+        if not (shard.isdigit() and start.isdigit() and int(shard) in owned):
+            continue
+        commands = owned[int(shard)]
+        block = next((b for b in work.blocks(len(commands)) if b.start == int(start)), range(0))
+        unfinished = (commands[p].index for p in block)
+        first = next((k for k in unfinished if k not in done and k not in failed), None)
+        if first is not None:
+            flagged.add(first)
+    return flagged - done

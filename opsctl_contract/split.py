@@ -1,13 +1,10 @@
-"""Which commands each array child runs: the contiguous slice, and the dynamic split's claim order.
+"""Which commands each array child runs on the contiguous split: the seed's slices.
 
-The operator side (the plan shown by `opsctl validate`, bench/balance.py's ideal schedule) and
-the worker both call this module, so what the plan predicts is exactly what the children do.
+The operator side (the plan shown by `opsctl validate`, the work packs of opsctl_contract/work.py)
+calls this module, so what the plan predicts is exactly what the children do.
 """
 
 from __future__ import annotations
-
-import itertools
-from collections.abc import Iterator
 
 
 def contiguous_slice(total: int, index: int, size: int) -> range:
@@ -30,16 +27,3 @@ def slice_sizes(total: int, size: int) -> tuple[int, int]:
     low = total // size
     high = -(-total // size)
     return low, high
-
-
-def claim_order(index: int, size: int, total: int) -> Iterator[int]:
-    """The order in which child `index` of `size` tries to claim commands 0..total-1.
-
-    First its own stride, i, i+n, i+2n…: children advancing together never collide, and the
-    list is consumed front to back as from one shared queue. Then whatever is left, in list
-    order. (Starting at the child's share, total*i//n, leaves each child a long stretch whose
-    tail others must steal; trying i, i+1, … makes every child race every other for each next
-    command. bench/balance.py simulates this order without overheads.)
-    """
-    own = range(index, total, size)
-    return itertools.chain(own, (k for k in range(total) if k % size != index))

@@ -31,6 +31,7 @@ MAX_OBJECT = LIST_FILE_LIMIT
 # 1,000 in S3 Standard), "get" (GET, HEAD and the rest: $0.0004 per 1,000), "delete" (free). A
 # local store counts the same operations, so both backends report a run's requests alike.
 REQUESTS: Counter[str] = Counter()
+READ_BYTES: Counter[str] = Counter()  # "read": bytes of object data this process downloaded
 PRICE_PER_1000 = {"put": 0.005, "get": 0.0004, "delete": 0.0}
 _S3_CLASS = {"PutObject": "put", "ListObjectsV2": "put", "CopyObject": "put", "DeleteObject": "delete"}
 
@@ -63,8 +64,18 @@ class Store(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
-    def list(self, folder: str = "") -> list[str]:
-        """Keys under `folder/` (recursively), relative to the store, sorted."""
+    def read_range(self, key: str, start: int, stop: int) -> bytes:
+        """Bytes [start, stop) of the object (fewer at its end); `NotFound` when absent.
+
+        A child reads its own share of a step's work this way, not the whole of it."""
+        ...
+
+    def list(self, folder: str = "", *, after: str = "", upto: str = "") -> list[str]:
+        """Keys under `folder/` (recursively), relative to the store, sorted; with `after` /
+        `upto`, only those whose name below `folder/` sorts after `after` and not after `upto`.
+
+        On S3 a bounded listing starts at `after` (StartAfter) and stops paging past `upto`, so
+        it costs a request per 1,000 keys *in the range*, not in the folder."""
         ...
 
     def delete(self, key: str) -> None:
@@ -101,6 +112,15 @@ def read_uri(uri: str) -> bytes:
     return LocalStore(path.parent).read(path.name)
 
 
+def _bounded(keys: list[str], prefix: str, after: str, upto: str) -> list[str]:
+    """`keys` (sorted, each starting with `prefix`) whose name after `prefix` is in (after, upto]."""
+    if after:
+        keys = [k for k in keys if k[len(prefix) :] > after]
+    if upto:
+        keys = [k for k in keys if k[len(prefix) :] <= upto]
+    return keys
+
+
 def _join(*parts: str) -> str:
     return "/".join(p.strip("/") for p in parts if p.strip("/"))
 
@@ -126,11 +146,32 @@ class LocalStore:
                 raise BadInput(f"{path}: not a regular file")
             raise NotFound(str(path))
         try:
-            return read_file(path, MAX_OBJECT)
+            data = read_file(path, MAX_OBJECT)
+            READ_BYTES["read"] += len(data)
+            return data
         except Unreadable as e:
             if not path.exists():  # removed between the check and the read
                 raise NotFound(str(path)) from None
             raise BadInput(str(e)) from None
+
+    def read_range(self, key: str, start: int, stop: int) -> bytes:
+        REQUESTS["get"] += 1
+        path = self._path(key)
+        if not path.is_file():
+            if path.exists():
+                raise BadInput(f"{path}: not a regular file")
+            raise NotFound(str(path))
+        try:
+            with open(path, "rb") as f:
+                stop = min(stop, os.fstat(f.fileno()).st_size)
+                f.seek(start)
+                data = f.read(max(stop - start, 0))
+                READ_BYTES["read"] += len(data)
+                return data
+        except FileNotFoundError:
+            raise NotFound(str(path)) from None
+        except OSError as e:
+            raise BadInput(f"{path}: cannot read: {e.strerror}") from None
 
     def exists(self, key: str) -> bool:
         REQUESTS["get"] += 1
@@ -166,12 +207,13 @@ class LocalStore:
                 _unlink(tmp)
         return True
 
-    def list(self, folder: str = "") -> list[str]:
+    def list(self, folder: str = "", *, after: str = "", upto: str = "") -> list[str]:
         # os.scandir on plain strings: status polls list 10,000s of markers, and pathlib
         # objects per entry cost ten times as much.
         REQUESTS["put"] += 1  # a LIST, in S3's terms
         keys: list[str] = []
-        pending = [folder.strip("/")] if folder.strip("/") else [""]
+        root = folder.strip("/")
+        pending = [root] if root else [""]
         while pending:
             prefix = pending.pop()
             try:
@@ -185,7 +227,7 @@ class LocalStore:
                         pending.append(key)
                     elif not entry.name.startswith(".opsctl-tmp-"):
                         keys.append(key)
-        return sorted(keys)
+        return _bounded(sorted(keys), f"{root}/" if root else "", after, upto)
 
     @staticmethod
     def _stage(path: str, data: bytes) -> str:
@@ -309,6 +351,27 @@ class S3Store:
                     f"over the {MAX_OBJECT} bytes opsctl reads whole"
                 )
             body: bytes = response["Body"].read()
+            READ_BYTES["read"] += len(body)
+            return body
+
+    def read_range(self, key: str, start: int, stop: int) -> bytes:
+        if stop <= start:
+            return b""
+        from botocore.exceptions import ClientError
+
+        from opsctl_contract.awsclient import error_code
+
+        with self._errors(key):
+            try:
+                response = s3_client().get_object(
+                    Bucket=self.bucket, Key=self._key(key), Range=f"bytes={start}-{stop - 1}"
+                )
+            except ClientError as e:
+                if error_code(e) == "InvalidRange":  # starts past the end: S3's 416
+                    return b""
+                raise
+            body: bytes = response["Body"].read()
+            READ_BYTES["read"] += len(body)
             return body
 
     def exists(self, key: str) -> bool:
@@ -381,13 +444,20 @@ class S3Store:
                 names.extend(p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", []))
         return sorted(names)
 
-    def list(self, folder: str = "") -> list[str]:
+    def list(self, folder: str = "", *, after: str = "", upto: str = "") -> list[str]:
         prefix = self._key(folder)
         prefix = f"{prefix}/" if prefix else ""
         keys: list[str] = []
+        start = {"StartAfter": prefix + after} if after else {}
         with self._errors(folder):
-            pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-            for page in pages:
+            pages = (
+                s3_client()
+                .get_paginator("list_objects_v2")
+                .paginate(Bucket=self.bucket, Prefix=prefix, **start)
+            )
+            for page in pages:  # in key order: stop asking for pages once past `upto`
                 keys.extend(obj["Key"] for obj in page.get("Contents", []))
+                if upto and keys and keys[-1][len(prefix) :] > upto:
+                    break
         strip = len(self.prefix) + 1 if self.prefix else 0
-        return sorted(key[strip:] for key in keys)
+        return [key[strip:] for key in _bounded(sorted(keys), prefix, after, upto)]

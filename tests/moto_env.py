@@ -121,6 +121,7 @@ def create_batch_env(endpoint: str) -> dict[str, str]:
     service_role = iam.create_role(RoleName="opsctl-test-batch", AssumeRolePolicyDocument=trust)["Role"][
         "Arn"
     ]
+    job_role = iam.create_role(RoleName="opsctl-test-job", AssumeRolePolicyDocument=trust)["Role"]["Arn"]
     iam.create_instance_profile(InstanceProfileName="opsctl-test-ecs")
     profile = iam.get_instance_profile(InstanceProfileName="opsctl-test-ecs")["InstanceProfile"]["Arn"]
     batch = boto3.client("batch")
@@ -154,14 +155,38 @@ def create_batch_env(endpoint: str) -> dict[str, str]:
         ecr.create_repository(repositoryName=f"opsctl-{queue}")
         manifest = {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json"}
         ecr.put_image(repositoryName=f"opsctl-{queue}", imageManifest=json.dumps(manifest), imageTag="test")
+        # Shaped as terraform/modules/batch registers it: what a derived definition must keep.
         values[f"{queue}_job_definition"] = batch.register_job_definition(
             jobDefinitionName=f"opsctl-test-{queue}",
             type="container",
+            platformCapabilities=["EC2"],
+            propagateTags=True,
             containerProperties={
                 "image": image,
-                "command": ["run"],
-                "resourceRequirements": [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "2048"}],
+                "command": ["run", "--preflight-gpu"] if queue == "gpu" else ["run"],
+                "resourceRequirements": [
+                    {"type": "VCPU", "value": "1"},
+                    {"type": "MEMORY", "value": "2048"},
+                    *([{"type": "GPU", "value": "1"}] if queue == "gpu" else []),
+                ],
+                "jobRoleArn": job_role,
+                "readonlyRootFilesystem": False,
+                "privileged": False,
+                "environment": [],
+                "logConfiguration": {
+                    "logDriver": "awslogs",
+                    "options": {"awslogs-group": "/aws/batch/job", "awslogs-stream-prefix": queue},
+                },
             },
+            retryStrategy={
+                "attempts": 3,
+                "evaluateOnExit": [
+                    {"onStatusReason": "Host EC2*", "action": "RETRY"},
+                    {"onReason": "*", "action": "EXIT"},
+                ],
+            },
+            timeout={"attemptDurationSeconds": 86400},
+            tags={"project": "opsctl-test"},
         )["jobDefinitionArn"]
     boto3.client("logs").create_log_group(logGroupName="/aws/batch/job")
     return values

@@ -100,6 +100,26 @@ def test_dockerfile_is_lint_clean_and_ends_non_root(path: Path) -> None:
         assert "DL3008" in ignore  # explained once in the file: distro packages follow security updates
 
 
+def test_the_example_own_image_builds_on_the_worker_image_and_keeps_its_contract() -> None:
+    """examples/tomo/Dockerfile: a user's image FROM the stack's worker image (docs/worker.md)."""
+    path = ROOT / "examples" / "tomo" / "Dockerfile"
+    hadolint = Path(sys.executable).parent / "hadolint"
+    result = subprocess.run([str(hadolint), str(path)], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (0, ""), result.stdout
+    lines = [
+        line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
+    assert lines[:2] == ["ARG BASE=opsctl-cpu:local", "FROM ${BASE}"]
+    assert lines[-1] == "USER 10001", "still the non-root user"
+    assert not [line for line in lines if line.startswith(("ENTRYPOINT", "CMD"))], (
+        "opsctl-worker stays the entry"
+    )
+    for line in lines:
+        if line.startswith("COPY "):
+            source = line.split()[-2]
+            assert (ROOT / source).is_dir() and source in (ROOT / ".dockerignore").read_text(), source
+
+
 def test_gpu_image_sets_up_opencl_for_nvidia() -> None:
     text = (ROOT / "images" / "gpu" / "Dockerfile").read_text()
     assert 'echo "libnvidia-opencl.so.1" > /etc/OpenCL/vendors/nvidia.icd' in text

@@ -166,9 +166,9 @@ def test_a_command_the_kernel_refuses_fails_alone_and_the_rest_run(tmp_path: Pat
     }
     result = subprocess.run([WORKER, "run"], env=env, capture_output=True, text=True, timeout=LIMIT)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    failed = json.loads((tmp_path / "state" / "s" / "failed" / "0").read_text())
+    failed = json.loads((tmp_path / "state" / "s" / "failed" / "000000000").read_text())
     assert failed["exit_code"] == 126 and "Argument list too long" in failed["stderr_tail"]
-    assert out.exists() and (tmp_path / "state" / "s" / "done" / "1").exists()
+    assert out.exists() and (tmp_path / "state" / "s" / "done" / "000000001").exists()
 
 
 # --- one definition of a line --------------------------------------------------------------------

@@ -16,7 +16,10 @@ import pytest
 from opsctl import pipeline
 from opsctl.backends import local
 from opsctl.backends.local import pid_alive
+from opsctl.runs import write_work
 from opsctl.states import JobState
+from opsctl_contract.markers import Markers
+from opsctl_contract.storage import open_store
 
 OPSCTL = str(Path(sys.executable).parent / "opsctl")
 
@@ -166,7 +169,8 @@ steps:
     run_id = launch(spec)
     code, _, _ = watch(run_id)
     assert code == 0
-    done = json.loads((home / "home" / "runs" / run_id / "state" / "flaky" / "done" / "0").read_text())
+    state = open_store(str(home / "home" / "runs" / run_id / "state"))
+    done = Markers(state, "flaky").read("done", 0)
     assert done["attempt"] == 3
     assert "attempt 3" in opsctl("logs", run_id, "flaky", "--index", "0").stdout
 
@@ -311,8 +315,9 @@ def test_a_timed_out_child_that_ignores_sigterm_is_killed_after_the_grace(home: 
 
 
 def test_children_that_exit_0_with_commands_not_done_fail_the_step(home: Path) -> None:
-    """The list file changed under the workers: they run what they read and exit 0, but two of
-    the four commands the step was launched with have no done marker."""
+    """The step's work pack was rewritten under the workers (as if from an edited list file):
+    they run what they read and exit 0, but two of the four commands the step was launched with
+    have no done marker."""
     spec = write_spec(
         home,
         "name: short\nsteps:\n  - name: a\n    queue: cpu\n    array_size: 2\n"
@@ -320,9 +325,8 @@ def test_children_that_exit_0_with_commands_not_done_fail_the_step(home: Path) -
         "  - name: b\n    queue: cpu\n    command: echo b\n    depends_on: [a]\n",
     )
     run = local.create_run(pipeline.load(spec))
-    listing = run.path / "lists" / "a.txt"
-    full = listing.read_text()
-    listing.write_text("echo 0\necho 1\n")
+    state = open_store(str(run.path / "state"))
+    write_work(state, run.manifest["steps"][0], ["echo 0", "echo 1"], 1)
     assert local.Supervisor(run).loop() == JobState.FAILED
     doc = local.status(run.run_id)
     a, b = doc["steps"]
@@ -331,7 +335,6 @@ def test_children_that_exit_0_with_commands_not_done_fail_the_step(home: Path) -
     assert a["reason"] == f"2 of 4 commands have no done marker; `opsctl resume {run.run_id}` runs them"
     assert (b["state"], b["reason"]) == ("FAILED", "dependency failed")
 
-    listing.write_text(full)
     assert local.resume(run.run_id) == f"{run.run_id} resumed: a, b in generation 2"
     code, doc, _ = watch(run.run_id)
     assert code == 0 and doc["state"] == "SUCCEEDED"

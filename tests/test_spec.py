@@ -251,6 +251,26 @@ BAD_SPECS = [
         "(env: 1 variable, 30.3 KiB)",
     ),
     ("non-string-key", "name: x\n1: 2  # <-\nsteps: []\n", "key 1 must be a string"),
+    (
+        "image-uppercase",
+        "name: x\nsteps:\n" + STEP + "    command: 'true'\n    image: Tomo:1  # <-\n",
+        "image = 'Tomo:1' is not an image reference",
+    ),
+    (
+        "image-not-string",
+        "name: x\ndefaults:\n  image: [a]  # <-\nsteps:\n" + STEP + "    command: 'true'\n",
+        "defaults: image = ['a'] must be an image reference, got list",
+    ),
+    (
+        "image-too-long",
+        "name: x\nsteps:\n" + STEP + "    command: 'true'\n    image: " + "a" * 256 + "  # <-\n",
+        "is 256 characters, over AWS Batch's 255",
+    ),
+    (
+        "image-space",
+        "name: x\nsteps:\n" + STEP + "    command: 'true'\n    image: 'tomo latest'  # <-\n",
+        "is not an image reference",
+    ),
 ]
 
 
@@ -436,3 +456,34 @@ def test_junk_text_never_raises_unhandled(text: str, tmp_path: Path) -> None:
 @given(document=spec_like)
 def test_junk_structures_never_raise_unhandled(document: dict[str, object], tmp_path: Path) -> None:
     _parse_or_spec_error(yaml.safe_dump(document), tmp_path)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "python:3.11-slim",
+        "ghcr.io/org/team/tomo:2024.1",
+        "123456789012.dkr.ecr.eu-west-1.amazonaws.com/opsctl-cpu:abc123",
+        "localhost:5000/tomo",
+        "public.ecr.aws/docker/library/busybox@sha256:" + "a" * 64,
+        "registry.example.com:443/a__b/c-d.e:v1_2.3",
+    ],
+)
+def test_image_references_docker_accepts_are_accepted(image: str, tmp_path: Path) -> None:
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(
+        f"name: x\nsteps:\n  - name: a\n    queue: cpu\n    command: 'true'\n    image: '{image}'\n"
+    )
+    assert pipeline.load(spec).steps[0].image == image
+
+
+def test_a_step_image_overrides_the_default(tmp_path: Path) -> None:
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(
+        "name: x\ndefaults:\n  image: tomo:1\nsteps:\n"
+        "  - name: a\n    queue: cpu\n    command: 'true'\n"
+        "  - name: b\n    queue: gpu\n    command: 'true'\n    image: tomo-gpu:1\n"
+    )
+    a, b = pipeline.load(spec).steps
+    assert (a.image, b.image) == ("tomo:1", "tomo-gpu:1")
+    assert a.record("s3://b/l")["image"] == "tomo:1"

@@ -22,6 +22,22 @@ def store_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"s3://{bucket}/runs/r1"
 
 
+def test_ranged_reads_and_bounded_listings(store_uri: str) -> None:
+    """What a child's start is built on: part of an object, and the keys of a name range."""
+    store = open_store(store_uri)
+    store.write("pack", b"0123456789")
+    assert store.read_range("pack", 2, 5) == b"234"
+    assert store.read_range("pack", 8, 1 << 40) == b"89", "a range past the end stops there"
+    assert store.read_range("pack", 12, 20) == b""
+    with pytest.raises(NotFound):
+        store.read_range("absent", 0, 4)
+    for k in (1, 5, 9, 10, 11, 20):
+        store.write(f"s/done/{k:09d}", b"")
+    between = store.list("s/done", after=f"{4:09d}", upto=f"{11:09d}")
+    assert between == [f"s/done/{k:09d}" for k in (5, 9, 10, 11)]
+    assert store.list("s/done", upto=f"{5:09d}") == [f"s/done/{k:09d}" for k in (1, 5)]
+
+
 def test_write_read_exists_list(store_uri: str) -> None:
     store = open_store(store_uri)
     assert not store.exists("a/done/1")

@@ -85,7 +85,7 @@ def test_children_split_the_list(place: str, tmp_path: Path) -> None:
     assert markers(place, "done") == [0, 1, 2, 3, 4]
     assert [lines(out, k) for k in range(5)] == [1] * 5
 
-    done = json.loads(open_store(f"{place}/state").read("step/done/3"))
+    done = json.loads(open_store(f"{place}/state").read("step/done/000000003"))
     assert (done["exit_code"], done["attempt"], done["child"]) == (0, 1, 1)
     assert done["seconds"] >= 0 and done["host"]
 
@@ -109,7 +109,7 @@ def test_failed_command_does_not_stop_the_others_and_a_retry_skips_done(place: s
     assert first.code == 1
     assert markers(place, "done") == [0, 2, 3]
     assert markers(place, "failed") == [1]
-    failed = json.loads(open_store(f"{place}/state").read("step/failed/1"))
+    failed = json.loads(open_store(f"{place}/state").read("step/failed/000000001"))
     assert failed["exit_code"] == 3
     assert "input missing" in failed["stderr_tail"]
     assert "input missing" in first.stderr, "the command's stderr still reaches the log"
@@ -118,7 +118,7 @@ def test_failed_command_does_not_stop_the_others_and_a_retry_skips_done(place: s
     retry = run_worker(contract(place, AWS_BATCH_JOB_ATTEMPT="2"))
     assert retry.code == 0, retry.stderr
     assert [lines(out, k) for k in range(4)] == [1, 2, 1, 1], "only the failed command ran again"
-    assert json.loads(open_store(f"{place}/state").read("step/done/1"))["attempt"] == 2
+    assert json.loads(open_store(f"{place}/state").read("step/done/000000001"))["attempt"] == 2
     outcomes = {e["index"]: e["outcome"] for e in retry.events() if e["event"] == "command"}
     assert outcomes == {0: "skipped", 1: "done", 2: "skipped", 3: "skipped"}
 
@@ -239,5 +239,5 @@ def test_worker_process_runs_without_rich(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "True []", result.stdout
-    assert (tmp_path / "state" / "s" / "done" / "0").is_file()
+    assert (tmp_path / "state" / "s" / "done" / "000000000").is_file()
     assert '"outcome": "done"' in result.stderr

@@ -19,8 +19,8 @@ from opsctl_contract import logging as opsctl_logging
 from opsctl_contract.errors import BadInput, OpsctlError
 from opsctl_contract.listfile import parse_commands
 from opsctl_contract.markers import DONE, Ledger, Markers
-from opsctl_contract.split import contiguous_slice
 from opsctl_contract.storage import NotFound, Store, open_store, read_uri
+from opsctl_contract.work import Command, InMemory, Pack
 from worker.claims import Claims
 from worker.env import WorkerEnv
 from worker.runner import Terminated, raise_terminated, run_commands
@@ -37,39 +37,61 @@ def run(fail_fast: bool, preflight_gpu: bool = False) -> int:
             # Exit 1, not 2: a broken GPU host is worth another attempt elsewhere.
             print(report.render(), file=sys.stderr)
             return 1
+    store = open_store(env.state_uri)
+    markers = Markers(store, env.step)
+    ledger = Ledger(store, env.step, env.index, env.generation, env.attempt)
+    try:
+        return _run(env, store, markers, ledger, fail_fast)
+    finally:
+        with contextlib.suppress(OpsctlError):  # a full disk: the markers are the record
+            ledger.save()
+
+
+def _share(env: WorkerEnv, markers: Markers) -> tuple[Pack | InMemory, list[Command], set[int]]:
+    """Where this child's shards come from, its own shard, and which of its commands are done.
+
+    From the generation's work pack when there is one: two ranged reads, and no listing on a
+    first attempt, since the pack holds only commands not done and this child alone runs its
+    shard's (a dynamic child's retry finds its own in worker/claims.py). Without a pack, the
+    list file read whole and the done markers listed whole.
+    """
+    pack = Pack(markers.store, env.step, env.generation)
+    try:
+        own = pack.shard(env.index)
+    except NotFound:
+        source = InMemory(_read_list(env), env.split, env.array_size)
+        return source, source.shard(env.index), markers.indices(DONE)
+    done: set[int] = set()
+    if env.attempt > 1 and env.split == "contiguous" and own:
+        done = markers.between(DONE, own[0].index, own[-1].index)
+    return pack, own, done
+
+
+def _read_list(env: WorkerEnv) -> list[str]:
     try:
         text = read_uri(env.list_uri).decode("utf-8")
     except NotFound:
         raise BadInput(f"environment: LIST_FILE_S3_PATH={env.list_uri!r}: list file not found") from None
     except UnicodeDecodeError as e:
         raise BadInput(f"list file {env.list_uri}: not UTF-8 text (byte {e.start})") from None
-    commands = parse_commands(text)
-    store = open_store(env.state_uri)
-    markers = Markers(store, env.step)
-    ledger = Ledger(store, env.step, env.index, env.generation, env.attempt)
-    try:
-        return _run(env, commands, store, markers, ledger, fail_fast)
-    finally:
-        with contextlib.suppress(OpsctlError):  # a full disk: the markers are the record
-            ledger.save()
+    return parse_commands(text)
 
 
-def _run(
-    env: WorkerEnv, commands: list[str], store: Store, markers: Markers, ledger: Ledger, fail_fast: bool
-) -> int:
+def _run(env: WorkerEnv, store: Store, markers: Markers, ledger: Ledger, fail_fast: bool) -> int:
+    source, own, done = _share(env, markers)
+    texts = {c.index: c.text for c in own}
     if env.split == "dynamic":
-        mine: Iterable[int] = Claims(store, env, ledger).commands(len(commands), markers.indices(DONE))
-        first, stop = 0, len(commands)
+        mine: Iterable[int] = Claims(store, env, ledger, source, own, texts).commands()
     else:
-        mine = contiguous_slice(len(commands), env.index, env.array_size)
-        first, stop = mine.start, mine.stop
+        mine = [c.index for c in own]
     # Bound once here: every event of this child, the runner's included, carries them.
     structlog.contextvars.bind_contextvars(
         run_id=env.run_id, step=env.step, child=env.index, attempt=env.attempt
     )
     log = structlog.get_logger()
-    log.info("slice", split=env.split, first=first, stop=stop, total=len(commands))
-    summary = run_commands(env, commands, mine, markers, fail_fast=fail_fast, ledger=ledger)
+    first, last = (own[0].index, own[-1].index) if own else (None, None)
+    log.info("shard", split=env.split, commands=len(own), first=first, last=last)
+    summary = run_commands(env, texts, mine, markers, done=done, fail_fast=fail_fast, ledger=ledger)
     log.info("finished", ran=summary.ran, failed=summary.failed, skipped=summary.skipped)
     return summary.exit_code
 

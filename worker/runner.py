@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass
 from types import FrameType
 from typing import BinaryIO
@@ -22,7 +22,7 @@ import structlog
 
 from opsctl_contract.environment import COMMAND_INDEX
 from opsctl_contract.markers import DONE, FAILED, Ledger, Markers
-from opsctl_contract.storage import REQUESTS
+from opsctl_contract.storage import READ_BYTES, REQUESTS
 from worker.env import WorkerEnv
 
 STDERR_TAIL_BYTES = 4096
@@ -60,23 +60,24 @@ class Summary:
 
 def run_commands(
     env: WorkerEnv,
-    commands: Sequence[str],
+    commands: Mapping[int, str],
     indices: Iterable[int],
     markers: Markers,
     *,
+    done: Set[int] = frozenset(),
     fail_fast: bool = False,
     stderr: BinaryIO | None = None,
     clock: Callable[[], float] = time.monotonic,
     ledger: Ledger | None = None,
 ) -> Summary:
-    """Run `commands[k]` for each k in `indices` that is not already done.
+    """Run `commands[k]` for each k in `indices` that is not in `done`. `commands` may grow
+    while `indices` is consumed: a dynamic-split child learns a stolen command as it claims it.
 
     Commands inherit this process's environment, plus OPSCTL_COMMAND_INDEX, which is set in
     `os.environ` itself: a child that inherits the environment as it is costs nothing, while
     handing `subprocess` a new mapping re-encodes every variable for every command.
     """
     log = structlog.get_logger()
-    done = markers.indices(DONE)
     host = socket.gethostname()
     out = stderr or sys.stderr.buffer
     ran = failed = skipped = 0
@@ -87,7 +88,7 @@ def run_commands(
             continue
         if not ran and not failed:
             # What this attempt cost before its first command (bench/scale.py reads it).
-            log.info("first command", index=k, requests=dict(REQUESTS))
+            log.info("first command", index=k, requests=dict(REQUESTS), read_bytes=READ_BYTES["read"])
         started = clock()
         os.environ[COMMAND_INDEX] = str(k)
         exit_code, tail = _run_one(commands[k], out)

@@ -26,12 +26,13 @@ from typing import Any
 
 from opsctl import pipeline as spec
 from opsctl.backends.batch import STARTED, BatchAPI, job_state, submit_request
+from opsctl.backends.definitions import Definitions
 from opsctl.errors import LaunchIncomplete
 from opsctl.infra import InfraOutputs
-from opsctl.runs import check_run_id, manifest, new_run_id, plan_resume
+from opsctl.runs import check_run_id, manifest, new_run_id, plan_resume, write_work
 from opsctl.states import TERMINAL, JobState, settle
 from opsctl_contract.errors import BadInput, OpsctlError
-from opsctl_contract.listfile import render_commands
+from opsctl_contract.listfile import parse_commands, render_commands
 from opsctl_contract.markers import step_figures
 from opsctl_contract.storage import REQUESTS, NotFound, S3Store, request_cost
 
@@ -124,24 +125,12 @@ class AwsBackend:
 
     # --- launch and resume ----------------------------------------------------------------
 
-    def launch(self, spec_path: Path, max_parallel: int | None = None) -> str:
+    def launch(self, spec_path: Path, max_parallel: int | None = None, *, containers: bool = False) -> str:
         """Validate; check the queues, job definitions and images; upload; submit in order."""
+        if containers:
+            raise BadInput("--containers is for the local backend: on AWS every child runs in a container")
         pipe = spec.load(spec_path)  # before any AWS call
-        queues = sorted({step.queue.value for step in pipe.steps})
-        unusable = self.api.unusable(
-            [self.infra.queue(q) for q in queues], [self.infra.job_definition(q) for q in queues]
-        )
-        if unusable:
-            raise BadInput(
-                f"{self.infra.source}: {'; '.join(unusable)}: not found or not usable in {self.infra.region} "
-                "(run `opsctl infra output` after `make infra`, or pass the right --infra)"
-            )
-        missing = self.api.images_missing([self.infra.image(q) for q in queues])
-        if missing:
-            raise BadInput(
-                f"{', '.join(missing)}: not in ECR, so every child would fail to pull it; `make push` "
-                "builds and pushes the worker images and applies the stack with their tag"
-            )
+        definitions = self._job_definitions([step.record("") for step in pipe.steps])
         run_id = new_run_id(pipe.name)
         store = self.store(run_id)
         before = Counter(REQUESTS)
@@ -150,8 +139,14 @@ class AwsBackend:
             store.write(f"lists/{step.name}.txt", render_commands(step.commands).encode())
             list_uris[step.name] = f"{store.uri}/lists/{step.name}.txt"
         doc = manifest(pipe, run_id, "aws", list_uris)
+        for recorded in doc["steps"]:
+            recorded["job_definition"] = definitions[recorded["name"]]
+        state = self.state_store(run_id)
+        for step, recorded in zip(pipe.steps, doc["steps"], strict=True):
+            write_work(state, recorded, step.commands, 1)
         doc.update(infra={"bucket": self.infra.bucket, "region": self.infra.region}, jobs={}, generation=1)
-        # The list files and this manifest, and (counted ahead) its update after each submit.
+        # The list files, work packs and this manifest, and (counted ahead) its update after
+        # each submit.
         launched = Counter(REQUESTS) - before + Counter(put=1 + len(pipe.steps))
         doc["launch_requests"] = dict(launched)
         record = Manifest.create(store, doc)
@@ -161,6 +156,42 @@ class AwsBackend:
         except OpsctlError as e:
             raise LaunchIncomplete(run_id, submitted, e) from None
         return run_id
+
+    def _job_definitions(self, steps: list[dict[str, Any]]) -> dict[str, str]:
+        """Each step's job definition, by step name: the stack's for its queue, or one derived
+        from it for the step's own image (opsctl/backends/definitions.py). Checked before
+        anything is uploaded or submitted: queues ENABLED, stack definitions ACTIVE, and every
+        image the steps run present in ECR where it is an ECR image."""
+        queues = sorted({step["queue"] for step in steps})
+        problems, stack = self.api.unusable(
+            [self.infra.queue(q) for q in queues], [self.infra.job_definition(q) for q in queues]
+        )
+        if problems:
+            raise BadInput(
+                f"{self.infra.source}: {'; '.join(problems)}: not found or not usable in {self.infra.region} "
+                "(run `opsctl infra output` after `make infra`, or pass the right --infra)"
+            )
+        images = {step.get("image") or self.infra.image(step["queue"]) for step in steps}
+        missing = self.api.images_missing(sorted(images))
+        ours = {self.infra.image(q) for q in queues}
+        if set(missing) & ours:
+            stack_images = ", ".join(m for m in missing if m in ours)
+            raise BadInput(
+                f"{stack_images}: not in ECR, so every child would fail to pull it; `make push` builds "
+                "and pushes the worker images and applies the stack with their tag"
+            )
+        if missing:
+            raise BadInput(
+                f"{', '.join(missing)}: not in ECR, so every child would fail to pull it "
+                '(a step\'s `image:`): push it first (docs/worker.md, "Your own image")'
+            )
+        own = Definitions(self.api, stack)
+        return {
+            step["name"]: own.arn(self.infra.job_definition(step["queue"]), step["image"])
+            if step.get("image")
+            else self.infra.job_definition(step["queue"])
+            for step in steps
+        }
 
     def _submit(
         self,
@@ -201,7 +232,7 @@ class AwsBackend:
                         step,
                         job_name=job_name,
                         queue=queue,
-                        job_definition=self.infra.job_definition(step["queue"]),
+                        job_definition=step.get("job_definition") or self.infra.job_definition(step["queue"]),
                         region=self.infra.region,
                         run_uri=self.store(doc["run_id"]).uri,
                         after=after,
@@ -230,14 +261,28 @@ class AwsBackend:
                 return f"{run_id} already SUCCEEDED; nothing to resume"
             return f"{run_id}: every step is running or succeeded; nothing to resume"
         replaced = {n: record.doc["jobs"][n] for n in redo if n in record.doc["jobs"]}
+        # A step's own image gets its derived definition looked up again, not taken from the
+        # manifest: the stack may have changed since, and the derived one may have been
+        # deregistered (`opsctl infra definitions`).
+        own = [s for s in record.doc["steps"] if s["name"] in redo and s.get("image")]
+        definitions = self._job_definitions(own) if own else {}
 
         def new_generation(d: dict[str, Any]) -> None:
             d["generation"] = max(d.get("generation", 1), generation)
+            for step in d["steps"]:
+                if step["name"] in definitions:
+                    step["job_definition"] = definitions[step["name"]]
             if replaced and replaced not in d.setdefault("replaced", []):
                 d["replaced"].append(replaced)
             d.pop("state", None)  # the run is live again
 
         record.update(new_generation)
+        state = self.state_store(run_id)
+        for step in record.doc["steps"]:
+            if step["name"] in redo:
+                text = self.store(run_id).read(f"lists/{step['name']}.txt").decode("utf-8")
+                commands = parse_commands(text)
+                write_work(state, step, commands, record.doc["generation"])
         succeeded = frozenset(n for n, s in states.items() if s is JobState.SUCCEEDED)
         submitted = self._submit(record, redo, succeeded=succeeded, adopt=True)
         generation = record.doc["generation"]
@@ -314,6 +359,7 @@ class AwsBackend:
         entry: dict[str, Any] = {
             "name": name,
             "queue": step["queue"],
+            "image": step.get("image"),
             "array_size": step["array_size"],
             "commands": commands,
             "requests": requests,

@@ -21,7 +21,9 @@ from opsctl_contract.errors import BadInput
 class Backend(Protocol):
     name: str
 
-    def launch(self, spec_path: Path, max_parallel: int | None = None) -> str: ...
+    def launch(
+        self, spec_path: Path, max_parallel: int | None = None, *, containers: bool = False
+    ) -> str: ...
 
     def status(self, run_id: str, *, stuck_after: float = ...) -> dict[str, Any]:
         """The status document (docs/cli.md); `warnings` for jobs RUNNABLE over `stuck_after` s."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections import Counter
 from typing import Any
 
 from opsctl.states import TERMINAL, JobState
@@ -39,6 +40,7 @@ RETRY_RULES = [
 ]
 
 STARTED = (JobState.STARTING, JobState.RUNNING)
+ACTIVE_STATUSES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")  # not ended
 # An image in ECR: <account>.dkr.ecr.<region>.amazonaws.com[.cn]/<repository>(:<tag>|@<digest>)
 ECR_IMAGE = re.compile(
     r"([0-9]{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/([^:@]+)(?::([^@]+))?(?:@(.+))?"
@@ -135,9 +137,12 @@ class BatchAPI:
     def _call(self, what: str) -> Any:
         return aws_call("AWS Batch", what, self.region)
 
-    def unusable(self, queues: list[str], definitions: list[str]) -> list[str]:
+    def unusable(
+        self, queues: list[str], definitions: list[str]
+    ) -> tuple[list[str], dict[str, dict[str, Any]]]:
         """The queues (not ENABLED) and job definitions (not ACTIVE) of `queues`/`definitions`
-        that cannot take jobs: two calls, made before a launch uploads or submits anything."""
+        that cannot take jobs, and the usable definitions as described, by the reference asked
+        for: two calls, made before a launch uploads or submits anything."""
         with self._call("job queues " + ", ".join(queues)):
             found = self.batch.describe_job_queues(jobQueues=queues)["jobQueues"]
         usable = {
@@ -150,13 +155,51 @@ class BatchAPI:
         with self._call("job definitions " + ", ".join(definitions)):
             found = self.batch.describe_job_definitions(jobDefinitions=definitions)["jobDefinitions"]
         active = {
-            name
+            name: d
             for d in found
             if d.get("status", "ACTIVE") == "ACTIVE"
             for name in (d["jobDefinitionArn"], f"{d['jobDefinitionName']}:{d['revision']}")
         }
         problems += [f"job definition {d}" for d in definitions if d not in active]
-        return problems
+        return problems, {d: active[d] for d in definitions if d in active}
+
+    def definitions_named(self, name: str) -> list[dict[str, Any]]:
+        """The ACTIVE revisions of the job definition `name`: one call (a page holds 100)."""
+        with self._call(f"job definition {name}"):
+            pages = self.batch.get_paginator("describe_job_definitions").paginate(
+                jobDefinitionName=name, status="ACTIVE"
+            )
+            return [d for page in pages for d in page["jobDefinitions"]]
+
+    def active_definitions(self) -> list[dict[str, Any]]:
+        """Every ACTIVE job definition of the account in this region, paged."""
+        with self._call("ACTIVE job definitions"):
+            pages = self.batch.get_paginator("describe_job_definitions").paginate(status="ACTIVE")
+            return [d for page in pages for d in page["jobDefinitions"]]
+
+    def register_definition(self, request: dict[str, Any]) -> str:
+        with self._call(f"RegisterJobDefinition {request['jobDefinitionName']}"):
+            return str(self.batch.register_job_definition(**request)["jobDefinitionArn"])
+
+    def deregister_definition(self, arn: str) -> None:
+        with self._call(f"DeregisterJobDefinition {arn}"):
+            self.batch.deregister_job_definition(jobDefinition=arn)
+
+    def active_job_definitions(self, queues: list[str]) -> Counter[str]:
+        """How many jobs not yet ended on `queues` use each job definition: ListJobs per queue and
+        active status, paged (an array job is listed once, as its parent)."""
+        used: Counter[str] = Counter()
+        for queue in queues:
+            for status in ACTIVE_STATUSES:
+                with self._call(f"{status} jobs in {queue}"):
+                    pages = self.batch.get_paginator("list_jobs").paginate(jobQueue=queue, jobStatus=status)
+                    for page in pages:
+                        used.update(
+                            job["jobDefinition"]
+                            for job in page.get("jobSummaryList", [])
+                            if "jobDefinition" in job
+                        )
+        return used
 
     def images_missing(self, images: list[str]) -> list[str]:
         """Those of `images` that their ECR repository does not hold: one DescribeImages each.
@@ -171,7 +214,7 @@ class BatchAPI:
                 continue
             account, region, repository, tag, digest = found.groups()
             ecr = self.ecr if region == self.region else client("ecr", region)
-            ref = {"imageDigest": digest} if digest else {"imageTag": tag}
+            ref = {"imageDigest": digest} if digest else {"imageTag": tag or "latest"}
             gone = (ecr.exceptions.ImageNotFoundException, ecr.exceptions.RepositoryNotFoundException)
             with aws_call("ECR", f"image {image}", region):
                 try:

@@ -107,3 +107,43 @@ def push(
     tf = _terraform(terraform_dir, var_file, backend_config)
     tf.apply(yes=yes)
     typer.echo(f"infra outputs written to {write_outputs(tf.outputs(), infra)}")
+
+
+@app.command()
+def definitions(
+    deregister: Annotated[
+        bool,
+        typer.Option("--deregister", help="Deregister the derived definitions that no active job uses."),
+    ] = False,
+    infra: Infra = None,
+) -> None:
+    """List the job definitions derived for steps' own images (`image:` in a spec).
+
+    Shows each one's image, the stack definition it was derived from and how many jobs not yet
+    ended on the stack's queues use it. A derived definition is re-registered by the next launch
+    or resume that needs it, so deregistering unused ones loses nothing.
+    """
+    from opsctl.backends.batch import BatchAPI
+    from opsctl.backends.definitions import derived
+    from opsctl.infra import load_outputs
+
+    outputs = load_outputs(infra)
+    api = BatchAPI(outputs.region)
+    stack = [
+        ref.rsplit("/", 1)[-1].split(":")[0]
+        for ref in (outputs.cpu_job_definition, outputs.gpu_job_definition)
+    ]
+    found = derived(api, stack, [outputs.cpu_queue, outputs.gpu_queue])
+    if not found:
+        typer.echo("no derived job definitions")
+        return
+    for d in found:
+        use = f"{d.jobs} active job{'s' if d.jobs != 1 else ''}" if d.jobs else "unused"
+        typer.echo(f"{d.name}:{d.revision}  {d.image}  from {d.source}  {use}")
+    unused = [d for d in found if not d.jobs]
+    if deregister:
+        for d in unused:
+            api.deregister_definition(d.arn)
+        typer.echo(f"deregistered {len(unused)} unused of {len(found)}")
+    elif unused:
+        typer.echo(f"{len(unused)} unused: `opsctl infra definitions --deregister` removes them")

@@ -48,4 +48,7 @@ def status_table(doc: dict[str, Any]) -> Group:
             "-" if step["elapsed"] is None else f"{step['elapsed']:.1f} s",
         )
     warnings = [Text(f"warning: {w}", style="yellow") for w in doc.get("warnings", [])]
-    return Group(table, *warnings)
+    images = [Text(f"{s['name']}: image {s['image']}", style="dim") for s in doc["steps"] if s.get("image")]
+    if images and doc.get("backend") == "local" and not doc.get("engine"):
+        images.append(Text("(images not used: launched without --containers, so on this host)", style="dim"))
+    return Group(table, *images, *warnings)

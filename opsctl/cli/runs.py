@@ -20,6 +20,7 @@ from opsctl.cli.options import Backend as BackendOption
 from opsctl.cli.options import Infra, Json, RunId, Spec, StuckAfter
 from opsctl.errors import LaunchIncomplete
 from opsctl.states import TERMINAL
+from opsctl_contract.errors import BadInput
 
 
 def launch(
@@ -33,6 +34,13 @@ def launch(
             "--max-parallel", min=1, help="Local backend: most children running at once (default: CPUs)."
         ),
     ] = None,
+    containers: Annotated[
+        bool,
+        typer.Option(
+            "--containers",
+            help="Local backend: run the children of steps that name an image in it (docker or podman).",
+        ),
+    ] = False,
     as_json: Json = False,
 ) -> None:
     """Start a run and print its id.
@@ -40,9 +48,11 @@ def launch(
     Validates SPEC first; the local backend is the default. With --json: {"run_id": ...}, or
     with --watch as well, the final status document (which holds the run id).
     """
+    if containers and backend is not None and backend.value != "local":
+        raise BadInput("--containers is for the local backend: on AWS every child runs in a container")
     chosen = get_backend(backend, infra)
     try:
-        run_id = chosen.launch(spec, max_parallel)
+        run_id = chosen.launch(spec, max_parallel, containers=containers)
     except LaunchIncomplete as e:
         remember(chosen, e.run_id, infra)  # the run exists: `opsctl resume` finds it by its id
         raise

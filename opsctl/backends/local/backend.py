@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from opsctl.backends.local.containers import check_images, find_engine
 from opsctl.backends.local.processes import STOP_GRACE, pid_alive, runs_for, signal_group, terminate_run
 from opsctl.backends.local.state import (
     BrokenRun,
@@ -32,18 +33,33 @@ from opsctl.backends.local.state import (
     runs_dir,
 )
 from opsctl.backends.local.supervisor import DEPENDENCY_FAILED, LOCK_FD
-from opsctl.runs import check_run_id, plan_resume
+from opsctl.runs import check_run_id, plan_resume, write_work
 from opsctl.states import TERMINAL, JobState, settle
 from opsctl_contract.errors import BadInput, OpsctlError
+from opsctl_contract.files import LIST_FILE_LIMIT, read_text
+from opsctl_contract.listfile import parse_commands
 from opsctl_contract.markers import ledger_totals, step_figures
 from opsctl_contract.storage import LocalStore
 
 
-def launch(spec_path: Path, max_parallel: int | None = None) -> str:
-    """Create the run directory and start its supervisor; return the run id at once."""
+def launch(spec_path: Path, max_parallel: int | None = None, *, containers: bool = False) -> str:
+    """Create the run directory and start its supervisor; return the run id at once.
+
+    With `containers`, steps that name an image run their children in it (containers.py); the
+    engine and every image are checked first."""
     from opsctl import pipeline as spec
 
-    run = create_run(spec.load(spec_path), max_parallel)
+    pipe = spec.load(spec_path)
+    engine = None
+    if containers:
+        images = [step.image for step in pipe.steps if step.image]
+        if not images:
+            raise BadInput(
+                f"{spec_path}: --containers, but no step names an image (`image:` in a step or defaults)"
+            )
+        engine = find_engine()
+        check_images(engine, images)
+    run = create_run(pipe, max_parallel, engine=engine)
     start_supervisor(run, run.lock())
     return run.run_id
 
@@ -117,6 +133,9 @@ def resume(run_id: str) -> str:
     says the run is running. Workers skip commands that have done markers.
     """
     run = LocalRun.find(run_id)
+    engine = run.manifest.get("engine")
+    if engine and not os.access(engine, os.X_OK):
+        raise BadInput(f"{run_id} runs its steps' images with {engine} (--containers), which is gone")
     lock = run.lock()
     try:
         doc = status(run_id)
@@ -133,12 +152,17 @@ def resume(run_id: str) -> str:
         redo, generation = plan_resume(run.manifest["steps"], states, run.run_row()["generation"])
         with run.db() as conn:
             migrate(conn)
+            splits = {s["name"]: s["split"] for s in run.manifest["steps"]}
             for name in redo:
                 # The children that did not succeed; all of them when every child exited 0 but
-                # commands have no done marker (the step was failed by its markers).
-                every = not conn.execute(
-                    "SELECT 1 FROM child WHERE step = ? AND state != ?", (name, JobState.SUCCEEDED)
-                ).fetchone()
+                # commands have no done marker (the step was failed by its markers), and on the
+                # dynamic split, whose new pack deals what is left to every child.
+                every = (
+                    splits[name] == "dynamic"
+                    or not conn.execute(
+                        "SELECT 1 FROM child WHERE step = ? AND state != ?", (name, JobState.SUCCEEDED)
+                    ).fetchone()
+                )
                 conn.execute(
                     "UPDATE child SET state = ?, attempt = 0, pid = NULL, exit_code = NULL, reason = NULL, "
                     "started = NULL, finished = NULL WHERE step = ? AND (? OR state != ?)",
@@ -150,6 +174,11 @@ def resume(run_id: str) -> str:
                     (JobState.SUBMITTED, name),
                 )
             conn.execute("UPDATE run SET generation = ?", (generation,))
+        state = LocalStore(run.path / "state")
+        for step in run.manifest["steps"]:
+            if step["name"] in redo:
+                text = read_text(run.path / "lists" / f"{step['name']}.txt", LIST_FILE_LIMIT, "list file")
+                write_work(state, step, parse_commands(text), generation)
     except BaseException:
         os.close(lock)
         raise
@@ -202,6 +231,7 @@ def status(run_id: str) -> dict[str, Any]:
             {
                 "name": step["name"],
                 "queue": manifest_steps[step["name"]]["queue"],
+                "image": manifest_steps[step["name"]].get("image"),  # used under --containers only
                 "state": step_state.value,
                 "reason": short or step["reason"],
                 "array_size": len(kids),
@@ -231,6 +261,7 @@ def status(run_id: str) -> dict[str, Any]:
         "run_id": run_id,
         "pipeline": row["pipeline"],
         "backend": "local",
+        "engine": run.manifest.get("engine"),  # steps' images run under it (--containers), or None
         "state": state,
         "reason": reason,
         "created": _iso(row["created"]),
@@ -326,8 +357,8 @@ class LocalBackend:
 
     name = "local"
 
-    def launch(self, spec_path: Path, max_parallel: int | None = None) -> str:
-        return launch(spec_path, max_parallel)
+    def launch(self, spec_path: Path, max_parallel: int | None = None, *, containers: bool = False) -> str:
+        return launch(spec_path, max_parallel, containers=containers)
 
     def status(self, run_id: str, *, stuck_after: float = 0.0) -> dict[str, Any]:
         # Local children never wait for capacity, only for a slot: no stuck warnings.

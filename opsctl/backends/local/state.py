@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from opsctl.runs import check_run_id, manifest, new_run_id, opsctl_home
+from opsctl.runs import check_run_id, manifest, new_run_id, opsctl_home, write_work
 from opsctl.states import JobState
 from opsctl_contract.errors import BadInput, OpsctlError
 from opsctl_contract.listfile import render_commands
-from opsctl_contract.storage import private_dirs
+from opsctl_contract.storage import LocalStore, private_dirs
 
 if TYPE_CHECKING:  # the supervisor process starts without the YAML parser: it reads the manifest
     from opsctl import pipeline as spec
@@ -179,8 +179,11 @@ class LocalRun:
         return False
 
 
-def create_run(pipe: spec.Pipeline, max_parallel: int | None = None) -> LocalRun:
-    """The run directory and database of a new run, every job SUBMITTED; nothing runs yet."""
+def create_run(
+    pipe: spec.Pipeline, max_parallel: int | None = None, *, engine: str | None = None
+) -> LocalRun:
+    """The run directory and database of a new run, every job SUBMITTED; nothing runs yet.
+    `engine`: the container engine steps with an image run in (`--containers`), or None."""
     run_id = new_run_id(pipe.name)
     base = runs_dir()
     private_dirs(base)
@@ -194,6 +197,11 @@ def create_run(pipe: spec.Pipeline, max_parallel: int | None = None) -> LocalRun
             write_private(building / "lists" / f"{step.name}.txt", render_commands(step.commands).encode())
             list_uris[step.name] = str(run.path / "lists" / f"{step.name}.txt")
         record = manifest(pipe, run_id, "local", list_uris)
+        if engine:
+            record["engine"] = engine
+        state = LocalStore(building / "state")
+        for step, recorded in zip(pipe.steps, record["steps"], strict=True):
+            write_work(state, recorded, step.commands, 1)
         write_private(building / "manifest.json", json.dumps(record, indent=2).encode())
         write_private(building / "run.db", b"")  # SQLite keeps the mode for its WAL and shm
         conn = sqlite3.connect(building / "run.db")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from opsctl.backends.local import containers
 from opsctl.backends.local.processes import STOP_GRACE, signal_group, terminate
 from opsctl.backends.local.state import LocalRun, mark_killed, migrate, open_log
 from opsctl.states import TERMINAL, JobState, settle
@@ -43,6 +44,7 @@ class _Child:
     deadline: float
     log: IO[bytes]
     timed_out: bool = False
+    container: str | None = None  # its container's name, under --containers
 
 
 class Supervisor:
@@ -274,6 +276,8 @@ class Supervisor:
                 continue
             del self.running[key]
             child.log.close()
+            if child.container and code:  # a killed engine client may leave its container behind
+                containers.remove(self.manifest["engine"], child.container)
             attempt = self.children[key]["attempt"]
             if code == 0:
                 self._set_child(
@@ -311,19 +315,30 @@ class Supervisor:
     def _spawn(self, conn: sqlite3.Connection, step: dict[str, Any], index: int) -> None:
         key = (step["name"], index)
         attempt = int(self.children[key]["attempt"]) + 1
+        contract = local_environment(
+            step, self.run.run_id, str(self.run.path), index, attempt, self.generation
+        )
         env = {
             **os.environ,
             # Commands find this environment's interpreter first, as in an activated venv: on
             # AWS the image's Python is the one on PATH.
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-            **local_environment(step, self.run.run_id, str(self.run.path), index, attempt, self.generation),
+            **contract,
         }
+        engine, image = self.manifest.get("engine"), step.get("image")
+        container = None
+        argv = [sys.executable, "-m", "worker", "run"]
+        if engine and image:
+            container = containers.name(self.run.run_id, step["name"], index, attempt)
+            argv = containers.command(
+                engine, image, container, self.run.path, contract, gpus=bool(step.get("gpus"))
+            )
         try:
             log = open_log(self.run.log_path(step["name"], index))
             log.write(f"== {self.run.run_id} {step['name']}[{index}] attempt {attempt} ==\n".encode())
             log.flush()
             proc = subprocess.Popen(
-                [sys.executable, "-m", "worker", "run"],
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -337,7 +352,9 @@ class Supervisor:
                 conn, key, state=JobState.FAILED, attempt=attempt, reason=f"cannot start the worker: {e}"
             )
             return
-        self.running[key] = _Child(step, index, proc, self.clock() + step["timeout"], log)
+        self.running[key] = _Child(
+            step, index, proc, self.clock() + step["timeout"], log, container=container
+        )
         self._set_child(
             conn,
             key,
@@ -353,6 +370,9 @@ class Supervisor:
         procs = [child.proc for child in self.running.values()]
         ended = lambda: all(p.poll() is not None for p in procs)  # noqa: E731
         terminate([p.pid for p in procs], wait=ended, grace=self.stop_grace)
+        for child in self.running.values():
+            if child.container:
+                containers.remove(self.manifest["engine"], child.container)
         mark_killed(conn)
         return JobState.FAILED
 
