@@ -113,7 +113,6 @@ class Step:
 class Pipeline:
     name: str
     spec_path: Path
-    storage: str | None
     steps: tuple[Step, ...]  # topological order: every step after the steps it depends on
 
     def step(self, name: str) -> Step:
@@ -157,7 +156,6 @@ class Pipeline:
         return {
             "pipeline": self.name,
             "spec": str(self.spec_path),
-            "storage": self.storage,
             "steps": steps,
             "notes": notes,
         }
@@ -305,7 +303,13 @@ def _expanded_size(root: yaml.Node) -> int:
 
 # --- validation -------------------------------------------------------------------------------
 
-_PIPELINE_KEYS = ("name", "storage", "defaults", "steps")
+_PIPELINE_KEYS = ("name", "defaults", "steps")
+# Where a run's data lives is the backend's: a spec that names a place is refused, not ignored.
+STORAGE_REFUSED = (
+    "storage is not supported: a local run's data lives under $OPSCTL_HOME/runs/<run id> (set "
+    "OPSCTL_HOME to move it) and an AWS run's under s3://<the stack's bucket>/runs/<run id>; "
+    "remove the key"
+)
 _DEFAULT_KEYS = ("retries", "timeout", "vcpus", "memory", "image")
 _STEP_KEYS = (
     "name",
@@ -379,6 +383,8 @@ class _Validator:
         if document is None:
             raise _At(1, "spec is empty: expected a mapping with name and steps")
         top = self._mapping(document, 1, "the spec")
+        if "storage" in top:
+            raise _At(top.line_of("storage"), STORAGE_REFUSED)
         self._keys(top, _PIPELINE_KEYS, "")
 
         name = top.get("name")
@@ -387,12 +393,6 @@ class _Validator:
                 top.line_of("name"),
                 f"{_shown('name', name)} must be 1..40 characters of a-z, 0-9 and '-'",
             )
-
-        storage = top.get("storage")
-        if storage is not None and (not isinstance(storage, str) or not storage.strip()):
-            raise _At(top.line_of("storage"), f"storage = {brief(storage)} must be a path or s3:// URI")
-        if isinstance(storage, str) and storage.startswith("s3://") and len(storage) <= len("s3://"):
-            raise _At(top.line_of("storage"), f"storage = {brief(storage)} names no bucket")
 
         defaults = self._mapping(top.get("defaults", _empty_map(top)), top.line_of("defaults"), "defaults")
         self._keys(defaults, _DEFAULT_KEYS, "defaults: ")
@@ -424,7 +424,6 @@ class _Validator:
         return Pipeline(
             name=name,
             spec_path=Path(self.source),
-            storage=storage,
             steps=tuple(_topological(steps)),
         )
 

@@ -14,7 +14,7 @@ import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -90,15 +90,19 @@ class Store(Protocol):
         """
         ...
 
+    def sweep(self, stale: Callable[[str], bool] = ...) -> tuple[int, int]:
+        """Remove what writers that `stale` names left staged: (files, bytes)."""
+        ...
 
-def open_store(uri: str) -> Store:
-    """The store rooted at `uri`."""
+
+def open_store(uri: str, writer: str | None = None) -> Store:
+    """The store rooted at `uri`; `writer` names who stages local writes (LocalStore)."""
     if uri.startswith("s3://"):
         bucket, _, prefix = uri[len("s3://") :].partition("/")
         if not bucket:
             raise BadInput(f"{uri}: an s3:// URI needs a bucket name")
         return S3Store(bucket, prefix.strip("/"))
-    return LocalStore(Path(uri.removeprefix("file://")))
+    return LocalStore(Path(uri.removeprefix("file://")), writer)
 
 
 def read_uri(uri: str) -> bytes:
@@ -128,12 +132,23 @@ def _join(*parts: str) -> str:
 # --- local directory --------------------------------------------------------------------------
 
 
-class LocalStore:
-    """A directory on this machine; writes are atomic through rename and hard link."""
+STAGING = ".opsctl-staging"  # a local store's folder of files being written
 
-    def __init__(self, root: Path) -> None:
+
+class LocalStore:
+    """A directory on this machine; writes are atomic through rename and hard link.
+
+    Each write is staged in `<root>/.opsctl-staging/<writer>-<random>` and then renamed (or
+    linked) into place, so a writer killed in between leaves its file there, named by the
+    writer, and never among the markers. `writer` says who: a worker names its step, child and
+    attempt (`sweep` then finds what an earlier attempt left); anyone else is `pid<N>`.
+    """
+
+    def __init__(self, root: Path, writer: str | None = None) -> None:
         self.root = root
         self.uri = str(root)
+        self.writer = writer or f"pid{os.getpid()}"
+        self._staging = os.path.join(str(root), STAGING)
 
     def _path(self, key: str) -> Path:
         return self.root / key
@@ -187,7 +202,7 @@ class LocalStore:
         with _writing(path):
             tmp = self._stage(path, data)
             try:
-                os.replace(tmp, path)
+                _into_place(os.replace, tmp, path)
             except BaseException:
                 _unlink(tmp)
                 raise
@@ -200,7 +215,7 @@ class LocalStore:
         with _writing(path):
             tmp = self._stage(path, data)
             try:
-                os.link(tmp, path)
+                _into_place(os.link, tmp, path)
             except FileExistsError:
                 return False
             finally:
@@ -224,26 +239,27 @@ class LocalStore:
                 for entry in entries:
                     key = f"{prefix}/{entry.name}" if prefix else entry.name
                     if entry.is_dir(follow_symlinks=False):
-                        pending.append(key)
-                    elif not entry.name.startswith(".opsctl-tmp-"):
+                        if key != STAGING:
+                            pending.append(key)
+                    elif not entry.name.startswith(".opsctl-tmp-"):  # staged by opsctl < 0.5
                         keys.append(key)
         return _bounded(sorted(keys), f"{root}/" if root else "", after, upto)
 
-    @staticmethod
-    def _stage(path: str, data: bytes) -> str:
-        """A temporary file holding `data` beside `path`, for an atomic rename or link.
+    def _stage(self, path: str, data: bytes) -> str:
+        """A staged file holding `data`, in the store's staging folder (the same file system as
+        `path`), for an atomic rename or link there.
 
         Plain `os` calls on strings: the worker writes one marker per command, and this is on
-        that path. The folder is created only when the first attempt finds it missing.
+        that path. The folders are created only when the first attempt finds them missing.
         """
-        tmp = os.path.join(os.path.dirname(path), f".opsctl-tmp-{uuid.uuid4().hex}")
+        tmp = os.path.join(self._staging, f"{self.writer}-{uuid.uuid4().hex}")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         # Owner only, whatever the umask: another user must not read a run's state or plant a
         # marker in it (the umask can only take bits away from these modes).
         try:
             fd = os.open(tmp, flags, 0o600)
         except FileNotFoundError:
-            private_dirs(os.path.dirname(path))
+            private_dirs(self._staging)
             fd = os.open(tmp, flags, 0o600)
         try:
             view = memoryview(data)
@@ -255,6 +271,34 @@ class LocalStore:
             raise
         os.close(fd)
         return tmp
+
+    def sweep(self, stale: Callable[[str], bool] = lambda _writer: True) -> tuple[int, int]:
+        """Remove the staged files whose writer `stale` says is gone: (files, bytes) removed.
+
+        Only the caller knows who is gone (a retried worker its earlier attempts; `resume` and
+        `prune` everyone, once the run's processes have stopped)."""
+        removed = size = 0
+        try:
+            entries = list(os.scandir(self._staging))
+        except (FileNotFoundError, NotADirectoryError):
+            return 0, 0
+        for entry in entries:
+            writer = entry.name.rsplit("-", 1)[0]
+            if entry.is_file(follow_symlinks=False) and stale(writer):
+                with contextlib.suppress(OSError):
+                    length = entry.stat(follow_symlinks=False).st_size
+                    os.unlink(entry.path)
+                    removed, size = removed + 1, size + length
+        return removed, size
+
+
+def _into_place(move: Callable[[str, str], None], tmp: str, path: str) -> None:
+    """`move` (rename or link) a staged file to `path`, creating its folder the first time."""
+    try:
+        move(tmp, path)
+    except FileNotFoundError:
+        private_dirs(os.path.dirname(path))
+        move(tmp, path)
 
 
 def private_dirs(path: str | Path) -> None:
@@ -392,6 +436,10 @@ class S3Store:
 
     def create(self, key: str, data: bytes) -> bool:
         return self.create_tagged(key, data) is not None
+
+    def sweep(self, stale: Callable[[str], bool] = lambda _writer: True) -> tuple[int, int]:
+        """Nothing to sweep: an S3 write is one request, never staged."""
+        return 0, 0
 
     def create_tagged(self, key: str, data: bytes) -> str | None:
         """`create`, returning the new object's ETag (None if it existed), for a later `replace`."""

@@ -949,7 +949,11 @@ def test_list_reads_only_the_manifests(backend: AwsBackend, spec: Path) -> None:
     markers = Markers(backend.state_store(first), "pre")
     for k in range(1500):  # what a run leaves: many objects besides its manifest
         markers.mark(DONE, k, {"index": k})
-    with Calls(s3_client()) as calls:
+    assert backend.status(second)["state"] == "FAILED"  # moto ends its jobs; no command is done
+    with Calls(s3_client(), backend.api.batch) as calls:
         rows = backend.list_runs()
     assert {r["run_id"] for r in rows} >= {first, second}
     assert calls["ListObjectsV2"] == 1 and calls["GetObject"] == len(rows)
+    assert calls["DescribeJobs"] == 0, "states come from the manifests' final records"
+    states = {r["run_id"]: r["state"] for r in rows}
+    assert (states[first], states[second]) == (None, "FAILED"), "none recorded before a poll saw it end"

@@ -45,13 +45,14 @@ def test_help_does_not_import_boto3_or_yaml() -> None:
 @pytest.mark.parametrize(
     ("verb", "options"),
     [
-        ("launch", ["--backend", "--infra", "--watch", "--max-parallel", "--json"]),
+        ("launch", ["--backend", "--infra", "--watch", "--max-parallel", "--containers", "--json"]),
         ("watch", ["--backend", "--infra", "--interval", "--json"]),
         ("status", ["--backend", "--infra", "--json"]),
         ("kill", ["--backend", "--infra"]),
         ("resume", ["--backend", "--infra"]),
         ("logs", ["--index", "--follow", "--backend", "--infra"]),
         ("list", ["--backend", "--infra", "--json"]),
+        ("prune", ["--older-than", "--yes"]),
     ],
 )
 def test_every_verb_is_registered_with_its_options(verb: str, options: list[str]) -> None:
@@ -63,7 +64,7 @@ def test_every_verb_is_registered_with_its_options(verb: str, options: list[str]
 
 def test_infra_subcommands_are_registered() -> None:
     result = opsctl("infra", "--help")
-    for sub in ("plan", "apply", "destroy", "output"):
+    for sub in ("plan", "apply", "destroy", "output", "push", "definitions"):
         assert sub in result.stdout
 
 
@@ -85,3 +86,48 @@ def test_usage_errors_exit_2() -> None:
 def test_version() -> None:
     result = opsctl("--version")
     assert result.returncode == 0 and result.stdout.startswith("opsctl ")
+
+
+def complete(words: str, env: dict[str, str]) -> list[str]:
+    """What Tab offers after `words` in a bash that sourced opsctl's completion script, as
+    `opsctl --install-completion` installs it."""
+    script = subprocess.run(
+        [OPSCTL, "--show-completion", "bash"], capture_output=True, text=True, timeout=60, env=env
+    ).stdout
+    assert "complete -o default -F _opsctl_completion opsctl" in script
+    typed = words.split(" ")
+    shell = (
+        f"{script}\nCOMP_WORDS=({' '.join(repr(w) for w in typed)}); COMP_CWORD={len(typed) - 1}\n"
+        '_opsctl_completion opsctl\nprintf "%s\\n" "${COMPREPLY[@]}"\n'
+    )
+    result = subprocess.run(
+        ["bash", "--norc", "-c", shell], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    return [line for line in result.stdout.splitlines() if line]
+
+
+def test_tab_completes_commands_options_and_run_ids(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    local = ["tomo-20261128-101500-a1b2", "tomo-20261128-120000-c3d4", "hello-20261127-090000-0001"]
+    for run_id in local:
+        (home / "runs" / run_id).mkdir(parents=True)
+    (home / "runs" / ".building-tomo-20261128-130000-ffff").mkdir()  # not a run yet
+    (home / "aws-runs").mkdir()
+    (home / "aws-runs" / "tomo-20261128-140000-e5f6.json").write_text("{}")
+    bin_dir = str(Path(sys.executable).parent)
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "OPSCTL_HOME": str(home),
+        "SHELL": "/bin/bash",
+        "HOME": str(tmp_path),
+    }
+
+    assert {"launch", "status", "resume", "prune"} <= set(complete("opsctl ", env))
+    assert "--containers" in complete("opsctl launch --c", env)
+    assert complete("opsctl status tomo-", env) == [
+        "tomo-20261128-140000-e5f6",
+        "tomo-20261128-120000-c3d4",
+        "tomo-20261128-101500-a1b2",
+    ]
+    assert complete("opsctl resume hel", env) == ["hello-20261127-090000-0001"]

@@ -228,9 +228,9 @@ BAD_SPECS = [
         "split = 'random' is not one of contiguous | dynamic",
     ),
     (
-        "storage-no-bucket",
-        "name: x\nstorage: s3://  # <-\nsteps:\n" + STEP + "    command: 'true'\n",
-        "names no bucket",
+        "storage-refused",
+        "name: x\nstorage: /data/runs  # <-\nsteps:\n" + STEP + "    command: 'true'\n",
+        "storage is not supported: a local run's data lives under $OPSCTL_HOME/runs/<run id>",
     ),
     (
         "defaults-unknown",

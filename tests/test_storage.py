@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from opsctl_contract.errors import BadInput
-from opsctl_contract.storage import LocalStore, NotFound, S3Store, Store, open_store, read_uri
+from opsctl_contract.storage import STAGING, LocalStore, NotFound, S3Store, Store, open_store, read_uri
 from tests.conftest import released_together
 
 
@@ -119,3 +119,17 @@ def test_create_is_atomic_under_8_processes(store_uri: str) -> None:
         for k in won[:20]:
             assert store.read(f"claims/{k}") == str(contender).encode()
     assert sum(1 for won in wins if won) > 1, "the contenders really raced"
+
+
+def test_local_writes_are_staged_by_writer_and_swept_by_who_is_gone(tmp_path: Path) -> None:
+    """A staged file sits in `.opsctl-staging/`, named by its writer, never among the keys."""
+    alive, dead = LocalStore(tmp_path, writer="s.0.2"), LocalStore(tmp_path, writer="s.1.1")
+    alive.write("s/done/000000001", b"{}")
+    staging = tmp_path / STAGING
+    for writer in ("s.0.1", "s.1.1", "s.0.2"):  # as writers killed between staging and rename
+        (staging / f"{writer}-{'0' * 32}").write_bytes(b"x" * 10)
+    assert alive.list() == ["s/done/000000001"], "staged files are not keys"
+    assert alive.sweep(lambda w: w in {"s.0.1", "s.1.1"}) == (2, 20)
+    assert sorted(p.name for p in staging.iterdir()) == [f"s.0.2-{'0' * 32}"]
+    assert dead.create("s/claims/1/0/0", b"{}") and not dead.create("s/claims/1/0/0", b"{}")
+    assert sorted(p.name for p in staging.iterdir()) == [f"s.0.2-{'0' * 32}"], "create cleans up"

@@ -37,7 +37,9 @@ def run(fail_fast: bool, preflight_gpu: bool = False) -> int:
             # Exit 1, not 2: a broken GPU host is worth another attempt elsewhere.
             print(report.render(), file=sys.stderr)
             return 1
-    store = open_store(env.state_uri)
+    store = open_store(env.state_uri, writer=f"{env.step}.{env.index}.{env.attempt}")
+    if env.attempt > 1:  # what an earlier attempt of this child was killed writing
+        store.sweep(lambda writer: _earlier_attempt(writer, env))
     markers = Markers(store, env.step)
     ledger = Ledger(store, env.step, env.index, env.generation, env.attempt)
     try:
@@ -45,6 +47,12 @@ def run(fail_fast: bool, preflight_gpu: bool = False) -> int:
     finally:
         with contextlib.suppress(OpsctlError):  # a full disk: the markers are the record
             ledger.save()
+
+
+def _earlier_attempt(writer: str, env: WorkerEnv) -> bool:
+    step, _, rest = writer.partition(".")
+    index, _, attempt = rest.partition(".")
+    return step == env.step and index == str(env.index) and attempt.isdigit() and int(attempt) < env.attempt
 
 
 def _share(env: WorkerEnv, markers: Markers) -> tuple[Pack | InMemory, list[Command], set[int]]:

@@ -46,6 +46,26 @@ def _aws_record(run_id: str) -> Path:
     return opsctl_home() / "aws-runs" / f"{run_id}.json"
 
 
+def known_runs(prefix: str = "") -> list[str]:
+    """The run ids this machine knows, starting with `prefix`, newest first: its local runs and
+    the AWS runs launched from here. Directory names only (shell completion calls this on every
+    Tab): no database or manifest is read."""
+    from opsctl.runs import RUN_ID
+
+    home = opsctl_home()
+    names = {p.name for p in _entries(home / "runs")}
+    names |= {p.name.removesuffix(".json") for p in _entries(home / "aws-runs") if p.name.endswith(".json")}
+    found = [n for n in names if n.startswith(prefix) and RUN_ID.fullmatch(n)]
+    return sorted(found, key=lambda n: (n[-20:], n), reverse=True)  # by "<date>-<time>-<hex>"
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError:
+        return []
+
+
 def get_backend(name: BackendName | None, infra: Path | None, run_id: str | None = None) -> Backend:
     """The backend for a command: the one asked for, else the one `run_id` was launched on."""
     if run_id is not None:

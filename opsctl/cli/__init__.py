@@ -20,7 +20,7 @@ app = typer.Typer(
     name="opsctl",
     help="Run scientific batch pipelines on AWS Batch, or on this machine with no cloud.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion: commands, options, run ids
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )

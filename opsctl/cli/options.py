@@ -24,8 +24,21 @@ Infra = Annotated[
         help="Infra outputs file (terraform output -json shape). Default: .opsctl/infra.json.",
     ),
 ]
+
+
+def _complete_run(incomplete: str) -> list[str]:
+    from opsctl.backends.base import known_runs
+
+    return known_runs(incomplete)
+
+
 RunId = Annotated[
-    str, typer.Argument(help="Run id, as printed by launch and listed by `opsctl list`.", metavar="RUN")
+    str,
+    typer.Argument(
+        help="Run id, as printed by launch and listed by `opsctl list`.",
+        metavar="RUN",
+        autocompletion=_complete_run,
+    ),
 ]
 Spec = Annotated[Path, typer.Argument(help="Pipeline spec (YAML); see docs/spec.md.", metavar="SPEC")]
 StuckAfter = Annotated[

@@ -192,7 +192,25 @@ def list_runs(backend: BackendOption = None, infra: Infra = None, as_json: Json 
         typer.echo(f"{row['run_id']:<64} {row['state'] or '-':<10} {row['created']}{problem}")
 
 
+def prune(
+    older_than: Annotated[
+        float,
+        typer.Option("--older-than", min=0, help="Delete finished local runs that ended this many days ago."),
+    ] = 30,
+    yes: Annotated[bool, typer.Option("--yes", help="Delete; without it, only print what would go.")] = False,
+) -> None:
+    """Remove old finished local runs and files killed writers left staged.
+
+    A dry run unless --yes: prints each run directory (finished more than --older-than days ago)
+    and each run's stale staged files, with their size. Running runs are never touched.
+    """
+    from opsctl.backends.local.prune import prune as prune_runs
+
+    prune_runs(older_than, apply=yes, say=typer.echo)
+
+
 def register(app: typer.Typer) -> None:
     for command in (launch, watch, status, kill, resume, logs):
         app.command()(command)
     app.command("list")(list_runs)
+    app.command()(prune)

@@ -127,9 +127,11 @@ def run_round(work: Path, seed: int, split: str, commands: int = 40, kills: int 
         time.sleep(0.2)
     result.seconds = time.monotonic() - started
 
-    # A worker killed between staging a marker and renaming it leaves a .opsctl-tmp-* file,
-    # which every listing ignores: only the names that are indices are markers.
-    result.tally([int(p.name) for p in (run_dir / "state" / "s" / "done").iterdir() if p.name.isdigit()], out)
+    # A worker killed between staging a marker and renaming it leaves its file in
+    # state/.opsctl-staging/ (swept by the child's next attempt or a resume), never in done/.
+    done = list((run_dir / "state" / "s" / "done").iterdir())
+    assert all(p.name.isdigit() for p in done), "only markers in done/"
+    result.tally([int(p.name) for p in done], out)
     result.status_reexecuted = status["steps"][0]["commands"]["reexecuted"]
     return result
 

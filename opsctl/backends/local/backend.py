@@ -144,6 +144,8 @@ def resume(run_id: str) -> str:
             return f"{run_id} already SUCCEEDED; nothing to resume"
         # A supervisor that died may have left children running: stop them, their commands re-run.
         terminate_run(run_id, _recorded_pids(run))
+        # No writer of the run is left: what any of them was killed staging is stale.
+        LocalStore(run.path / "state").sweep()
         # No supervisor runs, so every step that did not succeed has ended, whatever it last read.
         states = {
             s["name"]: JobState.SUCCEEDED if s["state"] == JobState.SUCCEEDED else JobState.FAILED
