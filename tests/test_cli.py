@@ -53,6 +53,7 @@ def test_help_does_not_import_boto3_or_yaml() -> None:
         ("logs", ["--index", "--follow", "--backend", "--infra"]),
         ("list", ["--backend", "--infra", "--json"]),
         ("prune", ["--older-than", "--yes"]),
+        ("report", ["--output", "--json", "--backend", "--infra"]),
     ],
 )
 def test_every_verb_is_registered_with_its_options(verb: str, options: list[str]) -> None:

@@ -32,6 +32,14 @@ def main() -> int:
     print(f"RMSE:     {result['rmse_mean']:.4f} mean, {result['rmse_max']:.4f} worst slice")
     print(f"centre:   {result['centre_offset_px']:+.3f} px found (2.700 injected)")
     print(f"backend:  {result['backend']}")
+    page = LocalRun.find(run_id).path / "report.html"
+    written = subprocess.run(
+        [BIN / "opsctl", "report", run_id, "-o", str(page)], capture_output=True, text=True, check=False
+    )
+    if written.returncode:
+        sys.stderr.write(written.stderr)
+        return written.returncode
+    print(f"report:   {page}  (timeline, steps, CPU time: open it in a browser)")
     return 0
 
 

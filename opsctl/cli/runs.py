@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -192,6 +193,44 @@ def list_runs(backend: BackendOption = None, infra: Infra = None, as_json: Json 
         typer.echo(f"{row['run_id']:<64} {row['state'] or '-':<10} {row['created']}{problem}")
 
 
+def report(
+    run_id: RunId,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Where to write the HTML page (default RUN.html here)."),
+    ] = None,
+    as_json: Json = False,
+    backend: BackendOption = None,
+    infra: Infra = None,
+) -> None:
+    """Write a run's report: a self-contained HTML page with its timeline, steps, retries, failures.
+
+    Headline (state, wall time, children, attempts, commands, CPU time), per step wall time,
+    busy share, commands per second and slowest children, one timeline bar per child attempt.
+    --json prints the same facts instead. Local runs (AWS runs: `opsctl status RUN --json`).
+    """
+    from opsctl import report as pages
+
+    chosen = get_backend(backend, infra, run_id)
+    attempts = getattr(chosen, "attempts", None)
+    if attempts is None:
+        raise BadInput(
+            f"{run_id}: `opsctl report` covers local runs so far; `opsctl status {run_id} --json` "
+            "has its figures"
+        )
+    doc = chosen.status(run_id)
+    facts = pages.facts(doc, attempts(run_id), chosen.failures(run_id, doc))
+    if as_json:
+        typer.echo(json.dumps(facts, indent=2))
+        return
+    path = output or Path(f"{run_id}.html")
+    try:
+        path.write_text(pages.render(facts), encoding="utf-8")
+    except OSError as e:
+        raise BadInput(f"{path}: cannot write the report: {e.strerror}") from None
+    typer.echo(str(path))
+
+
 def prune(
     older_than: Annotated[
         float,
@@ -213,4 +252,5 @@ def register(app: typer.Typer) -> None:
     for command in (launch, watch, status, kill, resume, logs):
         app.command()(command)
     app.command("list")(list_runs)
+    app.command()(report)
     app.command()(prune)

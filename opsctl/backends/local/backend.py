@@ -188,6 +188,30 @@ def resume(run_id: str) -> str:
     return f"{run_id} resumed: {', '.join(redo)} in generation {generation}"
 
 
+def attempts(run_id: str) -> list[dict[str, Any]]:
+    """Every child attempt from the state database: step, index, generation, attempt, started,
+    finished, exit_code, reason, cpu_seconds."""
+    run = LocalRun.find(run_id)
+    with run.db() as conn:
+        migrate(conn)
+        rows = conn.execute(
+            "SELECT step, idx, generation, attempt, started, finished, exit_code, reason, cpu FROM attempt "
+            "ORDER BY started, step, idx"
+        ).fetchall()
+    keys = (
+        "step",
+        "index",
+        "generation",
+        "attempt",
+        "started",
+        "finished",
+        "exit_code",
+        "reason",
+        "cpu_seconds",
+    )
+    return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
 def _recorded_pids(run: LocalRun) -> list[int]:
     try:
         with run.db() as conn:
@@ -387,6 +411,10 @@ class LocalBackend:
 
     def kill(self, run_id: str) -> str:
         return kill(run_id)
+
+    def attempts(self, run_id: str) -> list[dict[str, Any]]:
+        """Every child attempt of the run, in the order they started (`opsctl report`)."""
+        return attempts(run_id)
 
     def resume(self, run_id: str) -> str:
         return resume(run_id)

@@ -53,6 +53,13 @@ CREATE TABLE IF NOT EXISTS child (
     exit_code INTEGER, reason TEXT, started REAL, finished REAL,
     PRIMARY KEY (step, idx)
 );
+-- Every attempt of every child, for `opsctl report`: `child` keeps only the latest. cpu is the
+-- worker's and its commands' user + system seconds (wait4's rusage).
+CREATE TABLE IF NOT EXISTS attempt (
+    step TEXT, idx INTEGER, generation INTEGER, attempt INTEGER, started REAL, finished REAL,
+    exit_code INTEGER, reason TEXT, cpu REAL,
+    PRIMARY KEY (step, idx, generation, attempt)
+);
 """
 
 
@@ -233,7 +240,9 @@ def create_run(
 
 
 def migrate(conn: sqlite3.Connection) -> None:
-    """Bring a run's database made by an older opsctl to this schema (the step's command counts)."""
+    """Bring a run's database made by an older opsctl to this schema (the step's command counts,
+    the attempt table)."""
+    conn.executescript(SCHEMA[SCHEMA.index("-- Every attempt") :])
     columns = {row[1] for row in conn.execute("PRAGMA table_info(step)")}
     for column in ("done", "failed", "reexecuted"):
         if column not in columns:
@@ -242,6 +251,7 @@ def migrate(conn: sqlite3.Connection) -> None:
 
 def mark_killed(conn: sqlite3.Connection) -> None:
     """Everything not finished ends FAILED, "killed by user"."""
+    conn.execute("UPDATE attempt SET reason = ?, finished = ? WHERE finished IS NULL", (KILLED, time.time()))
     for table in ("child", "step", "run"):
         conn.execute(
             f"UPDATE {table} SET state = ?, reason = ?, finished = ? WHERE state NOT IN (?, ?)",  # noqa: S608 - fixed names

@@ -68,6 +68,8 @@ class Supervisor:
         self.running: dict[tuple[str, int], _Child] = {}
         self.stopping = False
         self.stale = False  # a tick's write failed: the database is behind the memory
+        # Attempt rows changed since the last write that committed (rewritten if one fails).
+        self.attempts: dict[tuple[str, int, int, int], dict[str, Any]] = {}
         # One connection for the supervisor's life; each tick is one transaction.
         self.conn = sqlite3.connect(run.path / "run.db", timeout=30)
         self.conn.row_factory = sqlite3.Row
@@ -109,8 +111,10 @@ class Supervisor:
                     if self.stale:
                         self._write_all(conn)
                     ended = self._tick(conn)
-                    if ended is not None:
-                        return ended
+                    self._write_attempts(conn)
+                self.attempts.clear()  # committed
+                if ended is not None:
+                    return ended
             except (sqlite3.DatabaseError, OSError) as e:
                 # A full disk, an I/O error, a damaged database: the run goes on in memory and
                 # in its markers, and each tick tries to record it again.
@@ -148,6 +152,20 @@ class Supervisor:
                 "UPDATE step SET state = ?, reason = ?, started = ?, finished = ? WHERE name = ?",
                 (row["state"], row["reason"], row["started"], row["finished"], name),
             )
+
+    def _attempt(self, key: tuple[str, int], attempt: int, **fields: Any) -> None:
+        row = self.attempts.setdefault((*key, self.generation, attempt), {})
+        row.update(fields)
+
+    def _write_attempts(self, conn: sqlite3.Connection) -> None:
+        for (step, index, generation, attempt), row in self.attempts.items():
+            where = (step, index, generation, attempt)
+            key = "step = ? AND idx = ? AND generation = ? AND attempt = ?"
+            conn.execute(
+                "INSERT OR IGNORE INTO attempt (step, idx, generation, attempt) VALUES (?, ?, ?, ?)", where
+            )
+            assignments = ", ".join(f"{name} = ?" for name in row)
+            conn.execute(f"UPDATE attempt SET {assignments} WHERE {key}", (*row.values(), *where))  # noqa: S608 - names are ours
 
     def _set_child(self, conn: sqlite3.Connection, key: tuple[str, int], **fields: Any) -> None:
         before = self.children[key]["state"]
@@ -266,7 +284,7 @@ class Supervisor:
     def _reap(self, conn: sqlite3.Connection) -> None:
         now = self.clock()
         for key, child in list(self.running.items()):
-            code = child.proc.poll()
+            code, cpu = _reaped(child.proc)
             if code is None:
                 if now > child.deadline and not child.timed_out:
                     child.timed_out = True
@@ -276,13 +294,15 @@ class Supervisor:
                 continue
             del self.running[key]
             child.log.close()
+            finished = time.time()
             if child.container and code:  # a killed engine client may leave its container behind
                 containers.remove(self.manifest["engine"], child.container)
             attempt = self.children[key]["attempt"]
             if code == 0:
                 self._set_child(
-                    conn, key, state=JobState.SUCCEEDED, exit_code=0, reason=None, finished=time.time()
+                    conn, key, state=JobState.SUCCEEDED, exit_code=0, reason=None, finished=finished
                 )
+                self._attempt(key, attempt, finished=finished, exit_code=0, cpu=cpu)
                 continue
             reason = (
                 f"timeout after {child.step['timeout']} s" if child.timed_out else f"worker exited {code}"
@@ -296,8 +316,9 @@ class Supervisor:
                 state=JobState.RUNNABLE if retry else JobState.FAILED,
                 exit_code=code,
                 reason=reason,
-                finished=time.time(),
+                finished=finished,
             )
+            self._attempt(key, attempt, finished=finished, exit_code=code, reason=reason, cpu=cpu)
 
     def _dependency_met(self, dep: dict[str, Any], index: int) -> bool:
         if dep["n_to_n"]:
@@ -355,26 +376,46 @@ class Supervisor:
         self.running[key] = _Child(
             step, index, proc, self.clock() + step["timeout"], log, container=container
         )
+        started = time.time()
         self._set_child(
             conn,
             key,
             state=JobState.RUNNING,
             attempt=attempt,
             pid=proc.pid,
-            started=time.time(),
+            started=started,
             exit_code=None,
             reason=None,
         )
+        self._attempt(key, attempt, started=started)
 
     def _kill_all(self, conn: sqlite3.Connection) -> JobState:
         procs = [child.proc for child in self.running.values()]
         ended = lambda: all(p.poll() is not None for p in procs)  # noqa: E731
         terminate([p.pid for p in procs], wait=ended, grace=self.stop_grace)
-        for child in self.running.values():
+        for key, child in self.running.items():
             if child.container:
                 containers.remove(self.manifest["engine"], child.container)
+            code, cpu = _reaped(child.proc)
+            self._attempt(key, self.children[key]["attempt"], finished=time.time(), exit_code=code, cpu=cpu)
+        self._write_attempts(conn)
         mark_killed(conn)
         return JobState.FAILED
+
+
+def _reaped(proc: subprocess.Popen[bytes]) -> tuple[int | None, float | None]:
+    """A child's exit code and CPU seconds (its own and its commands', user + system) if it has
+    ended, else (None, None): wait4 instead of Popen.poll, for the resource usage."""
+    if proc.returncode is not None:
+        return proc.returncode, None
+    try:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+    except ChildProcessError:  # reaped elsewhere: Popen knows the code
+        return proc.poll(), None
+    if pid == 0:
+        return None, None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, round(usage.ru_utime + usage.ru_stime, 3)
 
 
 def supervise(run_dir: Path) -> int:

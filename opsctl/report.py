@@ -1,0 +1,220 @@
+"""`opsctl report`: one run's facts (`--json`) and a self-contained HTML page of them.
+
+The facts come from what the backend already records: its status document (states, command
+counts from the markers), its failure lines (reasons, exit codes, log tails, as `watch` prints
+them) and every child attempt's start, end, exit code and CPU time. The page is built from the
+facts alone, with its styles inline, no script and nothing fetched from anywhere, so it opens
+anywhere and its figures are the `--json` figures.
+"""
+
+from __future__ import annotations
+
+import html
+from collections import defaultdict
+from typing import Any
+
+SLOWEST = 5  # children listed per step
+
+
+def facts(status: dict[str, Any], attempts: list[dict[str, Any]], failures: list[str]) -> dict[str, Any]:
+    """The report's figures: the run's headline, each step's, every attempt, the failures."""
+    by_step: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for a in attempts:
+        by_step[a["step"]].append(a)
+    starts = [a["started"] for a in attempts if a["started"] is not None]
+    ends = [a["finished"] for a in attempts if a["finished"] is not None]
+    begin = min(starts) if starts else None
+    steps = [_step(step, by_step[step["name"]]) for step in status["steps"]]
+    commands = {
+        k: sum(s["commands"][k] for s in status["steps"]) for k in ("total", "done", "failed", "reexecuted")
+    }
+    cpu = [a["cpu_seconds"] for a in attempts if a.get("cpu_seconds") is not None]
+    return {
+        "run_id": status["run_id"],
+        "pipeline": status["pipeline"],
+        "backend": status["backend"],
+        "state": status["state"],
+        "reason": status.get("reason"),
+        "started": begin,
+        "finished": max(ends) if ends and len(ends) == len(attempts) else None,
+        "wall_seconds": round(max(ends) - begin, 3) if begin is not None and ends else None,
+        "children": sum(s["array_size"] for s in status["steps"]),
+        "attempts": len(attempts),
+        "commands": commands,
+        "cpu_seconds": round(sum(cpu), 3) if cpu else None,
+        "steps": steps,
+        "timeline": [_bar(a, begin) for a in attempts],
+        "failures": failures,
+    }
+
+
+def _step(step: dict[str, Any], attempts: list[dict[str, Any]]) -> dict[str, Any]:
+    timed = [a for a in attempts if a["started"] is not None and a["finished"] is not None]
+    wall = max(a["finished"] for a in timed) - min(a["started"] for a in timed) if timed else None
+    busy = sum(a["finished"] - a["started"] for a in timed)
+    per_child: dict[int, float] = defaultdict(float)
+    for a in timed:
+        per_child[a["index"]] += a["finished"] - a["started"]
+    slowest = sorted(per_child.items(), key=lambda item: (-item[1], item[0]))[:SLOWEST]
+    retries = [
+        {"index": a["index"], "attempt": a["attempt"], "exit_code": a["exit_code"], "reason": a["reason"]}
+        for a in attempts
+        if a["exit_code"] not in (0, None) or a["reason"]
+    ]
+    size = step["array_size"]
+    return {
+        "name": step["name"],
+        "queue": step["queue"],
+        "state": step["state"],
+        "array_size": size,
+        "attempts": len(attempts),
+        "wall_seconds": round(wall, 3) if wall is not None else None,
+        # sum of child time / (children * step wall): how much of the step's capacity did work.
+        "busy_share": round(busy / (size * wall), 3) if wall else None,
+        "commands": step["commands"],
+        "commands_per_second": round(step["commands"]["done"] / wall, 3) if wall else None,
+        "slowest": [{"index": i, "seconds": round(t, 3)} for i, t in slowest],
+        "retries": retries,
+        "reexecuted": step["commands"]["reexecuted"],
+    }
+
+
+def _bar(a: dict[str, Any], begin: float | None) -> dict[str, Any]:
+    def offset(t: float | None) -> float | None:
+        return None if t is None or begin is None else round(t - begin, 3)
+
+    if a["finished"] is None:
+        outcome = "running"
+    elif a["exit_code"] == 0:
+        outcome = "succeeded"
+    else:
+        outcome = "failed"
+    return {
+        "step": a["step"],
+        "index": a["index"],
+        "generation": a["generation"],
+        "attempt": a["attempt"],
+        "start": offset(a["started"]),
+        "end": offset(a["finished"]),
+        "exit_code": a["exit_code"],
+        "reason": a["reason"],
+        "cpu_seconds": a.get("cpu_seconds"),
+        "outcome": outcome,
+    }
+
+
+# --- the page ---------------------------------------------------------------------------------
+
+STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1d2330}
+h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:24px 0 8px}
+.head{display:flex;flex-wrap:wrap;gap:8px 24px;margin:12px 0}
+.fig b{display:block;font-size:18px} .fig{color:#555}
+table{border-collapse:collapse}
+td,th{padding:3px 10px;border-bottom:1px solid #e3e6ec;text-align:left;white-space:nowrap}
+.tl{position:relative;border-left:1px solid #999;margin:4px 0 12px}
+.row{position:relative;height:4px;margin:0 0 1px}
+.bar{position:absolute;top:0;height:100%;min-width:1px}
+.succeeded{background:#2e8b57} .failed{background:#c0392b} .running{background:#e0a800}
+.SUCCEEDED{color:#2e8b57} .FAILED{color:#c0392b}
+pre{background:#f5f6f8;padding:8px;overflow:auto}
+"""
+
+
+def render(report: dict[str, Any]) -> str:
+    """The HTML page of `report` (from `facts`): inline styles, nothing to run or fetch."""
+    e = html.escape
+    wall = report["wall_seconds"] or 0.0
+    heads = [
+        ("state", report["state"]),
+        ("wall time", _seconds(report["wall_seconds"])),
+        ("children", report["children"]),
+        ("attempts", report["attempts"]),
+        ("commands done", f"{report['commands']['done']} / {report['commands']['total']}"),
+        ("failed", report["commands"]["failed"]),
+        ("re-executed", report["commands"]["reexecuted"]),
+        ("CPU time", _seconds(report["cpu_seconds"])),
+    ]
+    out = [
+        "<!doctype html><html lang=en><head><meta charset=utf-8>",
+        f"<title>opsctl report {e(report['run_id'])}</title><style>{STYLE}</style></head><body>",
+        f"<h1>{e(report['run_id'])}</h1><div>pipeline {e(report['pipeline'])}, {e(report['backend'])} backend"
+        + (f" — {e(report['reason'])}" if report.get("reason") else "")
+        + "</div>",
+        '<div class="head" id="headline">',
+        *(
+            f'<div class="fig" data-fig="{e(name)}"><b class="{e(str(v))}">{e(str(v))}</b>{e(name)}</div>'
+            for name, v in heads
+        ),
+        "</div>",
+        "<h2>Steps</h2><table id=steps><tr><th>step</th><th>queue</th><th>state</th><th>children</th>"
+        "<th>attempts</th><th>wall</th><th>busy share</th><th>commands/s</th><th>done</th>"
+        "<th>re-executed</th><th>slowest children</th></tr>",
+    ]
+    for s in report["steps"]:
+        slow = ", ".join(f"[{c['index']}] {c['seconds']:.1f} s" for c in s["slowest"])
+        out.append(
+            f'<tr data-step="{e(s["name"])}"><td>{e(s["name"])}</td><td>{e(s["queue"])}</td>'
+            f'<td class="{e(s["state"])}">{e(s["state"])}</td>'
+            f"<td>{s['array_size']}</td><td>{s['attempts']}</td>"
+            f"<td>{_seconds(s['wall_seconds'])}</td><td>{_share(s['busy_share'])}</td>"
+            f"<td>{'-' if s['commands_per_second'] is None else s['commands_per_second']}</td>"
+            f"<td>{s['commands']['done']} / {s['commands']['total']}</td><td>{s['reexecuted']}</td>"
+            f"<td>{e(slow)}</td></tr>"
+        )
+    out.append("</table><h2>Timeline</h2>")
+    rows: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for bar in report["timeline"]:
+        rows[(bar["step"], bar["index"])].append(bar)
+    for s in report["steps"]:
+        out.append(f'<div>{e(s["name"])}</div><div class="tl" data-step="{e(s["name"])}">')
+        for index in range(s["array_size"]):
+            out.append('<div class="row">')
+            for bar in rows.get((s["name"], index), []):
+                out.append(_bar_html(bar, wall))
+            out.append("</div>")
+        out.append("</div>")
+    retries = [(s["name"], r) for s in report["steps"] for r in s["retries"]]
+    if retries:
+        out.append(
+            "<h2>Retries</h2><table id=retries>"
+            "<tr><th>child</th><th>attempt</th><th>exit</th><th>reason</th></tr>"
+        )
+        out.extend(
+            f"<tr><td>{e(name)}[{r['index']}]</td><td>{r['attempt']}</td><td>{r['exit_code']}</td>"
+            f"<td>{e(str(r['reason'] or ''))}</td></tr>"
+            for name, r in retries
+        )
+        out.append("</table>")
+    if report["failures"]:
+        out.append(f"<h2>Failures</h2><pre id=failures>{e(chr(10).join(report['failures']))}</pre>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def _bar_html(bar: dict[str, Any], wall: float) -> str:
+    start = bar["start"] or 0.0
+    end = bar["end"] if bar["end"] is not None else wall
+    left = 100 * start / wall if wall else 0.0
+    width = 100 * max(end - start, 0.0) / wall if wall else 0.0
+    title = (
+        f"{bar['step']}[{bar['index']}] attempt {bar['attempt']} (generation {bar['generation']}): "
+        f"{start:.2f} to {end:.2f} s, exit {bar['exit_code']}"
+        + (f", {bar['reason']}" if bar["reason"] else "")
+    )
+    return (
+        f'<div class="bar {bar["outcome"]}" data-attempt="{bar["step"]}:{bar["index"]}:{bar["generation"]}:'
+        f'{bar["attempt"]}" style="left:{left:.3f}%;width:{width:.3f}%" title="{html.escape(title)}"></div>'
+    )
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 120:
+        return f"{value:.1f} s"
+    return f"{value / 60:.1f} min" if value < 7200 else f"{value / 3600:.2f} h"
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f} %"
