@@ -12,7 +12,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import cli, one_line
+from tests.batch_player import BatchPlayer
+from tests.helpers import cli
 
 # A command that fails the first time it runs and succeeds the second: one retry to report.
 SPEC = """name: pictured
@@ -123,10 +124,29 @@ def test_report_of_an_unknown_run_is_one_line(tmp_path: Path) -> None:
     )
 
 
-def test_report_of_an_aws_run_says_it_is_not_covered_yet(infra_file: Path) -> None:
-    run_id = "pictured-20261128-120000-abcd"
-    line = one_line(cli("report", run_id, "--backend", "aws", "--infra", str(infra_file)), 2)
-    assert line == (
-        f"opsctl: {run_id}: `opsctl report` covers local runs so far; `opsctl status {run_id} --json` "
-        "has its figures"
-    )
+def test_the_report_of_an_aws_run_comes_from_batch_in_bounded_calls(
+    player: BatchPlayer, tmp_path: Path
+) -> None:
+    """AWS Batch played with real workers (tests/batch_player.py): one child fails once and is
+    retried by the retryStrategy opsctl submitted; the report's attempts are Batch's."""
+    env = {**os.environ, "OPSCTL_HOME": str(tmp_path / "home")}
+    spec = tmp_path / "p.yaml"
+    spec.write_text(SPEC.format(flag=tmp_path / "failed-once"))
+    launched = cli("launch", str(spec), "--backend", "aws", "--infra", str(player.infra), "--json", env=env)
+    run_id = json.loads(launched.stdout)["run_id"]
+    status = json.loads(cli("watch", run_id, "--json", env=env).stdout)
+    assert status["state"] == "SUCCEEDED", status
+    result = cli("report", run_id, "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    facts = json.loads(result.stdout)
+    assert (facts["children"], facts["attempts"]) == (5, 6)
+    assert facts["commands"] == {"total": 8, "done": 8, "failed": 0, "reexecuted": 0}
+    [retry] = facts["steps"][1]["retries"]
+    assert (retry["attempt"], retry["exit_code"]) == (1, 1)
+    assert facts["cpu_seconds"] is None, "Batch does not say"
+    assert all(b["end"] is not None for b in facts["timeline"])
+    # status: DescribeJobs of the step jobs; attempts: ListJobs per status of each array (2 arrays
+    # x 7 statuses) and DescribeJobs of the children (100 a call).
+    assert facts["aws_calls"]["ListJobs"] == 14
+    assert facts["aws_calls"]["DescribeJobs"] <= 1 + 2
+    assert result.stderr.startswith(f"{sum(facts['aws_calls'].values())} AWS Batch calls: ")

@@ -288,6 +288,28 @@ class AwsBackend:
         generation = record.doc["generation"]
         return f"{run_id} resumed: submitted {', '.join(submitted) or 'nothing'} (generation {generation})"
 
+    # --- report ---------------------------------------------------------------------------
+
+    def attempts(self, run_id: str) -> list[dict[str, Any]]:
+        """Every child attempt Batch still knows (about 7 days after a job ends), as
+        `opsctl report` takes them: ListJobs by array job id for the children's ids, then
+        DescribeJobs, 100 a call, for their `attempts` (start, stop, exit code, reason). The
+        `generation` is the step's submission: 1 for the launch's job, 2 for the first resume
+        that submitted it again. Batch does not give CPU time."""
+        doc = self.manifest(run_id).doc
+        found: list[dict[str, Any]] = []
+        for step in doc["steps"]:
+            name = step["name"]
+            history = [r[name] for r in doc.get("replaced", []) if name in r]
+            if name in doc["jobs"]:
+                history.append(doc["jobs"][name])
+            for generation, job_id in enumerate(history, start=1):
+                ids = self.api.children(job_id) if step["array_size"] > 1 else [job_id]
+                for job in self.api.describe(ids).values():
+                    index = int(job.get("arrayProperties", {}).get("index", 0))
+                    found.extend(_attempts_of(job, name, index, generation))
+        return sorted(found, key=lambda a: (a["started"] is None, a["started"] or 0, a["step"], a["index"]))
+
     # --- status ---------------------------------------------------------------------------
 
     def status(self, run_id: str, *, stuck_after: float = STUCK_AFTER) -> dict[str, Any]:
@@ -579,6 +601,46 @@ class AwsBackend:
                 }
             )
         return sorted(rows, key=lambda r: (r["created"], r["run_id"]), reverse=True)
+
+
+def _attempts_of(job: dict[str, Any], step: str, index: int, generation: int) -> list[dict[str, Any]]:
+    """A described child's attempts (API Reference, "DescribeJobs": `attempts[]` of AttemptDetail,
+    times in epoch milliseconds), and the one running now, which `attempts` lists only once ended."""
+    rows = []
+    for n, attempt in enumerate(job.get("attempts", []), start=1):
+        container = attempt.get("container", {})
+        rows.append(
+            {
+                "step": step,
+                "index": index,
+                "generation": generation,
+                "attempt": n,
+                "started": _seconds_or_none(attempt.get("startedAt")),
+                "finished": _seconds_or_none(attempt.get("stoppedAt")),
+                "exit_code": container.get("exitCode"),
+                "reason": attempt.get("statusReason") or container.get("reason"),
+                "cpu_seconds": None,
+            }
+        )
+    if job.get("status") in ("STARTING", "RUNNING") and job.get("startedAt"):
+        rows.append(
+            {
+                "step": step,
+                "index": index,
+                "generation": generation,
+                "attempt": len(rows) + 1,
+                "started": job["startedAt"] / 1000,
+                "finished": None,
+                "exit_code": None,
+                "reason": None,
+                "cpu_seconds": None,
+            }
+        )
+    return rows
+
+
+def _seconds_or_none(ms: float | None) -> float | None:
+    return None if ms is None else ms / 1000
 
 
 def _record_job(doc: dict[str, Any], *, name: str, job_id: str, at: float) -> None:

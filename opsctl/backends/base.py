@@ -41,6 +41,11 @@ class Backend(Protocol):
 
     def list_runs(self) -> list[dict[str, Any]]: ...
 
+    def attempts(self, run_id: str) -> list[dict[str, Any]]:
+        """Every child attempt: step, index, generation, attempt, started, finished (epoch
+        seconds), exit_code, reason, cpu_seconds (None where the backend cannot tell)."""
+        ...
+
 
 def _aws_record(run_id: str) -> Path:
     return opsctl_home() / "aws-runs" / f"{run_id}.json"

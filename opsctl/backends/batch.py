@@ -133,6 +133,11 @@ class BatchAPI:
         self.batch = client("batch", region)
         self.logs = client("logs", region)
         self.ecr = client("ecr", region)
+        self.calls: Counter[str] = Counter()  # Batch calls made, by operation (`opsctl report` prints it)
+        self.batch.meta.events.register("before-call", self._count)
+
+    def _count(self, model: Any, **_: Any) -> None:
+        self.calls[model.name] += 1
 
     def _call(self, what: str) -> Any:
         return aws_call("AWS Batch", what, self.region)
@@ -247,6 +252,18 @@ class BatchAPI:
             summaries = self.batch.list_jobs(arrayJobId=array_job_id, jobStatus="FAILED", maxResults=limit)
         ids = [job["jobId"] for job in summaries.get("jobSummaryList", [])]
         return list(self.describe(ids).values()) if ids else []
+
+    def children(self, array_job_id: str) -> list[str]:
+        """Every child's job id of an array job: ListJobs by array job id, once per status (the
+        call answers one status at a time), 1,000 a page."""
+        ids: list[str] = []
+        for status in (*ACTIVE_STATUSES, "SUCCEEDED", "FAILED"):
+            with self._call(f"{status} children of {array_job_id}"):
+                pages = self.batch.get_paginator("list_jobs").paginate(
+                    arrayJobId=array_job_id, jobStatus=status, PaginationConfig={"PageSize": 1000}
+                )
+                ids.extend(job["jobId"] for page in pages for job in page.get("jobSummaryList", []))
+        return ids
 
     def jobs_named(self, queue: str, name: str) -> list[str]:
         """Ids of the jobs called `name` in `queue`: finds a submission whose id was not recorded."""

@@ -207,19 +207,19 @@ def report(
 
     Headline (state, wall time, children, attempts, commands, CPU time), per step wall time,
     busy share, commands per second and slowest children, one timeline bar per child attempt.
-    --json prints the same facts instead. Local runs (AWS runs: `opsctl status RUN --json`).
+    --json prints the same facts instead. AWS: from Batch (ListJobs by array job, DescribeJobs 100
+    ids a call; the number of calls is printed), for jobs Batch still knows (about 7 days).
     """
     from opsctl import report as pages
 
     chosen = get_backend(backend, infra, run_id)
-    attempts = getattr(chosen, "attempts", None)
-    if attempts is None:
-        raise BadInput(
-            f"{run_id}: `opsctl report` covers local runs so far; `opsctl status {run_id} --json` "
-            "has its figures"
-        )
     doc = chosen.status(run_id)
-    facts = pages.facts(doc, attempts(run_id), chosen.failures(run_id, doc))
+    facts = pages.facts(doc, chosen.attempts(run_id), chosen.failures(run_id, doc))
+    calls = getattr(getattr(chosen, "api", None), "calls", None)
+    if calls is not None:  # AWS: what the report cost in Batch calls
+        facts["aws_calls"] = dict(calls)
+        made = ", ".join(f"{k} {v}" for k, v in sorted(calls.items()))
+        typer.echo(f"{sum(calls.values())} AWS Batch calls: {made}", err=True)
     if as_json:
         typer.echo(json.dumps(facts, indent=2))
         return
