@@ -32,17 +32,6 @@ from tests.batch_player import playing  # noqa: E402
 KIB = 1024
 
 
-def counting(*clients: Any) -> Counter[str]:
-    calls: Counter[str] = Counter()
-
-    def count(model: Any, **_: Any) -> None:
-        calls[model.name] += 1
-
-    for client in clients:
-        client.meta.events.register("before-call", count)
-    return calls
-
-
 def storage(calls: Counter[str]) -> int:
     return sum(
         n
@@ -65,7 +54,7 @@ def one_run(outputs: dict[str, str], work: Path, commands: int, children: int, s
             f"name: scale\nsteps:\n  - name: s\n    queue: cpu\n    array_size: {children}\n"
             f"    split: {split}\n    commands: {{template: 'true {{i}}', range: {commands}}}\n"
         )
-        calls = counting(backend.api.batch, s3_client())
+        calls = moto_env.counting(backend.api.batch, s3_client())
         run_id = backend.launch(spec)
         launch = storage(calls)
         calls.clear()

@@ -14,7 +14,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -243,3 +245,15 @@ def certificate(folder: Path) -> tuple[Path, Path]:
         )
     )
     return cert_path, key_path
+
+
+def counting(*clients: Any) -> Counter[str]:
+    """Calls the boto3 `clients` make from now on, by operation name (botocore event hooks)."""
+    calls: Counter[str] = Counter()
+
+    def count(model: Any, **_: Any) -> None:
+        calls[model.name] += 1
+
+    for client in clients:
+        client.meta.events.register("before-call", count)
+    return calls
