@@ -84,19 +84,25 @@ demo: $(STAMP)
 # OPENCL_CPU=intel adds Intel's OpenCL CPU runtime (proprietary EULA, so only on request) beside
 # PoCL, for machines whose processor PoCL's LLVM cannot compile for; see bench/README.md.
 OPENCL_VENDORS := $(VENV)/etc/OpenCL/opsctl-vendors
+BENCH_DEPS := $(VENV)/.bench
 ifeq ($(OPENCL_CPU),intel)
-BENCH_DEPS := $(VENV)/.opencl-cpu-intel
+BENCH_DEPS += $(VENV)/.opencl-cpu-intel
 BENCH_ENV := OCL_ICD_VENDORS=$(abspath $(OPENCL_VENDORS))
 else ifneq ($(OPENCL_CPU),)
 $(error OPENCL_CPU=$(OPENCL_CPU) is not supported: leave it unset (PoCL only) or set it to intel)
 endif
 
-$(VENV)/.opencl-cpu-intel: $(STAMP)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,opencl-cpu]'
+# The bench's peers (astra-toolbox): installed by `make bench`, not by `make test`.
+$(VENV)/.bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	@touch $@
+
+$(VENV)/.opencl-cpu-intel: $(VENV)/.bench
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench,opencl-cpu]'
 	$(BIN)/python tools/opencl_vendors.py $(OPENCL_VENDORS)
 	@touch $@
 
-bench: $(STAMP) $(BENCH_DEPS)
+bench: $(BENCH_DEPS)
 	@set -e; for script in bench/[!_]*.py; do echo "== $$script"; $(BENCH_ENV) $(BIN)/python $$script; done
 
 clean:

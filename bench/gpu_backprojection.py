@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,9 @@ sys.path.insert(0, str(ROOT / "examples" / "tomo"))
 from tomo import filters, phantom  # noqa: E402 - after the path is set
 from tomo.fbp import OpenCLBackprojector  # noqa: E402
 from tomo.reconstruct import rmse  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+import _astra  # noqa: E402 - bench/ is not a package
 
 
 def copy_bandwidth(cl: Any, context: Any, queue: Any, size: int = 1 << 30) -> float:
@@ -81,32 +83,18 @@ def opencl_run(
 def astra_run(
     filtered: np.ndarray, theta: np.ndarray, n: int, repeat: int
 ) -> tuple[float | None, np.ndarray | None, str]:
-    """ASTRA's BP_CUDA on the same filtered sinogram: seconds, image, or why it did not run."""
-    try:
-        import astra
-    except Exception as e:  # ImportError, or a missing CUDA library
-        return None, None, f"astra-toolbox does not import here ({' '.join(str(e).split())[:160]})"
+    """ASTRA's BP_CUDA on the same filtered sinogram and grid (bench/_astra.py): seconds, image,
+    or why it did not run."""
+    astra, detail = _astra.load()
+    if astra is None:
+        return None, None, detail
     if not astra.use_cuda():
         return None, None, "astra-toolbox has no CUDA device here"
-    vol = astra.create_vol_geom(n, n)
-    # ASTRA's angle runs the other way, and its detector is centred on the middle of a pixel.
-    proj = astra.create_proj_geom("parallel", 1.0, filtered.shape[1], -theta)
-    sino_id = astra.data2d.create("-sino", proj, filtered)
-    rec_id = astra.data2d.create("-vol", vol)
-    config = astra.astra_dict("BP_CUDA")
-    config["ReconstructionDataId"], config["ProjectionDataId"] = rec_id, sino_id
-    algorithm = astra.algorithm.create(config)
-    times = []
-    for run in range(repeat + 1):
-        astra.data2d.store(rec_id, 0)
-        started = time.perf_counter()
-        astra.algorithm.run(algorithm)
-        if run:
-            times.append(time.perf_counter() - started)
-    image = np.flipud(astra.data2d.get(rec_id)) * (np.pi / len(theta))
-    astra.algorithm.delete(algorithm)
-    astra.data2d.delete([sino_id, rec_id])
-    return statistics.median(times), image, "BP_CUDA"
+    run, free = _astra.backprojector(astra, filtered, theta, 0.0, n, (n - 1) / 2, "BP_CUDA")
+    run()  # warm-up
+    seconds, image = _astra.timed(repeat, run)
+    free()
+    return seconds, image, "BP_CUDA"
 
 
 def main() -> None:
@@ -117,7 +105,7 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    bp, detail = OpenCLBackprojector.create(args.device)
+    bp, detail = OpenCLBackprojector.create(args.device, per_pixel=True)  # the GPU kernel
     print(f"OpenCL: {detail if bp else 'not usable here: ' + detail}")
     for n in args.sizes:
         theta = np.arange(n) * np.pi / n
