@@ -16,8 +16,14 @@ from typing import Any
 SLOWEST = 5  # children listed per step
 
 
-def facts(status: dict[str, Any], attempts: list[dict[str, Any]], failures: list[str]) -> dict[str, Any]:
-    """The report's figures: the run's headline, each step's, every attempt, the failures."""
+def facts(
+    status: dict[str, Any],
+    attempts: list[dict[str, Any]],
+    failures: list[str],
+    cost: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The report's figures: the run's headline, each step's, every attempt, the failures, and
+    the cost estimate of opsctl.costs where the backend made one."""
     by_step: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for a in attempts:
         by_step[a["step"]].append(a)
@@ -45,6 +51,7 @@ def facts(status: dict[str, Any], attempts: list[dict[str, Any]], failures: list
         "steps": steps,
         "timeline": [_bar(a, begin) for a in attempts],
         "failures": failures,
+        "cost": cost,
     }
 
 
@@ -74,6 +81,9 @@ def _step(step: dict[str, Any], attempts: list[dict[str, Any]]) -> dict[str, Any
         "commands": step["commands"],
         "commands_per_second": round(step["commands"]["done"] / wall, 3) if wall else None,
         "slowest": [{"index": i, "seconds": round(t, 3)} for i, t in slowest],
+        # Work was done but no attempt is known: an AWS run whose jobs Batch forgot (about 7 days
+        # after they ended) before any report kept their attempts.
+        "attempts_unknown": not attempts and step["commands"]["done"] > 0,
         "retries": retries,
         "reexecuted": step["commands"]["reexecuted"],
     }
@@ -135,6 +145,9 @@ def render(report: dict[str, Any]) -> str:
         ("re-executed", report["commands"]["reexecuted"]),
         ("CPU time", _seconds(report["cpu_seconds"])),
     ]
+    cost = report.get("cost")
+    if cost is not None:
+        heads.append(("cost (estimate)", _dollars(cost["dollars"])))
     out = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         f"<title>opsctl report {e(report['run_id'])}</title><style>{STYLE}</style></head><body>",
@@ -167,7 +180,12 @@ def render(report: dict[str, Any]) -> str:
     for bar in report["timeline"]:
         rows[(bar["step"], bar["index"])].append(bar)
     for s in report["steps"]:
-        out.append(f'<div>{e(s["name"])}</div><div class="tl" data-step="{e(s["name"])}">')
+        unknown = (
+            " (attempts unknown: Batch keeps jobs about 7 days after they end)"
+            if s["attempts_unknown"]
+            else ""
+        )
+        out.append(f'<div>{e(s["name"] + unknown)}</div><div class="tl" data-step="{e(s["name"])}">')
         for index in range(s["array_size"]):
             out.append('<div class="row">')
             for bar in rows.get((s["name"], index), []):
@@ -186,6 +204,8 @@ def render(report: dict[str, Any]) -> str:
             for name, r in retries
         )
         out.append("</table>")
+    if cost is not None:
+        out.extend(_cost_html(cost))
     if report["failures"]:
         out.append(f"<h2>Failures</h2><pre id=failures>{e(chr(10).join(report['failures']))}</pre>")
     out.append("</body></html>")
@@ -206,6 +226,45 @@ def _bar_html(bar: dict[str, Any], wall: float) -> str:
         f'<div class="bar {bar["outcome"]}" data-attempt="{bar["step"]}:{bar["index"]}:{bar["generation"]}:'
         f'{bar["attempt"]}" style="left:{left:.3f}%;width:{width:.3f}%" title="{html.escape(title)}"></div>'
     )
+
+
+def _cost_html(cost: dict[str, Any]) -> list[str]:
+    """The estimate with its method and every rate's inputs, so each figure can be checked."""
+    e = html.escape
+    if cost["dollars"] is None:
+        return ["<h2>Cost</h2>", f"<p id=cost>Not estimated: {e(cost['unavailable'])}</p>"]
+    out = [
+        "<h2>Cost</h2>",
+        f"<p id=cost>{_dollars(cost['dollars'])}: {e(cost['method'])}.</p>",
+        "<table id=rates><tr><th>queue</th><th>vCPU</th><th>GPU</th><th>$ per child-hour</th>"
+        "<th>basis</th></tr>",
+        *(
+            f"<tr><td>{e(r['queue'])}</td><td>{r['vcpus']:g}</td><td>{r['gpus']:g}</td>"
+            f"<td>{r['dollars_per_hour']:.4f}</td><td>{e(r['basis'])}</td></tr>"
+            for r in cost["rates"]
+        ),
+        "</table><table id=step-costs><tr><th>step</th><th>child hours</th><th>dollars</th></tr>",
+        *(
+            f"<tr><td>{e(name)}</td><td>{s['child_hours']:.3f}</td><td>{_dollars(s['dollars'])}</td></tr>"
+            for name, s in cost["steps"].items()
+        ),
+    ]
+    storage = cost.get("storage")
+    if storage:
+        counted = ", ".join(f"{n:,} {k.upper()}" for k, n in storage["requests"].items() if n)
+        out.append(
+            f"<tr><td>storage requests</td><td>{e(counted)}</td><td>{_dollars(storage['dollars'])}</td></tr>"
+        )
+    out.append("</table>")
+    if storage:
+        out.append(f"<p>Storage: {e(storage['basis'])}.</p>")
+    return out
+
+
+def _dollars(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"${value:,.2f}" if value >= 1 else f"${value:.4f}"
 
 
 def _seconds(value: float | None) -> str:

@@ -14,7 +14,10 @@ moto server. What it answers follows the AWS Batch API Reference (REST-JSON, `PO
   "Array jobs") with `arrayProperties.statusSummary`; a child has `arrayProperties.index`;
 - ListJobs by `arrayJobId` + `jobStatus`, or by `jobQueue` + a JOB_NAME filter;
 - CancelJob / TerminateJob (cascading from a parent to its children);
-- DescribeJobQueues / DescribeJobDefinitions for the queues and definitions it was given.
+- DescribeJobQueues / DescribeJobDefinitions for the queues and definitions it was given, and
+  DescribeComputeEnvironments ("DescribeComputeEnvironments", Response Syntax) for the one
+  compute environment behind each queue (ENVIRONMENTS: the cpu queue's spot c5, the gpu
+  queue's on-demand g5, as tests/moto_env.py creates them on moto).
 
 Each child attempt runs the job's command with the job's environment plus what Batch sets
 (AWS_BATCH_JOB_ID, AWS_BATCH_JOB_ATTEMPT, AWS_BATCH_JOB_ARRAY_INDEX for array children). An
@@ -50,6 +53,14 @@ from typing import Any
 WORKER = str(Path(sys.executable).parent / "opsctl-worker")
 QUEUES = {f"arn:aws:batch:us-east-1:123456789012:job-queue/player-{q}": f"player-{q}" for q in ("cpu", "gpu")}
 DEFINITIONS = [f"arn:aws:batch:us-east-1:123456789012:job-definition/player-{q}:1" for q in ("cpu", "gpu")]
+# Each queue's compute environment: (name, capacity type, instance types or families).
+ENVIRONMENTS = {
+    "player-cpu": ("player-cpu-spot", "SPOT", ["c5"]),
+    "player-gpu": ("player-gpu", "EC2", ["g5"]),
+}
+ENVIRONMENT_ARN = "arn:aws:batch:us-east-1:123456789012:compute-environment/{}"
+# What a job asks for when neither its definition nor its overrides say (the stack's default).
+DEFAULT_RESOURCES = [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "2048"}]
 TIMEOUT_REASON = "Job attempt duration exceeded timeout"
 TERMINAL = ("SUCCEEDED", "FAILED")
 ORDER = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED")
@@ -239,11 +250,44 @@ class BatchPlayer:
                     "state": "ENABLED",
                     "status": "VALID",
                     "priority": 1,
+                    "computeEnvironmentOrder": [
+                        {"order": 1, "computeEnvironment": ENVIRONMENT_ARN.format(ENVIRONMENTS[name][0])}
+                    ],
                 }
                 for arn, name in self.queues.items()
                 if arn in wanted or name in wanted
             ]
         }
+
+    def _op_describecomputeenvironments(self, body: dict[str, Any]) -> dict[str, Any]:
+        wanted = body.get("computeEnvironments") or []
+        found = []
+        for name, capacity, types in ENVIRONMENTS.values():
+            arn = ENVIRONMENT_ARN.format(name)
+            if wanted and arn not in wanted and name not in wanted:
+                continue
+            found.append(
+                {
+                    "computeEnvironmentName": name,
+                    "computeEnvironmentArn": arn,
+                    "type": "MANAGED",
+                    "state": "ENABLED",
+                    "status": "VALID",
+                    "computeResources": {
+                        "type": capacity,
+                        "allocationStrategy": "SPOT_PRICE_CAPACITY_OPTIMIZED"
+                        if capacity == "SPOT"
+                        else "BEST_FIT_PROGRESSIVE",
+                        "minvCpus": 0,
+                        "maxvCpus": 64,
+                        "instanceTypes": types,
+                        "subnets": ["subnet-12345678"],
+                        "securityGroupIds": ["sg-12345678"],
+                        "instanceRole": "arn:aws:iam::123456789012:instance-profile/player",
+                    },
+                }
+            )
+        return {"computeEnvironments": found}
 
     def _op_describejobdefinitions(self, body: dict[str, Any]) -> dict[str, Any]:
         wanted = body.get("jobDefinitions") or self.definitions
@@ -507,6 +551,13 @@ class BatchPlayer:
             "container": {
                 "command": overrides.get("command", []),
                 "environment": overrides.get("environment", []),
+                # The definition's, each type the overrides name replaced (API Reference,
+                # "ContainerOverrides": resourceRequirements).
+                "resourceRequirements": list(
+                    {
+                        r["type"]: r for r in [*DEFAULT_RESOURCES, *overrides.get("resourceRequirements", [])]
+                    }.values()
+                ),
             },
             "timeout": request.get("timeout", {}),
             "tags": request.get("tags", {}),

@@ -15,6 +15,7 @@ AWS calls go through `batch.BatchAPI` (Batch, CloudWatch Logs) and `opsctl_contr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import time
@@ -27,6 +28,8 @@ from typing import Any
 from opsctl import pipeline as spec
 from opsctl.backends.batch import STARTED, BatchAPI, job_state, submit_request
 from opsctl.backends.definitions import Definitions
+from opsctl.backends.prices import Prices
+from opsctl.costs import HandPrices, Rate, estimate
 from opsctl.errors import LaunchIncomplete
 from opsctl.infra import InfraOutputs
 from opsctl.runs import check_run_id, manifest, new_run_id, plan_resume, write_work
@@ -44,6 +47,7 @@ BEFORE_START = (JobState.SUBMITTED, JobState.PENDING, JobState.RUNNABLE)
 UNSEEN_GRACE = 60.0
 RETENTION = "AWS Batch keeps jobs about 7 days after they end"
 MANIFEST = "manifest.json"
+ATTEMPTS = "attempts.json"  # beside the manifest: a finished run's child attempts
 
 
 class Manifest:
@@ -291,24 +295,85 @@ class AwsBackend:
     # --- report ---------------------------------------------------------------------------
 
     def attempts(self, run_id: str) -> list[dict[str, Any]]:
-        """Every child attempt Batch still knows (about 7 days after a job ends), as
-        `opsctl report` takes them: ListJobs by array job id for the children's ids, then
-        DescribeJobs, 100 a call, for their `attempts` (start, stop, exit code, reason). The
-        `generation` is the step's submission: 1 for the launch's job, 2 for the first resume
-        that submitted it again. Batch does not give CPU time."""
+        """Every child attempt, as `opsctl report` takes them: ListJobs by array job id for the
+        children's ids, then DescribeJobs, 100 a call, for their `attempts` (start, stop, exit
+        code, reason, vCPUs, GPUs). The `generation` is the step's submission: 1 for the launch's
+        job, 2 for the first resume that submitted it again. Batch does not give CPU time.
+
+        Batch forgets a job about 7 days after it ends, so once every step has ended the
+        attempts are kept beside the manifest (ATTEMPTS); a later call reads them there, with no
+        Batch call, as long as no resume has submitted a step since.
+        """
         doc = self.manifest(run_id).doc
+        history = {
+            step["name"]: [r[step["name"]] for r in doc.get("replaced", []) if step["name"] in r]
+            + ([doc["jobs"][step["name"]]] if step["name"] in doc["jobs"] else [])
+            for step in doc["steps"]
+        }
+        ended = all(_final(doc, step["name"]) for step in doc["steps"])
+        store = self.store(run_id)
+        if ended:
+            with contextlib.suppress(NotFound):
+                kept = json.loads(store.read(ATTEMPTS))
+                if kept.get("jobs") == history:
+                    return list(kept["attempts"])
         found: list[dict[str, Any]] = []
+        complete = True  # every job still known to Batch
         for step in doc["steps"]:
             name = step["name"]
-            history = [r[name] for r in doc.get("replaced", []) if name in r]
-            if name in doc["jobs"]:
-                history.append(doc["jobs"][name])
-            for generation, job_id in enumerate(history, start=1):
+            for generation, job_id in enumerate(history[name], start=1):
                 ids = self.api.children(job_id) if step["array_size"] > 1 else [job_id]
-                for job in self.api.describe(ids).values():
+                jobs = self.api.describe(ids).values()
+                complete = complete and bool(jobs)
+                for job in jobs:
                     index = int(job.get("arrayProperties", {}).get("index", 0))
                     found.extend(_attempts_of(job, name, index, generation))
-        return sorted(found, key=lambda a: (a["started"] is None, a["started"] or 0, a["step"], a["index"]))
+        found.sort(key=lambda a: (a["started"] is None, a["started"] or 0, a["step"], a["index"]))
+        if ended and complete:
+            store.write(ATTEMPTS, json.dumps({"jobs": history, "attempts": found}).encode())
+        return found
+
+    def cost(
+        self, run_id: str, doc: dict[str, Any], attempts: list[dict[str, Any]], by_hand: HandPrices | None
+    ) -> dict[str, Any]:
+        """The estimate of opsctl.costs for `attempts`, priced by opsctl/backends/prices.py (or
+        `by_hand`); a price that cannot be had (not listed, or the price list or EC2 refused or
+        unreachable) leaves the estimate out, with the reason, and the report goes on."""
+        timed = {a["step"] for a in attempts}
+        forgotten = [s["name"] for s in doc["steps"] if s["commands"]["done"] and s["name"] not in timed]
+        if forgotten:
+            return {
+                "dollars": None,
+                "unavailable": f"the attempts of {', '.join(forgotten)} are unknown ({RETENTION})",
+            }
+        queues = {step["name"]: self.infra.queue(step["queue"]) for step in doc["steps"]}
+        now = time.time()
+        since = min((a["started"] for a in attempts if a["started"] is not None), default=now)
+        until = max((a["finished"] or now for a in attempts), default=now)
+
+        def rate_of(queue: str, vcpus: float, gpus: float) -> Rate:
+            if by_hand is not None:
+                return by_hand.rate(vcpus, gpus)
+            return self.prices.rate(queue, vcpus, gpus, since, until)
+
+        try:
+            return estimate(attempts, queues, rate_of, doc.get("requests"), now)
+        except (LookupError, OpsctlError) as e:  # no price to be had: no permission, say
+            by_hand_hint = "`--price vcpu=DOLLARS,gpu=DOLLARS` prices it by hand"
+            return {"dollars": None, "unavailable": f"{e}; {by_hand_hint}"}
+
+    @functools.cached_property
+    def prices(self) -> Prices:
+        return Prices(self.infra.region, self.api.batch)
+
+    @property
+    def calls(self) -> Counter[str]:
+        """The AWS calls this process made, by operation: Batch's, and EC2's and the price
+        list's where a cost was estimated (`opsctl report` prints them)."""
+        made = Counter(self.api.calls)
+        if "prices" in self.__dict__:
+            made.update(self.prices.calls)
+        return made
 
     # --- status ---------------------------------------------------------------------------
 
@@ -605,10 +670,14 @@ class AwsBackend:
 
 def _attempts_of(job: dict[str, Any], step: str, index: int, generation: int) -> list[dict[str, Any]]:
     """A described child's attempts (API Reference, "DescribeJobs": `attempts[]` of AttemptDetail,
-    times in epoch milliseconds), and the one running now, which `attempts` lists only once ended."""
+    times in epoch milliseconds), and the one running now, which `attempts` lists only once ended.
+    vCPUs and GPUs are the job's (`container.resourceRequirements`, or the older `vcpus`)."""
+    container = job.get("container", {})
+    asked = {r["type"]: float(r["value"]) for r in container.get("resourceRequirements", [])}
+    shape = {"vcpus": asked.get("VCPU", container.get("vcpus")), "gpus": asked.get("GPU", 0.0)}
     rows = []
     for n, attempt in enumerate(job.get("attempts", []), start=1):
-        container = attempt.get("container", {})
+        ended = attempt.get("container", {})
         rows.append(
             {
                 "step": step,
@@ -617,9 +686,10 @@ def _attempts_of(job: dict[str, Any], step: str, index: int, generation: int) ->
                 "attempt": n,
                 "started": _seconds_or_none(attempt.get("startedAt")),
                 "finished": _seconds_or_none(attempt.get("stoppedAt")),
-                "exit_code": container.get("exitCode"),
-                "reason": attempt.get("statusReason") or container.get("reason"),
+                "exit_code": ended.get("exitCode"),
+                "reason": attempt.get("statusReason") or ended.get("reason"),
                 "cpu_seconds": None,
+                **shape,
             }
         )
     if job.get("status") in ("STARTING", "RUNNING") and job.get("startedAt"):
@@ -634,6 +704,7 @@ def _attempts_of(job: dict[str, Any], step: str, index: int, generation: int) ->
                 "exit_code": None,
                 "reason": None,
                 "cpu_seconds": None,
+                **shape,
             }
         )
     return rows

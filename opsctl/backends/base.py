@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from opsctl.backends import BackendName
 from opsctl.runs import check_run_id, opsctl_home
 from opsctl_contract.errors import BadInput
+
+if TYPE_CHECKING:
+    from opsctl.costs import HandPrices
 
 
 class Backend(Protocol):
@@ -44,6 +47,13 @@ class Backend(Protocol):
     def attempts(self, run_id: str) -> list[dict[str, Any]]:
         """Every child attempt: step, index, generation, attempt, started, finished (epoch
         seconds), exit_code, reason, cpu_seconds (None where the backend cannot tell)."""
+        ...
+
+    def cost(
+        self, run_id: str, doc: dict[str, Any], attempts: list[dict[str, Any]], by_hand: HandPrices | None
+    ) -> dict[str, Any] | None:
+        """The estimate of opsctl.costs for the run's `attempts`, or None where the backend has
+        no prices and none were given by hand."""
         ...
 
 

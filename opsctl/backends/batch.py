@@ -126,7 +126,8 @@ def request_bytes(request: dict[str, Any]) -> int:
 
 
 class BatchAPI:
-    """Intent-named calls to AWS Batch and CloudWatch Logs; boto3 only here (and in storage)."""
+    """Intent-named calls to AWS Batch and CloudWatch Logs; boto3 only here (and in storage, and
+    prices.py for EC2 and the price list)."""
 
     def __init__(self, region: str) -> None:
         self.region = region

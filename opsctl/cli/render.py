@@ -12,12 +12,15 @@ from rich.text import Text
 from opsctl.states import ORDER, STYLE, JobState
 
 
-def status_table(doc: dict[str, Any]) -> Group:
-    """The live table: step, queue, state, children by state, commands done/total, elapsed."""
+def status_table(doc: dict[str, Any], cost: str | None = None) -> Group:
+    """The live table: step, queue, state, children by state, commands done/total, elapsed;
+    `cost` (watch on AWS) joins the header."""
     state = JobState(doc["state"])
     title = Text.assemble((doc["run_id"], "bold"), "  ", (state.value, STYLE[state]))
     if doc.get("elapsed") is not None:
         title.append(f"  {doc['elapsed']:.0f} s")
+    if cost:
+        title.append(f"  {cost}")
     if doc.get("reason"):
         title.append(f"  ({doc['reason']})")
     table = Table(title=title, title_justify="left")

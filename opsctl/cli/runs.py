@@ -23,6 +23,8 @@ from opsctl.errors import LaunchIncomplete
 from opsctl.states import TERMINAL
 from opsctl_contract.errors import BadInput
 
+COST_EVERY = 300.0  # seconds between the header's cost estimates (each lists the run's children)
+
 
 def launch(
     spec: Spec,
@@ -65,7 +67,7 @@ def launch(
 
             typer.echo(f"run directory (logs, markers): {runs_dir() / run_id}", err=True)
     if watch_run:
-        _watch(chosen, run_id, 1.0, as_json, 15.0)  # with --json: the final status document
+        _watch(chosen, run_id, 1.0, as_json, 15.0, COST_EVERY)  # with --json: the final status document
     elif as_json:
         typer.echo(json.dumps({"run_id": run_id}))
 
@@ -76,16 +78,28 @@ def watch(
     infra: Infra = None,
     interval: Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between refreshes.")] = 1.0,
     stuck_after: StuckAfter = 15.0,
+    cost_every: Annotated[
+        float,
+        typer.Option(
+            "--cost-every",
+            min=0,
+            help="AWS: refresh the cost so far in the header every this many seconds (0: never). "
+            "Each refresh lists the children (about 1 call per 100).",
+        ),
+    ] = COST_EVERY,
     as_json: Json = False,
 ) -> None:
     """Follow a run until it ends.
 
     A live table, refreshed every --interval seconds; exit 0 if the run succeeded, 1 if it failed.
+    On AWS its header shows the cost so far, the estimate of `opsctl report`.
     """
-    _watch(get_backend(backend, infra, run_id), run_id, interval, as_json, stuck_after)
+    _watch(get_backend(backend, infra, run_id), run_id, interval, as_json, stuck_after, cost_every)
 
 
-def _watch(chosen: Backend, run_id: str, interval: float, as_json: bool, stuck_after: float) -> None:
+def _watch(
+    chosen: Backend, run_id: str, interval: float, as_json: bool, stuck_after: float, cost_every: float
+) -> None:
     poll = functools.partial(chosen.status, stuck_after=stuck_after * 60)
     if as_json:
         doc = _follow(poll, run_id, interval)
@@ -97,13 +111,41 @@ def _watch(chosen: Backend, run_id: str, interval: float, as_json: bool, stuck_a
         from opsctl.cli.render import status_table
 
         console = Console()
+        cost = CostSoFar(chosen, run_id, cost_every if chosen.name == "aws" else 0)
         with Live(console=console, auto_refresh=False) as live:
-            doc = _follow(poll, run_id, interval, lambda d: live.update(status_table(d), refresh=True))
+            doc = _follow(
+                poll, run_id, interval, lambda d: live.update(status_table(d, cost(d)), refresh=True)
+            )
         if not console.is_terminal:
             console.line()  # off a terminal, Live leaves its last frame without a line break
         for line in chosen.failures(run_id, doc):
             typer.echo(line, err=True)
     raise typer.Exit(0 if doc["state"] == "SUCCEEDED" else 1)
+
+
+class CostSoFar:
+    """The header's cost: `opsctl report`'s estimate, made again every `every` seconds and once
+    more when the run ends. A price that cannot be had (no permission for the price list, say)
+    shows as its reason; the watch goes on."""
+
+    def __init__(self, chosen: Backend, run_id: str, every: float) -> None:
+        self.chosen, self.run_id, self.every = chosen, run_id, every
+        self.made = -float("inf")  # time.monotonic() of the last estimate
+        self.final = False
+        self.text: str | None = None
+
+    def __call__(self, doc: dict[str, Any]) -> str | None:
+        ended = doc["state"] in TERMINAL
+        due = ended or time.monotonic() - self.made >= self.every
+        if not self.every or self.final or not due:
+            return self.text
+        self.made, self.final = time.monotonic(), ended
+        cost = self.chosen.cost(self.run_id, doc, self.chosen.attempts(self.run_id), None)
+        if cost is not None and cost["dollars"] is None:
+            self.text = f"cost not estimated: {cost['unavailable']}"
+        elif cost is not None:
+            self.text = f"${cost['dollars']:.4f} so far (estimate)"
+        return self.text
 
 
 def _follow(
@@ -200,26 +242,41 @@ def report(
         typer.Option("--output", "-o", help="Where to write the HTML page (default RUN.html here)."),
     ] = None,
     as_json: Json = False,
+    price: Annotated[
+        str | None,
+        typer.Option(
+            "--price",
+            metavar="vcpu=DOLLARS,gpu=DOLLARS",
+            help="Price the run by hand, per vCPU-hour and GPU-hour, instead of from AWS's price list.",
+        ),
+    ] = None,
     backend: BackendOption = None,
     infra: Infra = None,
 ) -> None:
-    """Write a run's report: a self-contained HTML page with its timeline, steps, retries, failures.
+    """Write a run's report: a self-contained HTML page with its timeline, steps, cost, failures.
 
-    Headline (state, wall time, children, attempts, commands, CPU time), per step wall time,
+    Headline (state, wall time, children, attempts, commands, CPU time, cost), per step wall time,
     busy share, commands per second and slowest children, one timeline bar per child attempt.
-    --json prints the same facts instead. AWS: from Batch (ListJobs by array job, DescribeJobs 100
-    ids a call; the number of calls is printed), for jobs Batch still knows (about 7 days).
+    --json prints the same facts instead. AWS: attempts from Batch (ListJobs by array job,
+    DescribeJobs 100 ids a call), kept beside the run's manifest once it ended, so later reports
+    outlive Batch's 7-day retention; the cost is an estimate from the compute environment's
+    instance types at on-demand (price list) or spot (price history) prices, its method and
+    inputs in the report; the number of AWS calls is printed. Local: a cost only with --price.
     """
     from opsctl import report as pages
+    from opsctl.costs import parse_prices
 
+    by_hand = parse_prices(price) if price is not None else None
     chosen = get_backend(backend, infra, run_id)
     doc = chosen.status(run_id)
-    facts = pages.facts(doc, chosen.attempts(run_id), chosen.failures(run_id, doc))
-    calls = getattr(getattr(chosen, "api", None), "calls", None)
-    if calls is not None:  # AWS: what the report cost in Batch calls
+    attempts = chosen.attempts(run_id)
+    cost = chosen.cost(run_id, doc, attempts, by_hand)
+    facts = pages.facts(doc, attempts, chosen.failures(run_id, doc), cost)
+    calls = getattr(chosen, "calls", None)
+    if calls is not None:  # AWS: what the report cost in calls
         facts["aws_calls"] = dict(calls)
         made = ", ".join(f"{k} {v}" for k, v in sorted(calls.items()))
-        typer.echo(f"{sum(calls.values())} AWS Batch calls: {made}", err=True)
+        typer.echo(f"{sum(calls.values())} AWS calls: {made}", err=True)
     if as_json:
         typer.echo(json.dumps(facts, indent=2))
         return

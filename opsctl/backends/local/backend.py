@@ -33,6 +33,7 @@ from opsctl.backends.local.state import (
     runs_dir,
 )
 from opsctl.backends.local.supervisor import DEPENDENCY_FAILED, LOCK_FD
+from opsctl.costs import HandPrices, estimate
 from opsctl.runs import check_run_id, plan_resume, write_work
 from opsctl.states import TERMINAL, JobState, settle
 from opsctl_contract.errors import BadInput, OpsctlError
@@ -415,6 +416,19 @@ class LocalBackend:
     def attempts(self, run_id: str) -> list[dict[str, Any]]:
         """Every child attempt of the run, in the order they started (`opsctl report`)."""
         return attempts(run_id)
+
+    def cost(
+        self, run_id: str, doc: dict[str, Any], attempts: list[dict[str, Any]], by_hand: HandPrices | None
+    ) -> dict[str, Any] | None:
+        """What the run would cost at the prices given by hand (a child takes its step's vCPUs,
+        1 unless set, and GPUs); with none given, nothing: this machine has no price."""
+        if by_hand is None:
+            return None
+        steps = LocalRun.find(run_id).manifest["steps"]
+        shape = {s["name"]: (s.get("vcpus") or 1, s.get("gpus") or 0) for s in steps}
+        sized = [{**a, "vcpus": shape[a["step"]][0], "gpus": shape[a["step"]][1]} for a in attempts]
+        queues = {s["name"]: s["queue"] for s in doc["steps"]}
+        return estimate(sized, queues, lambda _queue, vcpus, gpus: by_hand.rate(vcpus, gpus), None)
 
     def resume(self, run_id: str) -> str:
         return resume(run_id)
