@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from opsctl_contract.errors import BadInput
-from opsctl_contract.storage import PRICE_PER_1000
+from opsctl_contract.storage import PRICE_PER_1000, request_cost
 
 CAVEATS = (
     "an estimate: each child attempt's duration x its share of the cheapest instance type of its "
@@ -104,7 +104,7 @@ def estimate(
     storage_dollars = 0.0
     if requests is not None:
         counted = {k: int(requests.get(k, 0)) for k in PRICE_PER_1000}
-        storage_dollars = sum(n * PRICE_PER_1000[k] / 1000 for k, n in counted.items())
+        storage_dollars = request_cost(counted)
         storage = {
             "requests": counted,
             "dollars": round(storage_dollars, 6),
