@@ -74,6 +74,13 @@ def parse_prices(text: str) -> HandPrices:
     return HandPrices(vcpu=given.get("vcpu", 0.0), gpu=given.get("gpu", 0.0))
 
 
+def dollars(value: float | None) -> str:
+    """A cost as the report and `watch` show it: cents from a dollar up, else 4 places."""
+    if value is None:
+        return "-"
+    return f"${value:,.2f}" if value >= 1 else f"${value:.4f}"
+
+
 RateOf = Callable[[str, float, float], Rate]  # (queue, vCPUs, GPUs) -> Rate
 
 

@@ -13,6 +13,8 @@ import html
 from collections import defaultdict
 from typing import Any
 
+from opsctl.costs import dollars
+
 SLOWEST = 5  # children listed per step
 
 
@@ -147,7 +149,7 @@ def render(report: dict[str, Any]) -> str:
     ]
     cost = report.get("cost")
     if cost is not None:
-        heads.append(("cost (estimate)", _dollars(cost["dollars"])))
+        heads.append(("cost (estimate)", dollars(cost["dollars"])))
     out = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         f"<title>opsctl report {e(report['run_id'])}</title><style>{STYLE}</style></head><body>",
@@ -235,7 +237,7 @@ def _cost_html(cost: dict[str, Any]) -> list[str]:
         return ["<h2>Cost</h2>", f"<p id=cost>Not estimated: {e(cost['unavailable'])}</p>"]
     out = [
         "<h2>Cost</h2>",
-        f"<p id=cost>{_dollars(cost['dollars'])}: {e(cost['method'])}.</p>",
+        f"<p id=cost>{dollars(cost['dollars'])}: {e(cost['method'])}.</p>",
         "<table id=rates><tr><th>queue</th><th>vCPU</th><th>GPU</th><th>$ per child-hour</th>"
         "<th>basis</th></tr>",
         *(
@@ -245,7 +247,7 @@ def _cost_html(cost: dict[str, Any]) -> list[str]:
         ),
         "</table><table id=step-costs><tr><th>step</th><th>child hours</th><th>dollars</th></tr>",
         *(
-            f"<tr><td>{e(name)}</td><td>{s['child_hours']:.3f}</td><td>{_dollars(s['dollars'])}</td></tr>"
+            f"<tr><td>{e(name)}</td><td>{s['child_hours']:.3f}</td><td>{dollars(s['dollars'])}</td></tr>"
             for name, s in cost["steps"].items()
         ),
     ]
@@ -253,18 +255,12 @@ def _cost_html(cost: dict[str, Any]) -> list[str]:
     if storage:
         counted = ", ".join(f"{n:,} {k.upper()}" for k, n in storage["requests"].items() if n)
         out.append(
-            f"<tr><td>storage requests</td><td>{e(counted)}</td><td>{_dollars(storage['dollars'])}</td></tr>"
+            f"<tr><td>storage requests</td><td>{e(counted)}</td><td>{dollars(storage['dollars'])}</td></tr>"
         )
     out.append("</table>")
     if storage:
         out.append(f"<p>Storage: {e(storage['basis'])}.</p>")
     return out
-
-
-def _dollars(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"${value:,.2f}" if value >= 1 else f"${value:.4f}"
 
 
 def _seconds(value: float | None) -> str:

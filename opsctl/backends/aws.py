@@ -304,7 +304,7 @@ class AwsBackend:
         attempts are kept beside the manifest (ATTEMPTS); a later call reads them there, with no
         Batch call, as long as no resume has submitted a step since.
         """
-        doc = self.manifest(run_id).doc
+        doc = self._record(run_id).doc
         history = {
             step["name"]: [r[step["name"]] for r in doc.get("replaced", []) if step["name"] in r]
             + ([doc["jobs"][step["name"]]] if step["name"] in doc["jobs"] else [])
@@ -383,10 +383,15 @@ class AwsBackend:
 
         `warnings` names steps that have waited RUNNABLE for more than `stuck_after` seconds.
         """
+        return self._status(self._record(run_id), stuck_after)
+
+    def _record(self, run_id: str) -> Manifest:
+        """The run's manifest, read once per process for a fully submitted run (`watch` polls,
+        `report` asks for status and attempts)."""
         record = self._submitted.get(run_id) or self.manifest(run_id)
         if len(record.doc["jobs"]) == len(record.doc["steps"]):
             self._submitted[run_id] = record
-        return self._status(record, stuck_after)
+        return record
 
     def _status(self, record: Manifest, stuck_after: float) -> dict[str, Any]:
         doc = record.doc

@@ -68,12 +68,12 @@ class Prices:
             priced = self._price(name, market, since, until)
             if priced is None:
                 continue
-            price, source = priced
+            price, bought, source = priced
             rate = Rate(
                 dollars_per_hour=round(price * share, 6),
                 basis=f"{name} ({v} vCPU, {g} GPU) {source}; share {share:.3g}",
                 instance_type=name,
-                market=source.split(" ")[0],
+                market=bought,
                 instance_price=price,
                 share=round(share, 6),
             )
@@ -119,19 +119,20 @@ class Prices:
             self._types[names] = found
         return self._types[names]
 
-    def _price(self, name: str, market: str, since: float, until: float) -> tuple[float, str] | None:
-        """$/h of `name` and where it came from."""
+    def _price(self, name: str, market: str, since: float, until: float) -> tuple[float, str, str] | None:
+        """$/h of `name`, the market it was priced in, and where the figure came from."""
         if market == "SPOT":
             spot = self._spot_price(name, since, until)
             if spot is not None:
                 mean, records = spot
                 start = dt.datetime.fromtimestamp(since, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-                return mean, f"spot ${mean:.4f}/h (mean of {records} prices, {self.region}, from {start})"
+                source = f"spot ${mean:.4f}/h (mean of {records} prices, {self.region}, from {start})"
+                return mean, "spot", source
         listed = self._on_demand_price(name)
         if listed is None:
             return None
         fallback = " (no spot price history)" if market == "SPOT" else ""
-        return listed, f"on-demand ${listed:.4f}/h (price list, {self.region}){fallback}"
+        return listed, "on-demand", f"on-demand ${listed:.4f}/h (price list, {self.region}){fallback}"
 
     def _on_demand_price(self, name: str) -> float | None:
         if name not in self._on_demand:

@@ -144,7 +144,9 @@ class CostSoFar:
         if cost is not None and cost["dollars"] is None:
             self.text = f"cost not estimated: {cost['unavailable']}"
         elif cost is not None:
-            self.text = f"${cost['dollars']:.4f} so far (estimate)"
+            from opsctl.costs import dollars
+
+            self.text = f"{dollars(cost['dollars'])} so far (estimate)"
         return self.text
 
 
