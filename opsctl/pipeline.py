@@ -27,7 +27,9 @@ from opsctl_contract.files import LIST_FILE_LIMIT, SPEC_LIMIT, Unreadable, read_
 from opsctl_contract.listfile import command_of, lines, problem
 from opsctl_contract.split import slice_sizes
 
-PIPELINE_NAME = re.compile(r"[a-z0-9-]{1,40}")
+# A pipeline's name starts its run ids, and so every SubmitJob jobName, which must start with a
+# letter or digit (AWS Batch); it also keeps a run id from reading as an option on a command line.
+PIPELINE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 STEP_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # A container image reference as Docker and ECR read one: [registry[:port]/]path[:tag][@digest],
@@ -46,6 +48,7 @@ MAX_ARRAY_SIZE = 10_000  # array jobs hold 2..10,000 children
 MAX_DEPENDS_ON = 20  # SubmitJob's dependsOn takes at most 20 entries
 MAX_RETRIES = 9  # retryStrategy.attempts is 1..10, and attempts = retries + 1
 MIN_TIMEOUT = 60  # Batch rejects attemptDurationSeconds below 60
+MAX_INTEGER = 2**31 - 1  # timeout, vcpus and memory travel as the Batch API's 32-bit integers
 MAX_TEMPLATE_RANGE = 1_000_000
 MAX_YAML_NODES = 2_000_000  # values a spec may expand to through YAML aliases
 # Names the worker environment contract owns; a step's `env` must not shadow them.
@@ -391,16 +394,17 @@ class _Validator:
         if not isinstance(name, str) or not PIPELINE_NAME.fullmatch(name):
             raise _At(
                 top.line_of("name"),
-                f"{_shown('name', name)} must be 1..40 characters of a-z, 0-9 and '-'",
+                f"{_shown('name', name)} must be 1..40 characters of a-z, 0-9 and '-', "
+                "starting with a letter or digit",
             )
 
         defaults = self._mapping(top.get("defaults", _empty_map(top)), top.line_of("defaults"), "defaults")
         self._keys(defaults, _DEFAULT_KEYS, "defaults: ")
         base = {
             "retries": self._int(defaults, "retries", "defaults: ", 0, MAX_RETRIES),
-            "timeout": self._int(defaults, "timeout", "defaults: ", MIN_TIMEOUT, None),
-            "vcpus": self._int(defaults, "vcpus", "defaults: ", 1, None),
-            "memory": self._int(defaults, "memory", "defaults: ", 4, None),
+            "timeout": self._int(defaults, "timeout", "defaults: ", MIN_TIMEOUT, MAX_INTEGER),
+            "vcpus": self._int(defaults, "vcpus", "defaults: ", 1, MAX_INTEGER),
+            "memory": self._int(defaults, "memory", "defaults: ", 4, MAX_INTEGER),
             "image": self._image(defaults, "defaults: "),
         }
 
@@ -420,7 +424,7 @@ class _Validator:
             steps.append(step)
         self._check_dependencies(steps)
         for step in steps:
-            _check_submit_size(name, step)
+            _check_aws_request(name, step)
         return Pipeline(
             name=name,
             spec_path=Path(self.source),
@@ -468,7 +472,7 @@ class _Validator:
             )
 
         retries = _first(self._int(m, "retries", where, 0, MAX_RETRIES), base["retries"])
-        timeout = _first(self._int(m, "timeout", where, MIN_TIMEOUT, None), base["timeout"])
+        timeout = _first(self._int(m, "timeout", where, MIN_TIMEOUT, MAX_INTEGER), base["timeout"])
         return Step(
             name=name,
             queue=queue,
@@ -479,8 +483,8 @@ class _Validator:
             depends_on=self._depends_on(m, where),
             retries=DEFAULT_RETRIES if retries is None else retries,
             timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
-            vcpus=_first(self._int(m, "vcpus", where, 1, None), base["vcpus"]),
-            memory=_first(self._int(m, "memory", where, 4, None), base["memory"]),
+            vcpus=_first(self._int(m, "vcpus", where, 1, MAX_INTEGER), base["vcpus"]),
+            memory=_first(self._int(m, "memory", where, 4, MAX_INTEGER), base["memory"]),
             gpus=gpus,
             env=self._env(m, where),
             image=self._image(m, where) or base["image"],
@@ -665,14 +669,13 @@ class _Validator:
             raise _At(first.line, f"dependency cycle: {' -> '.join([*cycle, cycle[0]])}")
 
 
-def _check_submit_size(pipeline_name: str, step: Step) -> None:
-    """Refuse a step whose AWS Batch SubmitJob request would be over Batch's 30 KiB.
-
-    The request is the one the AWS backend sends, built with the longest values the
-    infrastructure can give it (bucket name, queue and job definition ARNs, region) and this
-    pipeline's own run id length. A big `env` is the usual cause; the command list goes to S3.
-    """
-    from opsctl.backends.batch import MAX_SUBMIT_BYTES, request_bytes, submit_request
+def longest_submit_request(pipeline_name: str, step: Step) -> tuple[dict[str, Any], dict[str, str]]:
+    """The SubmitJob request the AWS backend would send for `step`, built with the longest
+    values the infrastructure can give it (bucket name, queue and job definition ARNs, region, a
+    resubmitted job's name, a generation) and this pipeline's own run id length; and what Batch
+    adds to a child's environment, at its longest too (batch.batch_environment: 128-character
+    compute environment and queue names, the step's last attempt and highest index)."""
+    from opsctl.backends.batch import batch_environment, job_name, submit_request
 
     run_id = f"{pipeline_name}-00000000-000000-0000"
     run_uri = f"s3://{'b' * 63}/runs/{run_id}"
@@ -681,22 +684,49 @@ def _check_submit_size(pipeline_name: str, step: Step) -> None:
     request = submit_request(
         {"run_id": run_id, "pipeline": pipeline_name, "generation": 999_999},
         record,
-        job_name=f"{run_id}-{step.name}-00000000",
+        job_name=job_name(run_id, step.name, "0" * 36),
         queue=f"{arn}job-queue/{'q' * 128}",
         job_definition=f"{arn}job-definition/{'d' * 128}:999999",
         region="us-gov-west-1",
         run_uri=run_uri,
         after={d.step: "0" * 36 for d in step.depends_on},
     )
-    size = request_bytes(request)
-    if size > MAX_SUBMIT_BYTES:
+    return request, batch_environment(record, "c" * 128, "q" * 128, "0" * 36)
+
+
+def _check_aws_request(pipeline_name: str, step: Step) -> None:
+    """Refuse a step whose requests AWS would refuse, at the step's line, before anything runs.
+
+    - The jobName must fit Batch's pattern (batch.JOB_NAME), which the name rules above make
+      sure of; checked all the same, since a name AWS refuses stops a launch half way.
+    - The container overrides ECS receives for each child must fit RunTask's 8,192 characters
+      (batch.MAX_ECS_OVERRIDES), counted as batch.ecs_overrides builds them from the longest
+      request (`longest_submit_request`). This is the limit a big `env` meets: AWS accepts the
+      SubmitJob, then fails every child, unretried.
+
+    SubmitJob's own 30 KiB payload (batch.MAX_SUBMIT_BYTES) needs no check of its own: the
+    overrides are most of the request, and a request whose overrides fit 8,192 characters is
+    under 12 KiB (tests/test_spec.py holds the largest one to it).
+    """
+    from opsctl.backends.batch import JOB_NAME, MAX_ECS_OVERRIDES, ecs_overrides, overrides_chars
+
+    request, added = longest_submit_request(pipeline_name, step)
+    if not JOB_NAME.fullmatch(request["jobName"]):
+        raise _At(
+            step.line, f"step '{step.name}': job name {brief(request['jobName'])} is not one AWS Batch takes"
+        )
+    chars = overrides_chars(ecs_overrides(request, added))
+    if chars > MAX_ECS_OVERRIDES:
         env = sum(len(k) + len(v) for k, v in step.env.items())
+        share = (
+            f"env: {len(step.env)} {'variable' if len(step.env) == 1 else 'variables'}, {env:,} characters"
+        )
         raise _At(
             step.line,
-            f"step '{step.name}': its AWS Batch SubmitJob request would be {size / 1024:.1f} KiB, over "
-            f"Batch's {MAX_SUBMIT_BYTES // 1024} KiB limit (env: {len(step.env)} "
-            f"{'variable' if len(step.env) == 1 else 'variables'}, {env / 1024:.1f} KiB): "
-            "keep large values in a file the commands read",
+            f"step '{step.name}': its container overrides as ECS receives them would be {chars:,} "
+            f"characters, over ECS RunTask's {MAX_ECS_OVERRIDES:,} ({share}), and AWS would fail "
+            "every child ('Container Overrides length must be at most 8192'): keep large values "
+            "in a file the commands read",
         )
 
 

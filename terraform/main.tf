@@ -22,8 +22,6 @@ module "ecr" {
   name        = var.name
   images      = ["cpu", "gpu"]
   keep_images = var.ecr_keep_images
-  # An emulator lacks PutRegistryScanningConfiguration; AWS accounts always get the rule.
-  registry_scanning = !var.emulator
 }
 
 module "iam" {
@@ -32,6 +30,8 @@ module "iam" {
   bucket_arn     = module.storage.bucket_arn
   bucket_key_arn = module.storage.kms_key_arn
   log_group_arn  = module.batch.log_group_arn
+  region         = var.region
+  account_id     = data.aws_caller_identity.current.account_id
 }
 
 module "batch" {
@@ -69,4 +69,10 @@ module "github_oidc" {
   region                   = var.region
   permissions_boundary_arn = module.iam.boundary_arn
   account_id               = data.aws_caller_identity.current.account_id
+  repository_arns          = values(module.ecr.repository_arns)
+  job_role_arn             = module.iam.job_role_arn
+  bucket_arn               = module.storage.bucket_arn
+  kms_key_arns             = [module.storage.kms_key_arn, module.ecr.kms_key_arn, module.batch.log_kms_key_arn]
+  log_group_arn            = module.batch.log_group_arn
+  reads_gpu_ami            = var.use_custom_gpu_ami
 }

@@ -55,3 +55,8 @@ output "deploy_role_arn" {
   description = "Role the deploy workflow assumes (repository variable AWS_DEPLOY_ROLE_ARN); null without github_repository."
   value       = one(module.github_oidc[*].deploy_role_arn)
 }
+
+output "operator_policy" {
+  description = "IAM policy document (JSON) an administrator attaches to the people who run `opsctl` against this stack (README, \"Operator permissions\")."
+  value       = module.iam.operator_policy
+}

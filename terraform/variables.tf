@@ -118,7 +118,7 @@ variable "terraform_state_bucket" {
 }
 
 variable "emulator" {
-  description = "True only when applying to an AWS emulator (moto, in the tests): leaves out what the emulator lacks or mishandles (the ECR registry scanning rule, the queues' job state time limits, default tags). Never set it for an AWS account."
+  description = "True only when applying to an AWS emulator (moto, in the tests): leaves out what the emulator lacks or mishandles (the queues' job state time limits, default tags). Never set it for an AWS account."
   type        = bool
   default     = false
 }

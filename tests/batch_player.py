@@ -8,13 +8,21 @@ Batch client pointed here with `AWS_ENDPOINT_URL_BATCH`, while S3 and CloudWatch
 moto server. What it answers follows the AWS Batch API Reference (REST-JSON, `POST /v1/<op>`):
 
 - SubmitJob (API Reference, "SubmitJob"): an array job when `arrayProperties.size` >= 2, its
-  children `<id>:<index>`; `dependsOn` (all children, or index by index for N_TO_N);
+  children `<id>:<index>`; `dependsOn` (all children, or index by index for N_TO_N). Refused
+  with AWS's ClientException wording: a jobName outside its pattern ("Job name should match
+  valid pattern"), a job definition revision that is not ACTIVE ("JobDefinition <arn> is not in
+  ACTIVE status"). Accepted, but each job then ends FAILED before any attempt, as when ECS
+  RunTask refuses the task: container overrides over ECS's 8,192 characters (status reason
+  "Container Overrides length must be at most 8192");
 - DescribeJobs ("DescribeJobs", Response Syntax): ids it does not know are left out, as for jobs
   past retention; an array parent is only SUBMITTED, PENDING, FAILED or SUCCEEDED (User Guide,
   "Array jobs") with `arrayProperties.statusSummary`; a child has `arrayProperties.index`;
 - ListJobs by `arrayJobId` + `jobStatus`, or by `jobQueue` + a JOB_NAME filter;
-- CancelJob / TerminateJob (cascading from a parent to its children);
-- DescribeJobQueues / DescribeJobDefinitions for the queues and definitions it was given, and
+- CancelJob (jobs not started only: one STARTING or RUNNING is left alone, and the call still
+  succeeds) / TerminateJob (stops a running job, cancels one not started), each cascading from
+  a parent to its children;
+- DescribeJobQueues for the queues it was given, DescribeJobDefinitions by reference (ARN,
+  `name:revision`, `name`) or by `jobDefinitionName` and `status`, and
   DescribeComputeEnvironments ("DescribeComputeEnvironments", Response Syntax) for the one
   compute environment behind each queue (ENVIRONMENTS: the cpu queue's spot c5, the gpu
   queue's on-demand g5, as tests/moto_env.py creates them on moto).
@@ -29,7 +37,9 @@ Guide, "Job timeouts"). Each attempt's output goes, line by line as it is writte
 stream of its own, as the awslogs driver sends it.
 
 The world's faults are methods: `reclaim` (a spot host taken back: the child is SIGKILLed,
-reason "Host EC2 (instance ...) terminated.") and `forget` (a job past Batch's retention).
+reason "Host EC2 (instance ...) terminated."), `forget` (a job past Batch's retention),
+`deploy` (a Terraform apply that changes a job definition: revision N+1 registered, N
+deregistered) and `start_on` (children that start between a DescribeJobs and a call).
 """
 
 from __future__ import annotations
@@ -38,13 +48,14 @@ import contextlib
 import fnmatch
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -62,6 +73,15 @@ ENVIRONMENT_ARN = "arn:aws:batch:us-east-1:123456789012:compute-environment/{}"
 # What a job asks for when neither its definition nor its overrides say (the stack's default).
 DEFAULT_RESOURCES = [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "2048"}]
 TIMEOUT_REASON = "Job attempt duration exceeded timeout"
+# SubmitJobRequest.jobName (botocore batch model): a letter or digit, then up to 127 more of
+# letters, digits, '-' and '_'.
+JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+# ECS RunTask's `overrides`: 8,192 characters, the JSON included (botocore ecs model), and the
+# status reason Batch gives a job whose overrides ECS refused.
+MAX_OVERRIDES = 8192
+OVERRIDES_REASON = "Container Overrides length must be at most 8192"
+# PutLogEvents takes at most 10,000 events a call.
+LOG_BATCH = 10_000
 TERMINAL = ("SUCCEEDED", "FAILED")
 ORDER = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED")
 
@@ -113,10 +133,14 @@ class BatchPlayer:
         log_group: str = "/aws/batch/job",
         capacity: int = 64,
         stop_grace: float = 2.0,
+        record: Callable[[dict[str, Any]], None] | None = None,
+        worker_env: dict[str, str] | None = None,
+        logs_client: Any = None,
     ) -> None:
         self.workdir = workdir
         self.queues = queues  # arn -> name
-        self.definitions = definitions
+        # arn -> ACTIVE | INACTIVE, every revision ever registered here
+        self.definitions = dict.fromkeys(definitions, "ACTIVE")
         self.log_group = log_group
         self.capacity = capacity
         self.stop_grace = stop_grace
@@ -129,7 +153,13 @@ class BatchPlayer:
         self._threads: list[threading.Thread] = []
         # (operation, calls to let through first, error) answered instead of the operation
         self._refusals: list[tuple[str, int, ApiError]] = []
-        self._logs_client: Any = None
+        self._start_on: set[str] = set()  # operations before which RUNNABLE jobs start
+        # For the permission tests (tests/iam/): each call answered, with who signed it; what
+        # the workers' environment adds (their credentials, as a job role gives them); and the
+        # Logs client the awslogs driver ships with (the instance role's credentials).
+        self.record = record
+        self.worker_env = worker_env or {}
+        self._logs_client: Any = logs_client
 
     # --- life -------------------------------------------------------------------------------
 
@@ -140,10 +170,13 @@ class BatchPlayer:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
                 operation = self.path.rstrip("/").rsplit("/", 1)[-1]
+                params = json.loads(body or b"{}")
                 try:
-                    status, answer = 200, player.answer(operation, json.loads(body or b"{}"))
+                    status, answer = 200, player.answer(operation, params)
                 except ApiError as e:
                     status, answer = e.status, {"__type": e.kind, "message": str(e)}
+                if player.record is not None:
+                    player.record(signed_call("batch", operation, params, self.headers, status, answer))
                 data = json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -207,6 +240,32 @@ class BatchPlayer:
             for child in job.children:
                 self.jobs.pop(child.job_id, None)
 
+    def deploy(self, queue: str) -> str:
+        """A deploy that changes the job definition of `queue` ("cpu" or "gpu"), as Terraform
+        applies it: revision N+1 registered, N deregistered (INACTIVE). The new ARN."""
+        with self.lock:
+            current = max(
+                (a for a, s in self.definitions.items() if s == "ACTIVE" and f"/player-{queue}:" in a),
+                key=lambda a: int(a.rsplit(":", 1)[1]),
+            )
+            stem, revision = current.rsplit(":", 1)
+            new = f"{stem}:{int(revision) + 1}"
+            self.definitions[new] = "ACTIVE"
+            self.definitions[current] = "INACTIVE"
+            return new
+
+    def hold(self) -> None:
+        """No capacity: RUNNABLE jobs stay RUNNABLE (until `start_on` lets them go)."""
+        with self.lock:
+            self.capacity = 0
+
+    def start_on(self, *operations: str) -> None:
+        """Before answering any of `operations` (e.g. "canceljob"), start every RUNNABLE job of
+        the one it names, whatever the capacity: children that started after the caller last
+        described the job."""
+        with self.lock:
+            self._start_on.update(operations)
+
     def refuse(
         self,
         operation: str,
@@ -237,6 +296,11 @@ class BatchPlayer:
             handler = getattr(self, f"_op_{operation}", None)
             if handler is None:
                 raise ApiError(f"operation {operation} is not played here")
+            if operation in self._start_on and body.get("jobId") in self.jobs:
+                job = self.jobs[body["jobId"]]
+                for target in job.children or [job]:
+                    if target.status == "RUNNABLE":
+                        self._start_attempt(target)
             result: dict[str, Any] = handler(body)
             return result
 
@@ -290,24 +354,56 @@ class BatchPlayer:
         return {"computeEnvironments": found}
 
     def _op_describejobdefinitions(self, body: dict[str, Any]) -> dict[str, Any]:
-        wanted = body.get("jobDefinitions") or self.definitions
+        """By reference: an ARN or `name:revision` names one revision, whatever its status; a
+        bare name its newest ACTIVE one. Else every revision, of `jobDefinitionName` if given,
+        with `status` if given."""
+        if body.get("jobDefinitions"):
+            found = [a for ref in body["jobDefinitions"] if (a := self._definition(ref, any_status=True))]
+        else:
+            found = [
+                arn
+                for arn, status in self.definitions.items()
+                if body.get("status", status) == status
+                and body.get("jobDefinitionName", _definition_name(arn)) == _definition_name(arn)
+            ]
         return {
             "jobDefinitions": [
                 {
                     "jobDefinitionArn": arn,
-                    "jobDefinitionName": arn.rsplit("/", 1)[-1].split(":")[0],
+                    "jobDefinitionName": _definition_name(arn),
                     "revision": int(arn.rsplit(":", 1)[-1]),
-                    "status": "ACTIVE",
+                    "status": self.definitions[arn],
                     "type": "container",
                 }
-                for arn in self.definitions
-                if arn in wanted
+                for arn in found
             ]
         }
 
+    def _definition(self, ref: str, *, any_status: bool = False) -> str | None:
+        """The ARN a job definition reference names: an ARN or `name:revision` (ACTIVE unless
+        `any_status`), or a bare name (its newest ACTIVE revision, as SubmitJob reads one)."""
+        for arn, status in self.definitions.items():
+            if ref in (arn, arn.rsplit("/", 1)[-1]):
+                return arn if any_status or status == "ACTIVE" else None
+        named = [a for a, s in self.definitions.items() if s == "ACTIVE" and _definition_name(a) == ref]
+        return max(named, key=lambda a: int(a.rsplit(":", 1)[1]), default=None)
+
     def _op_submitjob(self, body: dict[str, Any]) -> dict[str, Any]:
+        if not JOB_NAME.fullmatch(body["jobName"]):
+            raise ApiError(
+                "Error executing request, Exception : Job name should match valid pattern, "
+                f"RequestId: {uuid.uuid4()}"
+            )
         if body["jobQueue"] not in self.queues and body["jobQueue"] not in self.queues.values():
             raise ApiError(f"JobQueue {body['jobQueue']} not found.")
+        ref = body["jobDefinition"]
+        if self._definition(ref) is None:
+            known = self._definition(ref, any_status=True) is not None
+            raise ApiError(
+                f"JobDefinition {ref} is not in ACTIVE status"
+                if known
+                else f"JobDefinition name {ref} does not exist or is not in ACTIVE status"
+            )
         for dep in body.get("dependsOn", []):
             if dep["jobId"] not in self.jobs:
                 raise ApiError(f"Dependent job {dep['jobId']} not found.")
@@ -319,7 +415,11 @@ class BatchPlayer:
             job.children.append(child)
             self.jobs[child.job_id] = child
         self.jobs[job.job_id] = job
-        return {"jobId": job.job_id, "jobName": job.name, "jobArn": f"arn:aws:batch:::job/{job.job_id}"}
+        return {
+            "jobId": job.job_id,
+            "jobName": job.name,
+            "jobArn": f"arn:aws:batch:us-east-1:123456789012:job/{job.job_id}",
+        }
 
     def _op_describejobs(self, body: dict[str, Any]) -> dict[str, Any]:
         if len(body["jobs"]) > 100:
@@ -407,15 +507,51 @@ class BatchPlayer:
                 return "waiting"
         return "met"
 
+    def _batch_environment(self, job: Job) -> dict[str, str]:
+        """What Batch sets in a job's container (User Guide, "AWS Batch job environment
+        variables")."""
+        queue = job.request["jobQueue"]
+        queue_name = self.queues.get(queue, queue)
+        env = {
+            "AWS_BATCH_CE_NAME": ENVIRONMENTS[queue_name][0],
+            "AWS_BATCH_JQ_NAME": queue_name,
+            "AWS_BATCH_JOB_ID": job.job_id,
+            "AWS_BATCH_JOB_ATTEMPT": str(len(job.attempts) + 1),
+        }
+        if job.index is not None and job.parent is not None:
+            env["AWS_BATCH_JOB_ARRAY_INDEX"] = str(job.index)
+            env["AWS_BATCH_JOB_ARRAY_SIZE"] = str(len(job.parent.children))
+        return env
+
+    def _overrides_refused(self, job: Job, added: dict[str, str]) -> bool:
+        """Whether ECS RunTask would refuse the job's task: its overrides (Batch's container,
+        the command, the environment with Batch's own variables, the resources) over 8,192
+        characters of JSON."""
+        overrides = job.request.get("containerOverrides", {})
+        container: dict[str, Any] = {
+            "name": "default",
+            "command": overrides.get("command", []),
+            "environment": [
+                *overrides.get("environment", []),
+                *({"name": k, "value": v} for k, v in added.items()),
+            ],
+        }
+        if overrides.get("resourceRequirements"):
+            container["resourceRequirements"] = overrides["resourceRequirements"]
+        task = {"containerOverrides": [container]}
+        return len(json.dumps(task, separators=(",", ":"), ensure_ascii=False)) > MAX_OVERRIDES
+
     def _start_attempt(self, job: Job) -> None:
         request = job.request
         overrides = request.get("containerOverrides", {})
+        added = self._batch_environment(job)
+        if self._overrides_refused(job, added):
+            self._end(job, "FAILED", OVERRIDES_REASON)  # RunTask refused: no attempt, no retry
+            return
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPSCTL_", "AWS_BATCH_"))}
+        env.update(self.worker_env)
         env.update({e["name"]: e["value"] for e in overrides.get("environment", [])})
-        env["AWS_BATCH_JOB_ID"] = job.job_id
-        env["AWS_BATCH_JOB_ATTEMPT"] = str(len(job.attempts) + 1)
-        if job.index is not None:
-            env["AWS_BATCH_JOB_ARRAY_INDEX"] = str(job.index)
+        env.update(added)
         job.log_path = self.workdir / f"{job.job_id.replace(':', '-')}-{len(job.attempts) + 1}.log"
         job.stream = f"player/default/{uuid.uuid4().hex}"
         job.shipped = 0
@@ -527,11 +663,13 @@ class BatchPlayer:
         job.shipped += len(data)
         stamp = _now_ms()
         lines = data.decode(errors="replace").splitlines() or [""]
-        self._logs().put_log_events(
-            logGroupName=self.log_group,
-            logStreamName=job.stream,
-            logEvents=[{"timestamp": stamp, "message": line} for line in lines],
-        )
+        for start in range(0, len(lines), LOG_BATCH):
+            batch = lines[start : start + LOG_BATCH]
+            self._logs().put_log_events(
+                logGroupName=self.log_group,
+                logStreamName=job.stream,
+                logEvents=[{"timestamp": stamp, "message": line} for line in batch],
+            )
 
     def _describe(self, job: Job) -> dict[str, Any]:
         """A DescribeJobs entry, in the shape of the API Reference's Response Syntax."""
@@ -583,6 +721,42 @@ class BatchPlayer:
         elif job.index is not None:
             entry["arrayProperties"] = {"index": job.index}
         return entry
+
+
+# REST-JSON paths name operations in lower case (`/v1/submitjob`); IAM names them in CamelCase.
+OPERATIONS = {
+    name.lower(): name
+    for name in (
+        "SubmitJob",
+        "DescribeJobs",
+        "ListJobs",
+        "CancelJob",
+        "TerminateJob",
+        "DescribeJobQueues",
+        "DescribeJobDefinitions",
+        "DescribeComputeEnvironments",
+        "RegisterJobDefinition",
+        "DeregisterJobDefinition",
+    )
+}
+
+
+def signed_call(
+    service: str, operation: str, params: Any, headers: Any, status: int, answer: Any = None
+) -> dict[str, Any]:
+    """A call a harness server answered, as tests/iam/requests.py reads recordings: the access
+    key and region from the request's SigV4 credential scope."""
+    from tests.iam.requests import CREDENTIAL
+
+    signed = CREDENTIAL.search(headers.get("Authorization", ""))
+    key, region = (signed[1], signed[2]) if signed else ("", "")
+    name = OPERATIONS.get(operation, operation)
+    call = {"key": key, "service": service, "operation": name, "params": params, "region": region}
+    return {"call": call, "status": status, "response": answer if isinstance(answer, dict) else {}}
+
+
+def _definition_name(arn: str) -> str:
+    return arn.rsplit("/", 1)[-1].split(":")[0]
 
 
 def _signal(pgid: int, signum: int) -> None:

@@ -40,15 +40,24 @@ def _wait_until_up(url: str, proc: subprocess.Popen[bytes], deadline: float, ca:
     return False
 
 
-def start_server(tls: tuple[Path, Path] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    tls: tuple[Path, Path] | None = None, record: Path | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     """moto (tests/moto_serial.py) on a free port: the process and its endpoint URL.
 
-    With `tls` (certificate, key: see `certificate`) it serves HTTPS.
+    With `tls` (certificate, key: see `certificate`) it serves HTTPS; with `record`, it appends
+    every request it answers to that file (tests/iam/requests.py reads it).
     """
     for _ in range(3):  # the port may be taken between choosing and binding it
         port = free_port()
         proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "moto_serial.py"), str(port), *map(str, tls or ())],
+            [
+                sys.executable,
+                str(ROOT / "tests" / "moto_serial.py"),
+                str(port),
+                *map(str, tls or ()),
+                *(["--record", str(record)] if record else []),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -67,6 +76,16 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def configure(endpoint: str, ca: Path | None, config: dict[str, Any]) -> None:
+    """Set moto's own options (`/moto-api/config`), e.g. Batch without Docker."""
+    request = urllib.request.Request(  # noqa: S310 - 127.0.0.1 only
+        f"{endpoint}/moto-api/config", data=json.dumps(config).encode(), method="POST"
+    )
+    context = ssl.create_default_context(cafile=str(ca)) if ca else None
+    with urllib.request.urlopen(request, timeout=10, context=context):  # noqa: S310 - 127.0.0.1 only
+        pass
 
 
 def point_boto3_at(endpoint: str) -> None:

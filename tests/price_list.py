@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -86,8 +86,9 @@ class PriceList:
 
 
 @contextmanager
-def serving(price_list: PriceList) -> Iterator[str]:
-    """The played API's endpoint URL while the block runs."""
+def serving(price_list: PriceList, record: Callable[[dict[str, Any]], None] | None = None) -> Iterator[str]:
+    """The played API's endpoint URL while the block runs; `record` gets each call answered
+    (the permission tests' recording, tests/iam/)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -97,6 +98,11 @@ def serving(price_list: PriceList) -> Iterator[str]:
             else:
                 status = 400
                 answer = {"__type": "InvalidParameterException", "message": "unknown operation"}
+            if record is not None:
+                from tests.batch_player import signed_call
+
+                operation = str(self.headers.get("X-Amz-Target", "")).rsplit(".", 1)[-1]
+                record(signed_call("pricing", operation, body, self.headers, status, answer))
             data = json.dumps(answer).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/x-amz-json-1.1")

@@ -391,7 +391,7 @@ def test_a_running_array_reads_running_and_kill_terminates_it(
     assert step["state"] == "RUNNING" and step["counts"] == {"RUNNING": 4}
     parent = played.api.describe([step["job_id"]])[step["job_id"]]
     assert parent["status"] == "PENDING", "Batch itself says PENDING for a running array"
-    assert played.kill(run_id) == f"{run_id}: terminated s"
+    assert played.kill(run_id) == f"{run_id}: terminated s (4 of 4 children running)"
     doc = wait_for(played, run_id)
     assert doc["state"] == "FAILED" and by_name(doc)["s"]["counts"] == {"FAILED": 4}
 
@@ -682,8 +682,9 @@ def test_status_of_a_running_array_and_kill_decision(infra_file: Path) -> None:
         stub.add_response("describe_jobs", {"jobs": [running, waiting]}, ids)
         doc = backend.status(run_id, stuck_after=10**12)
         stub.add_response("describe_jobs", {"jobs": [running, waiting]}, ids)
+        # TerminateJob for both: it cancels what has not started as well (API Reference).
         stub.add_response("terminate_job", {}, {"jobId": running["jobId"], "reason": "killed by user"})
-        stub.add_response("cancel_job", {}, {"jobId": waiting["jobId"], "reason": "killed by user"})
+        stub.add_response("terminate_job", {}, {"jobId": waiting["jobId"], "reason": "killed by user"})
         message = backend.kill(run_id)
         stub.assert_no_pending_responses()
     process, reconstruct = doc["steps"]
@@ -694,7 +695,10 @@ def test_status_of_a_running_array_and_kill_decision(infra_file: Path) -> None:
     }
     assert reconstruct["state"] == "RUNNABLE" and reconstruct["counts"] == {"RUNNABLE": 100}
     assert doc["state"] == "RUNNING"
-    assert message == f"{run_id}: terminated process; cancelled reconstruct"
+    assert message == (
+        f"{run_id}: terminated process (98 of 100 children running); "
+        "terminated reconstruct (0 of 100 children running)"
+    )
 
 
 def test_a_timed_out_job_reads_failed_with_batch_reason(infra_file: Path) -> None:
@@ -822,8 +826,35 @@ def test_a_resume_that_died_after_submitting_is_not_repeated(infra_file: Path) -
     def die_after_submit(**_: Any) -> None:
         raise KeyboardInterrupt("resume killed before recording the job id")
 
+    queue = {
+        "jobQueueName": "opsctl-test-gpu",
+        "jobQueueArn": backend.infra.gpu_queue,
+        "state": "ENABLED",
+        "priority": 1,
+        "computeEnvironmentOrder": [],
+    }
+    definition = {
+        "jobDefinitionName": "opsctl-test-gpu",
+        "jobDefinitionArn": backend.infra.gpu_job_definition,
+        "revision": int(backend.infra.gpu_job_definition.rsplit(":", 1)[1]),
+        "status": "ACTIVE",
+        "type": "container",
+    }
+
+    def definitions_checked(stub: Stubber) -> None:
+        """What resume asks before submitting: the queue, and the definition the stack has now."""
+        stub.add_response(
+            "describe_job_queues", {"jobQueues": [queue]}, {"jobQueues": [queue["jobQueueArn"]]}
+        )
+        stub.add_response(
+            "describe_job_definitions",
+            {"jobDefinitions": [definition]},
+            {"jobDefinitions": [definition["jobDefinitionArn"]]},
+        )
+
     with Stubber(api.batch) as stub:
         stub.add_response("describe_jobs", {"jobs": [failed]}, {"jobs": [failed["jobId"]]})
+        definitions_checked(stub)
         stub.add_response("list_jobs", {"jobSummaryList": []}, name_filter)
         stub.add_response("submit_job", {"jobName": renamed, "jobId": "n3w"})
         api.batch.meta.events.register("after-call.batch.SubmitJob", die_after_submit)
@@ -834,6 +865,7 @@ def test_a_resume_that_died_after_submitting_is_not_repeated(infra_file: Path) -
 
         # The manifest still names the failed job; the second resume finds the first one's job.
         stub.add_response("describe_jobs", {"jobs": [failed]}, {"jobs": [failed["jobId"]]})
+        definitions_checked(stub)
         stub.add_response(
             "list_jobs", {"jobSummaryList": [{"jobId": "n3w", "jobName": renamed}]}, name_filter
         )
@@ -957,3 +989,330 @@ def test_list_reads_only_the_manifests(backend: AwsBackend, spec: Path) -> None:
     assert calls["DescribeJobs"] == 0, "states come from the manifests' final records"
     states = {r["run_id"]: r["state"] for r in rows}
     assert (states[first], states[second]) == (None, "FAILED"), "none recorded before a poll saw it end"
+
+
+# --- what AWS refuses, as the player plays it (issue 25) -----------------------------------------
+
+
+def test_the_player_refuses_what_aws_refuses(player: BatchPlayer) -> None:
+    """A jobName outside SubmitJob's pattern and an INACTIVE revision are ClientExceptions in
+    AWS's words; container overrides over ECS's 8,192 characters are accepted, and then every
+    child ends FAILED with AWS's status reason and no attempt."""
+    from botocore.exceptions import ClientError
+
+    batch = boto3.client("batch")  # AWS_ENDPOINT_URL_BATCH: the player
+    queue, definition = next(iter(player.queues)), next(iter(player.definitions))
+    ok = {"jobQueue": queue, "jobDefinition": definition, "containerOverrides": {"command": ["run"]}}
+    with pytest.raises(ClientError, match="Job name should match valid pattern") as bad_name:
+        batch.submit_job(jobName="-tomo-20261201-120000-abcd-pre", **ok)
+    assert bad_name.value.response["Error"]["Code"] == "ClientException"
+    player.deploy("cpu")
+    with pytest.raises(ClientError, match=f"JobDefinition {definition} is not in ACTIVE status"):
+        batch.submit_job(jobName="tomo-pre", **ok)
+
+    newest = batch.describe_job_definitions(jobDefinitionName="player-cpu", status="ACTIVE")
+    [active] = newest["jobDefinitions"]
+    assert active["revision"] == 2
+    big = {"name": "BIG", "value": "v" * 8_000}
+    job_id = batch.submit_job(
+        jobName="tomo-pre",
+        jobQueue=queue,
+        jobDefinition=active["jobDefinitionArn"],
+        arrayProperties={"size": 2},
+        containerOverrides={"command": ["run"], "environment": [big]},
+    )["jobId"]
+    player.wait_until(player.idle, timeout=30)
+    jobs = {j["jobId"]: j for j in batch.describe_jobs(jobs=[job_id, f"{job_id}:0", f"{job_id}:1"])["jobs"]}
+    for child in (f"{job_id}:0", f"{job_id}:1"):
+        assert jobs[child]["status"] == "FAILED"
+        assert jobs[child]["statusReason"] == "Container Overrides length must be at most 8192"
+        assert jobs[child]["attempts"] == []
+    assert jobs[job_id]["status"] == "FAILED"
+
+
+def _widest_env() -> int:
+    """The most `env` characters validate lets step `s` of WIDE (a 2-child cpu array) carry."""
+    from opsctl import pipeline
+    from opsctl.errors import SpecError
+
+    low, high = 0, 10_000
+    while low < high:
+        middle = (low + high + 1) // 2
+        try:
+            pipeline.parse(WIDE.format(env="v" * middle), "wide.yaml", Path())
+            low = middle
+        except SpecError:
+            high = middle - 1
+    return low
+
+
+WIDE = """
+name: wide
+steps:
+  - name: s
+    queue: cpu
+    array_size: 2
+    retries: 0
+    commands: [echo a, echo b]
+    env: {{BIG: {env}}}
+"""
+
+
+def test_validate_refuses_the_env_ecs_would_refuse_and_no_less(player: BatchPlayer, tmp_path: Path) -> None:
+    """The most env validate accepts runs on Batch as played (every child SUCCEEDED, its
+    overrides within 8,192 characters as ECS counts them); one character more is refused by
+    `launch` at the step's line, before anything is uploaded or submitted."""
+    env = {**os.environ, "OPSCTL_HOME": str(tmp_path / "home")}
+    most = _widest_env()
+    spec = tmp_path / "wide.yaml"
+    spec.write_text(WIDE.format(env="v" * (most + 1)))
+    line = one_line(cli("launch", str(spec), "--backend", "aws", "--infra", str(player.infra), env=env), 2)
+    assert line.startswith(f"opsctl: {spec}:4: step 's': its container overrides as ECS receives them")
+    assert "over ECS RunTask's 8,192" in line
+    assert player.submitted == [] and "Contents" not in s3_client().list_objects_v2(
+        Bucket=player_bucket(player)
+    )
+
+    spec.write_text(WIDE.format(env="v" * most))
+    launched = cli("launch", str(spec), "--backend", "aws", "--infra", str(player.infra), "--json", env=env)
+    assert launched.returncode == 0, launched.stderr
+    run_id = json.loads(launched.stdout)["run_id"]
+    watched = cli("watch", run_id, "--json", "--interval", "0.2", env=env)
+    assert watched.returncode == 0, watched.stderr
+    assert by_name(json.loads(watched.stdout))["s"]["counts"] == {"SUCCEEDED": 2}
+
+
+def player_bucket(player: BatchPlayer) -> str:
+    return load_outputs(player.infra).bucket
+
+
+DEPLOYED = """
+name: deployed
+steps:
+  - name: pre
+    queue: cpu
+    array_size: 2
+    commands: [echo a, echo b]
+  - name: s
+    queue: cpu
+    retries: 0
+    command: test -e {flag}
+    depends_on: [pre]
+"""
+
+
+def test_resume_after_a_deploy_submits_under_the_stacks_new_definition(
+    player: BatchPlayer, tmp_path: Path
+) -> None:
+    """A deploy registered revision 2 and deregistered the run's revision 1 (which the infra
+    file still names): resume submits under revision 2 and says so."""
+    env = {**os.environ, "OPSCTL_HOME": str(tmp_path / "home")}
+    flag = tmp_path / "flag"
+    spec = tmp_path / "deployed.yaml"
+    spec.write_text(DEPLOYED.format(flag=flag))
+    launched = cli("launch", str(spec), "--backend", "aws", "--infra", str(player.infra), "--json", env=env)
+    run_id = json.loads(launched.stdout)["run_id"]
+    assert cli("watch", run_id, "--json", "--interval", "0.2", env=env).returncode == 1
+    launched_under = player.submitted[-1]["jobDefinition"]
+    assert launched_under.endswith("/player-cpu:1")
+
+    now = player.deploy("cpu")
+    flag.touch()
+    resumed = cli("resume", run_id, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.strip() == (
+        f"{run_id} resumed: submitted s (generation 2); "
+        "s now under job definition player-cpu:2 (was player-cpu:1)"
+    )
+    assert player.submitted[-1]["jobDefinition"] == now
+    watched = cli("watch", run_id, "--json", "--interval", "0.2", env=env)
+    assert watched.returncode == 0 and json.loads(watched.stdout)["state"] == "SUCCEEDED"
+
+
+def test_launch_from_an_infra_file_a_deploy_made_stale(
+    player: BatchPlayer, three: Path, tmp_path: Path
+) -> None:
+    """Every operator's infra file names the revision of the last `opsctl infra output`; after a
+    CI deploy replaced it, launch runs under the newest ACTIVE revision of the same name. With
+    no ACTIVE revision left, it is one line, exit 2, before anything is uploaded."""
+    env = {**os.environ, "OPSCTL_HOME": str(tmp_path / "home")}
+    player.deploy("cpu")
+    now = player.deploy("cpu")  # two deploys since the infra file was written
+    launched = cli("launch", str(three), "--backend", "aws", "--infra", str(player.infra), "--json", env=env)
+    assert launched.returncode == 0, launched.stderr
+    run_id = json.loads(launched.stdout)["run_id"]
+    assert {r["jobDefinition"] for r in player.submitted} == {now}
+    watched = cli("watch", run_id, "--json", "--interval", "0.2", env=env)
+    assert watched.returncode == 0 and json.loads(watched.stdout)["state"] == "SUCCEEDED"
+
+    player.definitions[now] = "INACTIVE"  # the stack's definition deregistered, none registered
+    stale = load_outputs(player.infra).cpu_job_definition
+    line = one_line(cli("launch", str(three), "--backend", "aws", "--infra", str(player.infra), env=env), 2)
+    assert line.startswith(f"opsctl: {player.infra}: job definition {stale}: not found or not usable")
+
+
+def test_kill_stops_children_that_start_while_it_runs(player: BatchPlayer, tmp_path: Path) -> None:
+    """The children are RUNNABLE when kill describes the job and start before its next call:
+    TerminateJob stops them (CancelJob would succeed and leave them running to the end)."""
+    env = {**os.environ, "OPSCTL_HOME": str(tmp_path / "home")}
+    spec = tmp_path / "late.yaml"
+    spec.write_text(
+        "name: late\nsteps:\n  - name: s\n    queue: cpu\n    array_size: 3\n    retries: 0\n"
+        "    commands: {template: 'sleep 4 # {i}', range: 3}\n"
+    )
+    player.hold()
+    player.start_on("canceljob", "terminatejob")
+    launched = cli("launch", str(spec), "--backend", "aws", "--infra", str(player.infra), "--json", env=env)
+    run_id = json.loads(launched.stdout)["run_id"]
+    played = AwsBackend(load_outputs(player.infra))
+    assert by_name(wait_for(played, run_id, ("RUNNABLE",)))["s"]["counts"] == {"RUNNABLE": 3}
+    killed = cli("kill", run_id, env=env)
+    assert killed.returncode == 0, killed.stderr
+    assert killed.stdout.strip() == f"{run_id}: terminated s (0 of 3 children running)"
+    player.wait_until(player.idle, timeout=30)
+    children = [j for j in player.jobs.values() if j.index is not None]
+    assert [(c.status, c.reason) for c in children] == [("FAILED", "killed by user")] * 3
+    # Each started (an attempt) before the kill's call, and was stopped, not left to finish.
+    assert [len(c.attempts) for c in children] == [1, 1, 1]
+    assert all(c.attempts[0]["container"]["exitCode"] != 0 for c in children)
+
+
+def test_watch_prints_the_last_lines_of_a_long_failed_log(player: BatchPlayer, tmp_path: Path) -> None:
+    """12,000 lines, more than GetLogEvents' first page (10,000 events): watch shows the end."""
+    env = {**os.environ, "OPSCTL_HOME": str(tmp_path / "home")}
+    spec = tmp_path / "long.yaml"
+    spec.write_text(
+        "name: long\nsteps:\n  - name: s\n    queue: cpu\n    retries: 0\n    command: seq 1 12000; exit 3\n"
+    )
+    launched = cli("launch", str(spec), "--backend", "aws", "--infra", str(player.infra), "--json", env=env)
+    run_id = json.loads(launched.stdout)["run_id"]
+    watched = cli("watch", run_id, "--interval", "0.2", env=env)
+    assert watched.returncode == 1
+    shown = [line for line in watched.stderr.splitlines() if line.startswith("    ")]
+    assert len(shown) == 10, watched.stderr
+    assert "    11999" in shown and "    12000" in shown, shown
+    assert '"event": "finished"' in shown[-1], "the worker's last event ends the stream"
+
+
+class DenyPut:
+    """S3 answers 403 AccessDenied, as AWS words it, to a PutObject of a key ending in one of
+    `suffixes` (botocore's before-send: the real error path, which moto, enforcing no IAM here,
+    cannot give); or another refusal, `code` with `status`."""
+
+    def __init__(self, *suffixes: str, code: str = "AccessDenied", status: int = 403) -> None:
+        self.suffixes = suffixes
+        self.code, self.status = code, status
+        self.denied: list[str] = []
+
+    def __call__(self, request: Any, **_: Any) -> AWSResponse | None:
+        from urllib.parse import urlparse
+
+        path = urlparse(request.url).path
+        if request.method != "PUT" or not path.endswith(self.suffixes):
+            return None
+        self.denied.append(path)
+        body = (
+            f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{self.code}</Code><Message>User: '
+            "arn:aws:iam::123456789012:user/reader is not authorized to perform: s3:PutObject on "
+            f'resource: "arn:aws:s3:::{path.lstrip("/")}" because no identity-based policy allows '
+            "the s3:PutObject action</Message></Error>"
+        ).encode()
+        return AWSResponse(request.url, self.status, {"Content-Type": "application/xml"}, _Body(body))
+
+
+@contextlib.contextmanager
+def denied_puts(*suffixes: str, code: str = "AccessDenied", status: int = 403) -> Iterator[DenyPut]:
+    deny = DenyPut(*suffixes, code=code, status=status)
+    s3_client().meta.events.register("before-send.s3.PutObject", deny)
+    try:
+        yield deny
+    finally:
+        s3_client().meta.events.unregister("before-send.s3.PutObject", deny)
+
+
+def test_a_reader_who_may_not_write_still_reads_the_run(
+    player: BatchPlayer, three: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """status, watch and report record a finished run's final state and attempts beside its
+    manifest; without s3:PutObject they still answer, with one warning naming the permission."""
+    from opsctl.cli import main
+
+    run_id = AwsBackend(load_outputs(player.infra)).launch(three)
+    player.wait_until(player.idle)
+    infra = ["--backend", "aws", "--infra", str(player.infra)]
+
+    def run(*args: str) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as exited:
+            main([*args, *infra])
+        out, err = capsys.readouterr()
+        return int(exited.value.code or 0), out, err
+
+    with denied_puts("/manifest.json", "/attempts.json") as deny:
+        code, out, err = run("status", run_id, "--json")
+        assert (code, err) == (0, "")
+        doc = json.loads(out)
+        assert doc["state"] == "SUCCEEDED"
+        [warning] = doc["warnings"]
+        assert warning.startswith(
+            "the final state of pre, filter, calibrate was not recorded: S3: access denied"
+        )
+        assert (
+            f"s3:PutObject on s3://{player_bucket(player)}/runs/{run_id}/manifest.json records it" in warning
+        )
+
+        backend = AwsBackend(load_outputs(player.infra))  # a watch: one process, many polls
+        first, second = backend.status(run_id), backend.status(run_id)
+        assert len(deny.denied) == 2, "one try per process"
+        assert first["warnings"] == second["warnings"] == [warning]
+
+        code, out, err = run("report", run_id, "--json")
+        assert code == 0 and json.loads(out)["state"] == "SUCCEEDED"
+        warned = [line for line in err.splitlines() if line.startswith("opsctl: warning: ")]
+        assert len(warned) == 2, err  # the final state, and the attempts
+        assert f"s3:PutObject on s3://{player_bucket(player)}/runs/{run_id}/attempts.json keeps" in warned[1]
+    assert "final" not in AwsBackend(load_outputs(player.infra)).read_manifest(run_id)
+
+
+def test_only_a_denied_record_is_shrugged_off(player: BatchPlayer, three: Path) -> None:
+    """A read goes on without the permission to record, and nothing else: another refusal of
+    the same write fails `status`; and resume, which must write the new generation before it
+    submits, fails when denied, naming the permission AWS names."""
+    backend = AwsBackend(load_outputs(player.infra))
+    run_id = backend.launch(three)
+    player.wait_until(player.idle)
+    with (
+        denied_puts("/manifest.json", code="InvalidRequest", status=400),
+        pytest.raises(BadInput, match="InvalidRequest"),
+    ):
+        AwsBackend(load_outputs(player.infra)).status(run_id)
+    record = backend.manifest(run_id)
+    record.update(lambda d: d["jobs"].pop("calibrate"))
+    with denied_puts("/manifest.json"), pytest.raises(BadInput, match="s3:PutObject"):
+        AwsBackend(load_outputs(player.infra)).resume(run_id)
+
+
+def test_a_stack_definition_with_too_many_tags_is_refused_at_launch(
+    batch_env: dict[str, str], bucket: str, spec: Path, tmp_path: Path
+) -> None:
+    """With propagateTags, a job whose tags and its definition's pass 50 ends FAILED (botocore
+    batch model, SubmitJob propagateTags): launch says so before uploading anything."""
+    crowded = boto3.client("batch").register_job_definition(
+        jobDefinitionName="opsctl-test-crowded",
+        type="container",
+        containerProperties={
+            "image": batch_env["cpu_image"],
+            "command": ["run"],
+            "resourceRequirements": [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "2048"}],
+        },
+        tags={f"team:{k}": "x" for k in range(48)},
+    )["jobDefinitionArn"]
+    infra = write_infra(
+        tmp_path / "crowded.json", {**batch_env, "bucket": bucket, "cpu_job_definition": crowded}
+    )
+    line = one_line(cli("launch", str(spec), "--backend", "aws", "--infra", str(infra)), 2)
+    assert line == (
+        f"opsctl: {infra}: job definition opsctl-test-crowded:1 has 48 tags; with opsctl's 3 on each "
+        "job, step 'pre' would carry 51, over the 50 AWS Batch allows a job, and every job would end "
+        "FAILED: remove tags from the stack's job definitions"
+    )
+    assert "Contents" not in s3_client().list_objects_v2(Bucket=bucket), "nothing was uploaded"

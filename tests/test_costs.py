@@ -150,3 +150,103 @@ def test_a_bad_price_is_one_line(text: str, why: str) -> None:
     with pytest.raises(BadInput, match=r"^--price ") as caught:
         parse_prices(text)
     assert why in str(caught.value) and "\n" not in str(caught.value)
+
+
+def a_queue_of(instance_types: list[str]) -> str:
+    """A new on-demand queue on moto whose one compute environment allows `instance_types`,
+    made like the stack's (subnets, security group, roles)."""
+    import uuid
+
+    batch = boto3.client("batch")
+    stack = batch.describe_compute_environments(computeEnvironments=["opsctl-test-gpu"])[
+        "computeEnvironments"
+    ][0]
+    resources = stack["computeResources"]
+    name = f"opsctl-test-{uuid.uuid4().hex[:8]}"
+    environment = batch.create_compute_environment(
+        computeEnvironmentName=name,
+        type="MANAGED",
+        state="ENABLED",
+        computeResources={
+            "type": "EC2",
+            "minvCpus": 0,
+            "maxvCpus": 64,
+            "instanceTypes": instance_types,
+            "subnets": resources["subnets"],
+            "securityGroupIds": resources["securityGroupIds"],
+            "instanceRole": resources["instanceRole"],
+        },
+        serviceRole=stack["serviceRole"],
+    )["computeEnvironmentArn"]
+    return str(
+        batch.create_job_queue(
+            jobQueueName=name,
+            state="ENABLED",
+            priority=1,
+            computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment}],
+        )["jobQueueArn"]
+    )
+
+
+def test_optimal_is_priced_as_the_families_it_stands_for_now(
+    batch_env: dict[str, str], price_list: PriceList, prices: Prices
+) -> None:
+    """`optimal` means default_x86_64 (m6i, c6i, r6i, c7i) since November 2025: the older
+    c4 and c5, cheaper here, are not what Batch launches for it any more."""
+    price_list.products = [
+        product("c4.large", REGION, 0.050, 2, 0),
+        product("c5.large", REGION, 0.060, 2, 0),
+        product("c6i.large", REGION, 0.085, 2, 0),
+        product("c7i.large", REGION, 0.089, 2, 0),
+        product("m6i.large", REGION, 0.096, 2, 0),
+        product("r6i.large", REGION, 0.126, 2, 0),
+    ]
+    rate = prices.rate(a_queue_of(["optimal"]), 1, 0, *hour())
+    assert chosen(rate) == ("c6i.large", "on-demand", 0.085, 0.5)
+    asked = sorted(
+        {f["Value"] for r in price_list.requests for f in r["Filters"] if f["Field"] == "instanceType"}
+    )
+    assert asked == ["c6i.large", "c7i.large", "m6i.large", "r6i.large"], "the smallest of each family"
+
+
+def test_the_instance_type_keywords_stand_for_their_families(
+    batch_env: dict[str, str], prices: Prices
+) -> None:
+    """As EC2 lists the types (moto's data is AWS's): each keyword's families only."""
+    for keyword, families in (
+        ("default_x86_64", {"m6i", "c6i", "r6i", "c7i"}),
+        ("default_arm64", {"m6g", "c6g", "r6g", "c7g"}),
+        ("optimal", {"m6i", "c6i", "r6i", "c7i"}),
+    ):
+        types = prices._instance_types((keyword,))
+        assert {name.split(".")[0] for name in types} == families, keyword
+    assert {name.split(".")[0] for name in prices._instance_types(("optimal", "g5.xlarge"))} == {
+        "m6i",
+        "c6i",
+        "r6i",
+        "c7i",
+        "g5",
+    }
+
+
+def test_optimal_in_a_region_without_the_current_families() -> None:
+    """Where a region offers none of default_x86_64's families, `optimal` keeps its older
+    meaning: c4, m4 and r4 where the region has them, else c5, m5 and r5."""
+    from opsctl.backends.prices import allowed
+
+    assert allowed(("optimal",), {"c4", "m4", "r4", "c5", "m5", "r5", "m6i", "c6i"}) == {
+        "m6i",
+        "c6i",
+        "r6i",
+        "c7i",
+    }
+    assert allowed(("optimal",), {"c4", "m4", "r4", "c5", "m5", "r5"}) == {"c4", "m4", "r4"}
+    assert allowed(("optimal",), {"c5", "m5", "r5", "g5"}) == {"c5", "m5", "r5"}
+    assert allowed(("default_arm64", "p3.2xlarge", "c5"), {"c6g"}) == {
+        "m6g",
+        "c6g",
+        "r6g",
+        "c7g",
+        "p3.2xlarge",
+        "c5",
+    }

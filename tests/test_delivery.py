@@ -68,8 +68,27 @@ def test_deploy_uses_oidc_and_never_races() -> None:
     roll = deploy["jobs"]["roll"]
     assert roll["needs"] == "images"
     run = roll["steps"][-1]
-    assert run["env"]["TF_VAR_image_tag"] == "${{ github.sha }}"
-    assert "opsctl infra apply --yes --backend-config backend.hcl" in run["run"]
+    assert run["env"]["IMAGE_TAG"] == "${{ github.sha }}"
+    # Every other variable is the administrator's, stored next to the state: a TF_VAR_ here
+    # would be one more thing a merge resets (and the stored value ranks above it anyway).
+    assert not [name for name in run["env"] if name.startswith("TF_VAR_")]
+    command = " ".join(run["run"].replace("\\\n", " ").split())
+    assert (
+        ".venv/bin/opsctl infra apply --yes --roll-only --require-stored-vars "
+        '--backend-config backend.hcl --image-tag "$IMAGE_TAG"'
+    ) in command
+
+
+def test_the_state_key_is_one_setting() -> None:
+    """deploy.yml's key is the repository variable TF_STATE_KEY or its default, and the
+    backend.hcl the README has the administrator write names that same default."""
+    run = workflow("deploy.yml")["jobs"]["roll"]["steps"][-1]
+    default = re.fullmatch(r"\$\{\{ vars\.TF_STATE_KEY \|\| '([^']+)' \}\}", run["env"]["TF_STATE_KEY"])
+    assert default, run["env"]["TF_STATE_KEY"]
+    assert "tfstate" not in run["run"] and '"$TF_STATE_KEY"' in run["run"], "no key but TF_STATE_KEY"
+    readme = (ROOT / "README.md").read_text()
+    assert f'key    = "{default[1]}"   # the workflow\'s TF_STATE_KEY' in readme
+    assert f"| `TF_STATE_KEY` | optional: the state's key in that bucket (default `{default[1]}`)" in readme
 
 
 def test_ci_runs_the_project_checks_and_terraform() -> None:
@@ -160,4 +179,4 @@ def test_deploy_role_trusts_only_this_repository_main() -> None:
         assert "*" not in statement["actions"], "no bare * action"
         assert not any(action.endswith(":*") for action in statement["actions"]), statement["sid"]
     stars = [s["sid"] for s in deploy if s["resources"] == ["*"] and s.get("effect", "Allow") == "Allow"]
-    assert stars == ["EcrLogin", "ReadOnlyDescribes", "CreateTaggedKeys"], "calls AWS authorises on * alone"
+    assert stars == ["EcrLogin", "RefreshWhatAwsAuthorisesOnStarOnly"], "calls AWS authorises on * alone"

@@ -149,7 +149,7 @@ def test_values_the_kernel_cannot_take_are_refused_at_their_line(tmp_path: Path)
         == f"opsctl: {env_nul}:5: step 's': env: A contains a NUL byte, which no environment can hold"
     )
     env_big = spec_with(tmp_path, "[echo hi]", f"    env: {{A: {'v' * 200_000}}}\n")
-    assert "SubmitJob request would be" in validate(env_big)
+    assert "its container overrides as ECS receives them would be 201," in validate(env_big)
 
 
 def test_a_command_the_kernel_refuses_fails_alone_and_the_rest_run(tmp_path: Path) -> None:
@@ -396,7 +396,15 @@ def test_launch_on_a_full_disk_leaves_no_half_made_run(
 
 @pytest.mark.parametrize(
     "run_id",
-    ["../other/runs/x-20260101-000000-0000", "/etc", "a/b", "x" * 300, "good-20260101-000000-00000", ""],
+    [
+        "../other/runs/x-20260101-000000-0000",
+        "/etc",
+        "a/b",
+        "x" * 300,
+        "good-20260101-000000-00000",
+        "",
+        "-tomo-20260101-000000-abcd",  # what a pipeline named `-tomo` would have made
+    ],
 )
 def test_a_run_id_that_is_not_one_is_refused_before_any_path(home: Path, run_id: str) -> None:
     for verb in ("status", "kill", "resume"):
@@ -404,6 +412,26 @@ def test_a_run_id_that_is_not_one_is_refused_before_any_path(home: Path, run_id:
         assert "is not one opsctl makes: <pipeline>-<YYYYmmdd-HHMMSS>-<4 hex>" in line
     line = one_line(cli("status", run_id, "--backend", "aws", "--infra", "/nonexistent", timeout=LIMIT), 2)
     assert "is not one opsctl makes" in line
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status", "-x-20260101-000000-abcd"],
+        ["status", "--json", "-x-20260101-000000-abcd"],
+        ["report", "-tomo-20260101-000000-abcd"],  # not `-t`, then `-o mo-...`
+        ["logs", "-x-20260101-000000-abcd", "pre", "--follow"],
+        ["watch", "--interval", "1", "--x-20260101-000000-abcd"],
+        ["kill", "--", "-x-20260101-000000-abcd"],
+        ["resume", "--", "-x-20260101-000000-abcd"],
+    ],
+)
+def test_a_run_id_that_reads_as_an_option_is_a_bad_run_id(home: Path, argv: list[str]) -> None:
+    """No run id starts with '-' (pipeline names start with a letter or digit); one that does is
+    refused as a run id, one line, not taken for options or answered with a usage box."""
+    line = one_line(cli(*argv, timeout=LIMIT), 2)
+    assert line.startswith("opsctl: run id '-")
+    assert "is not one opsctl makes" in line and "starting with a letter or digit" in line
 
 
 # --- permissions ---------------------------------------------------------------------------------

@@ -195,7 +195,7 @@ BAD_SPECS = [
     (
         "timeout-too-short",
         "name: x\nsteps:\n" + STEP + "    command: 'true'\n    timeout: 30  # <-\n",
-        "timeout = 30 is outside >= 60",
+        "timeout = 30 is outside 60..2147483647",
     ),
     (
         "gpus-on-cpu",
@@ -244,11 +244,38 @@ BAD_SPECS = [
     ),
     ("python-tag", "name: !!python/object:os.system x  # <-\nsteps: []\n", "invalid YAML"),
     (
-        "submit-request-too-big",
+        "env-over-ecs-overrides",
         "name: x\nsteps:\n  - name: pre  # <-\n    queue: cpu\n    command: 'true'\n"
-        f"    env: {{BIG: {'v' * 31_000}}}\n",
-        "step 'pre': its AWS Batch SubmitJob request would be 31.9 KiB, over Batch's 30 KiB limit "
-        "(env: 1 variable, 30.3 KiB)",
+        f"    env: {{BIG: {'v' * 8_000}}}\n",
+        "step 'pre': its container overrides as ECS receives them would be 9,257 characters, over "
+        "ECS RunTask's 8,192 (env: 1 variable, 8,003 characters), and AWS would fail every child "
+        "('Container Overrides length must be at most 8192')",
+    ),
+    (
+        "env-over-ecs-overrides-in-many-variables",
+        "name: x\nsteps:\n  - name: pre  # <-\n    queue: cpu\n    command: 'true'\n    env:\n"
+        + "".join(f"      V{k}: {'v' * 60}\n" for k in range(90)),
+        "would be 8,961 characters, over ECS RunTask's 8,192 (env: 90 variables, 5,660 characters)",
+    ),
+    (
+        "name-leading-dash",
+        "name: -tomo  # <-\nsteps:\n" + STEP + "    command: 'true'\n",
+        "name = '-tomo' must be 1..40 characters of a-z, 0-9 and '-', starting with a letter or digit",
+    ),
+    (
+        "timeout-past-the-api-integer",
+        "name: x\nsteps:\n" + STEP + "    command: 'true'\n    timeout: 2147483648  # <-\n",
+        "timeout = 2147483648 is outside 60..2147483647",
+    ),
+    (
+        "memory-past-the-api-integer",
+        "name: x\ndefaults:\n  memory: 4294967296  # <-\nsteps:\n" + STEP + "    command: 'true'\n",
+        "defaults: memory = 4294967296 is outside 4..2147483647",
+    ),
+    (
+        "vcpus-past-the-api-integer",
+        "name: x\nsteps:\n" + STEP + "    command: 'true'\n    vcpus: 10000000000  # <-\n",
+        "vcpus = 10000000000 is outside 1..2147483647",
     ),
     ("non-string-key", "name: x\n1: 2  # <-\nsteps: []\n", "key 1 must be a string"),
     (
@@ -304,13 +331,58 @@ def test_bad_spec_is_one_line_with_file_and_line(
     assert fragment in err
 
 
-def test_a_big_env_under_batch_limit_passes(tmp_path: Path) -> None:
-    """28 KiB of env still fits the 30 KiB SubmitJob payload with the rest of the request."""
-    spec = tmp_path / "pipeline.yaml"
-    spec.write_text(
-        f"name: x\nsteps:\n  - name: pre\n    queue: cpu\n    command: 'true'\n    env: {{A: {'v' * 28_000}}}\n"
+def _widest(env_chars: int) -> str:
+    """The step that asks AWS for the most: the longest names, the biggest GPU array, every
+    retry, the largest integers, 20 dependencies, and `env_chars` characters of env."""
+    deps = "".join(f"  - name: d{k}\n    queue: cpu\n    command: 'true'\n" for k in range(20))
+    return (
+        f"name: {'p' * 40}\nsteps:\n{deps}  - name: {'s' * 40}\n    queue: gpu\n    array_size: 10000\n"
+        "    retries: 9\n    gpus: 1\n    vcpus: 2147483647\n    memory: 2147483647\n"
+        "    timeout: 2147483647\n    commands: {template: 'echo {i}', range: 10000}\n"
+        f"    depends_on: [{', '.join(f'd{k}' for k in range(20))}]\n    env: {{A: {'v' * env_chars}}}\n"
     )
-    assert pipeline.load(spec).steps[0].env["A"] == "v" * 28_000
+
+
+def test_the_most_env_a_step_may_carry_fits_every_aws_limit(tmp_path: Path) -> None:
+    """The widest step's env may take about 6.4 KB: one character more and ECS would refuse its
+    container overrides, which validate says at the step's line. Its SubmitJob request is then
+    far under Batch's 30 KiB, which is why that limit has no check of its own."""
+    from opsctl.backends.batch import (
+        MAX_ECS_OVERRIDES,
+        MAX_SUBMIT_BYTES,
+        ecs_overrides,
+        overrides_chars,
+        request_bytes,
+    )
+
+    low, high = 0, 10_000
+    while low < high:  # the most env that validates
+        middle = (low + high + 1) // 2
+        try:
+            pipeline.parse(_widest(middle), "p.yaml", tmp_path)
+            low = middle
+        except SpecError:
+            high = middle - 1
+    assert 6_000 < low < MAX_ECS_OVERRIDES
+    with pytest.raises(SpecError, match="container overrides as ECS receives them would be 8,193 characters"):
+        pipeline.parse(_widest(low + 1), "p.yaml", tmp_path)
+    pipe = pipeline.parse(_widest(low), "p.yaml", tmp_path)
+    request, added = pipeline.longest_submit_request(pipe.name, pipe.step("s" * 40))
+    assert overrides_chars(ecs_overrides(request, added)) == MAX_ECS_OVERRIDES
+    assert request_bytes(request) < 12 * 1024 < MAX_SUBMIT_BYTES
+
+
+def test_the_longest_job_name_fits_aws_batch() -> None:
+    """A resubmitted step of a 40-character pipeline's 40-character step: 111 characters, within
+    SubmitJob's 128 of letters, digits, '-' and '_', starting with a letter or digit."""
+    from opsctl.backends.batch import JOB_NAME, job_name
+    from opsctl.runs import RUN_ID, new_run_id
+
+    run_id = new_run_id("p" * 40)
+    assert RUN_ID.fullmatch(run_id) and pipeline.PIPELINE_NAME.fullmatch("p" * 40)
+    name = job_name(run_id, "s" * 40, "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0")
+    assert len(name) == 111 and JOB_NAME.fullmatch(name)
+    assert job_name(run_id, "s" * 40) == f"{run_id}-{'s' * 40}"
 
 
 def test_missing_spec_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

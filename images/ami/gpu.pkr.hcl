@@ -3,6 +3,9 @@
 #  - the GPU worker image pre-pulled, so 100 instances do not pull several GB each from ECR;
 #  - ECS_ENABLE_GPU_SUPPORT set, so the agent registers the GPUs with Batch;
 #  - a build-time check that the driver (nvidia-smi) and OpenCL (an NVIDIA platform) work.
+# It leaves out the ECS agent state of the build instance: the agent that ran during the build is
+# stopped and its checkpoint (/var/lib/ecs/data) removed, so that each instance launched from the
+# AMI registers with the cluster as itself (scripts/clear-ecs-state.sh).
 # Terraform finds the newest build by its tag when use_custom_gpu_ami = true.
 
 packer {
@@ -103,6 +106,13 @@ build {
   provisioner "shell" {
     script           = "${path.root}/scripts/prepull-image.sh"
     environment_vars = ["GPU_IMAGE=${var.gpu_image}", "AWS_REGION=${var.region}"]
+  }
+
+  # Last, after everything that could start or use the agent: stop it and clear its checkpoint.
+  # As root (Packer's documented sudo form), so the script itself needs no sudo.
+  provisioner "shell" {
+    script          = "${path.root}/scripts/clear-ecs-state.sh"
+    execute_command = "chmod +x {{ .Path }}; {{ .Vars }} sudo -E bash '{{ .Path }}'"
   }
 
   post-processor "manifest" {

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from opsctl import pipeline as spec
-from opsctl.backends.batch import STARTED, BatchAPI, job_state, submit_request
-from opsctl.backends.definitions import Definitions
+from opsctl.backends.batch import STARTED, BatchAPI, job_name, job_state, submit_request
+from opsctl.backends.definitions import DERIVED_FROM, IMAGE_TAG, Definitions
 from opsctl.backends.prices import Prices
 from opsctl.costs import HandPrices, Rate, estimate
 from opsctl.errors import LaunchIncomplete
@@ -41,7 +41,11 @@ from opsctl_contract.storage import REQUESTS, NotFound, S3Store, request_cost
 
 KILLED = "killed by user"
 STUCK_AFTER = 15 * 60.0  # seconds RUNNABLE before status warns
-BEFORE_START = (JobState.SUBMITTED, JobState.PENDING, JobState.RUNNABLE)
+# The tags opsctl puts on each job (batch.submit_request). With propagateTags, "if the total
+# number of combined tags from the job and job definition is over 50, the job is moved to the
+# FAILED state" (botocore batch model, SubmitJobRequest.propagateTags).
+JOB_TAGS = 3
+MAX_TAGS = 50
 # A job submitted this recently that DescribeJobs does not return yet is taken as SUBMITTED;
 # later, as gone (past Batch's retention).
 UNSEEN_GRACE = 60.0
@@ -107,6 +111,8 @@ class AwsBackend:
         # Manifests of fully submitted runs, for repeated polls by this process: their job ids
         # only change through `resume`, and a run a watch follows cannot be resumed until it ended.
         self._submitted: dict[str, Manifest] = {}
+        # What a read could not record (a denied write); each said once, in `status`'s warnings.
+        self.warnings: list[str] = []
 
     @functools.cached_property
     def api(self) -> BatchAPI:
@@ -162,10 +168,12 @@ class AwsBackend:
         return run_id
 
     def _job_definitions(self, steps: list[dict[str, Any]]) -> dict[str, str]:
-        """Each step's job definition, by step name: the stack's for its queue, or one derived
-        from it for the step's own image (opsctl/backends/definitions.py). Checked before
-        anything is uploaded or submitted: queues ENABLED, stack definitions ACTIVE, and every
-        image the steps run present in ECR where it is an ECR image."""
+        """Each step's job definition ARN, by step name: the stack's for its queue as it is now,
+        or one derived from it for the step's own image (opsctl/backends/definitions.py).
+        Checked before anything is uploaded or submitted: queues ENABLED, stack definitions
+        with an ACTIVE revision (an infra file naming one a deploy deregistered stands for the
+        newest: BatchAPI.unusable), their tags within what a job may carry, and every image the
+        steps run present in ECR where it is an ECR image."""
         queues = sorted({step["queue"] for step in steps})
         problems, stack = self.api.unusable(
             [self.infra.queue(q) for q in queues], [self.infra.job_definition(q) for q in queues]
@@ -175,11 +183,24 @@ class AwsBackend:
                 f"{self.infra.source}: {'; '.join(problems)}: not found or not usable in {self.infra.region} "
                 "(run `opsctl infra output` after `make infra`, or pass the right --infra)"
             )
-        images = {step.get("image") or self.infra.image(step["queue"]) for step in steps}
+        for step in steps:
+            described = stack[self.infra.job_definition(step["queue"])]
+            tags = len(described.get("tags") or {})
+            derived = len((DERIVED_FROM, IMAGE_TAG)) if step.get("image") else 0
+            if tags + derived + JOB_TAGS > MAX_TAGS:
+                raise BadInput(
+                    f"{self.infra.source}: job definition {_short(described['jobDefinitionArn'])} has "
+                    f"{tags} tags; with opsctl's {JOB_TAGS} on each job"
+                    + (f" and the {derived} of its derived definition" if derived else "")
+                    + f", step '{step['name']}' would carry {tags + derived + JOB_TAGS}, over the "
+                    f"{MAX_TAGS} AWS Batch allows a job, and every job would end FAILED: remove tags "
+                    "from the stack's job definitions"
+                )
+        ours = {q: self._stack_image(q, stack[self.infra.job_definition(q)]) for q in queues}
+        images = {step.get("image") or ours[step["queue"]] for step in steps}
         missing = self.api.images_missing(sorted(images))
-        ours = {self.infra.image(q) for q in queues}
-        if set(missing) & ours:
-            stack_images = ", ".join(m for m in missing if m in ours)
+        if set(missing) & set(ours.values()):
+            stack_images = ", ".join(m for m in missing if m in ours.values())
             raise BadInput(
                 f"{stack_images}: not in ECR, so every child would fail to pull it; `make push` builds "
                 "and pushes the worker images and applies the stack with their tag"
@@ -193,9 +214,18 @@ class AwsBackend:
         return {
             step["name"]: own.arn(self.infra.job_definition(step["queue"]), step["image"])
             if step.get("image")
-            else self.infra.job_definition(step["queue"])
+            else str(stack[self.infra.job_definition(step["queue"])]["jobDefinitionArn"])
             for step in steps
         }
+
+    def _stack_image(self, queue: str, described: dict[str, Any]) -> str:
+        """The image the stack's job definition for `queue` runs: the infra file's, unless the
+        file names a revision a deploy has since replaced, and then the newest revision's."""
+        ref = self.infra.job_definition(queue)
+        if ref in (described["jobDefinitionArn"], _short(described["jobDefinitionArn"])):
+            return self.infra.image(queue)
+        image = (described.get("containerProperties") or {}).get("image")
+        return str(image) if image else self.infra.image(queue)
 
     def _submit(
         self,
@@ -211,10 +241,8 @@ class AwsBackend:
         A launch that dies half way is thus completed by `resume` without submitting anything
         twice. With `adopt` (resume), a job is first looked up by the name it would be
         submitted under, in case an earlier launch or resume died between SubmitJob and
-        recording the id. That name is `<run>-<step>`, and for a resubmission
-        `<run>-<step>-<first 8 of the replaced job id>`: it follows from the manifest alone, so
-        the same resume run twice picks the same name. Dependencies in `succeeded` are not
-        waited for (their jobs may be past Batch's retention).
+        recording the id (batch.job_name). Dependencies in `succeeded` are not waited for
+        (their jobs may be past Batch's retention).
         """
         submitted = [] if submitted is None else submitted
         doc = record.doc
@@ -222,10 +250,9 @@ class AwsBackend:
             name = step["name"]
             if name not in names:
                 continue
-            replaced = doc["jobs"].get(name)
-            job_name = f"{doc['run_id']}-{name}" + (f"-{replaced[:8]}" if replaced else "")
+            named = job_name(doc["run_id"], name, doc["jobs"].get(name))
             queue = self.infra.queue(step["queue"])
-            orphans = self.api.jobs_named(queue, job_name) if adopt else []
+            orphans = self.api.jobs_named(queue, named) if adopt else []
             if orphans:
                 job_id = orphans[0]  # submitted by a launch that died before recording it
             else:
@@ -234,7 +261,7 @@ class AwsBackend:
                     **submit_request(
                         doc,
                         step,
-                        job_name=job_name,
+                        job_name=named,
                         queue=queue,
                         job_definition=step.get("job_definition") or self.infra.job_definition(step["queue"]),
                         region=self.infra.region,
@@ -254,6 +281,12 @@ class AwsBackend:
         generation is recorded in the manifest before any SubmitJob, so a resubmitted
         dynamic-split step's children take over the commands claimed but never done.
         Workers skip commands that have done markers, so only unfinished work runs again.
+
+        Each step submitted again runs under the job definition the stack has now, looked up
+        again rather than taken from the manifest: a deploy since the launch registered a new
+        revision and deregistered the one recorded, which SubmitJob refuses (INACTIVE), and a
+        step's own image gets its derived definition derived anew (registered again if it was
+        deregistered: `opsctl infra definitions`). The message says when a revision changed.
         """
         self._submitted.pop(run_id, None)  # its job ids are about to change
         record = self.manifest(run_id)
@@ -265,11 +298,13 @@ class AwsBackend:
                 return f"{run_id} already SUCCEEDED; nothing to resume"
             return f"{run_id}: every step is running or succeeded; nothing to resume"
         replaced = {n: record.doc["jobs"][n] for n in redo if n in record.doc["jobs"]}
-        # A step's own image gets its derived definition looked up again, not taken from the
-        # manifest: the stack may have changed since, and the derived one may have been
-        # deregistered (`opsctl infra definitions`).
-        own = [s for s in record.doc["steps"] if s["name"] in redo and s.get("image")]
-        definitions = self._job_definitions(own) if own else {}
+        again = [s for s in record.doc["steps"] if s["name"] in redo]
+        definitions = self._job_definitions(again)
+        changed: dict[tuple[str, str], list[str]] = {}
+        for step in again:
+            was, now = step.get("job_definition"), definitions[step["name"]]
+            if was and _short(was) != _short(now):
+                changed.setdefault((_short(was), _short(now)), []).append(step["name"])
 
         def new_generation(d: dict[str, Any]) -> None:
             d["generation"] = max(d.get("generation", 1), generation)
@@ -290,7 +325,10 @@ class AwsBackend:
         succeeded = frozenset(n for n, s in states.items() if s is JobState.SUCCEEDED)
         submitted = self._submit(record, redo, succeeded=succeeded, adopt=True)
         generation = record.doc["generation"]
-        return f"{run_id} resumed: submitted {', '.join(submitted) or 'nothing'} (generation {generation})"
+        message = f"{run_id} resumed: submitted {', '.join(submitted) or 'nothing'} (generation {generation})"
+        for (was, now), names in changed.items():
+            message += f"; {', '.join(names)} now under job definition {now} (was {was})"
+        return message
 
     # --- report ---------------------------------------------------------------------------
 
@@ -330,7 +368,15 @@ class AwsBackend:
                     found.extend(_attempts_of(job, name, index, generation))
         found.sort(key=lambda a: (a["started"] is None, a["started"] or 0, a["step"], a["index"]))
         if ended and complete:
-            store.write(ATTEMPTS, json.dumps({"jobs": history, "attempts": found}).encode())
+            try:
+                store.write(ATTEMPTS, json.dumps({"jobs": history, "attempts": found}).encode())
+            except BadInput as e:
+                if not _denied(e):
+                    raise
+                self._warn(
+                    f"the attempts were not kept: {e}; s3:PutObject on {store.uri}/{ATTEMPTS} keeps "
+                    "them, so that reports outlive Batch's retention (about 7 days after a job ends)"
+                )
         return found
 
     def cost(
@@ -406,6 +452,7 @@ class AwsBackend:
             and (waited := _runnable_for(job, jobs, now * 1000)) > stuck_after
         ]
         self._record_final(record, steps)
+        warnings += self.warnings
         submitted = len(doc["jobs"]) == len(steps)
         total = Counter(doc.get("launch_requests", {}))
         for s in steps:
@@ -508,6 +555,10 @@ class AwsBackend:
 
         One conditional PUT per step over the run's life; once every step's job has a final
         record, the run's own state and end time too (what `opsctl list` shows).
+
+        The write is kept on reads because it is how a run outlives Batch's retention, but a
+        reader without s3:PutObject still gets its answer: a denied write is one warning (in
+        `status`'s warnings), and this process does not try again (the change stays in its copy).
         """
         kept = ("state", "reason", "counts", "commands", "requests", "started_at", "stopped_at")
         new = {
@@ -531,10 +582,24 @@ class AwsBackend:
                 d["state"] = _run_state([JobState(f["state"]) for f in finals if f], submitted=True)
                 d["finished"] = time.time()
 
-        record.update(change)
+        try:
+            record.update(change)
+        except BadInput as e:
+            if not _denied(e):
+                raise
+            self._warn(
+                f"the final state of {', '.join(new)} was not recorded: {e}; s3:PutObject on "
+                f"{record.store.uri}/{MANIFEST} records it, and the run is read from that record once "
+                "Batch forgets its jobs (about 7 days after they end)"
+            )
+
+    def _warn(self, warning: str) -> None:
+        if warning not in self.warnings:
+            self.warnings.append(warning)
 
     def failures(self, run_id: str, doc: dict[str, Any]) -> list[str]:
-        """Each failed child's reasons, exit code and last log lines (for `watch`)."""
+        """Each failed child's reasons, exit code and last log lines (for `watch`), the lines
+        read from the end of its stream (batch.BatchAPI.log_tail)."""
         lines = []
         for step in doc["steps"]:
             if step["state"] != JobState.FAILED or not step["job_id"]:
@@ -557,15 +622,18 @@ class AwsBackend:
                     f"exit code {container.get('exitCode', '-')})"
                 )
                 stream = container.get("logStreamName")
-                if stream:
-                    messages, _ = self.api.child_log_events(self.infra.log_group, stream, None)
-                    lines.extend(f"    {m}" for m in messages[-10:])
+                if stream:  # its last lines, however long the stream
+                    lines.extend(f"    {m}" for m in self.api.log_tail(self.infra.log_group, stream))
         return lines
 
     # --- kill, logs, list -----------------------------------------------------------------
 
     def kill(self, run_id: str) -> str:
-        """CancelJob before a job starts, TerminateJob once it has; parents cascade to children."""
+        """TerminateJob for every step whose job has not ended; array parents cascade to their
+        children. It stops the children STARTING or RUNNING and cancels those not started (API
+        Reference, "TerminateJob"). CancelJob, for jobs not started (DESIGN.md §4), would not
+        do: it succeeds without stopping a child that started between the DescribeJobs and it.
+        Says how many children were running, from each array parent's statusSummary."""
         doc = self.read_manifest(run_id)
         jobs = self.api.describe(list(doc["jobs"].values()))
         done, gone = [], []
@@ -577,13 +645,10 @@ class AwsBackend:
             if job is None:
                 gone.append(f"{step['name']} ({job_id})")
                 continue
-            state = job_state(job)
-            if state in STARTED:
-                self.api.terminate(job_id, KILLED)
-                done.append(f"terminated {step['name']}")
-            elif state in BEFORE_START:
-                self.api.cancel(job_id, KILLED)
-                done.append(f"cancelled {step['name']}")
+            if job_state(job) in TERMINAL:
+                continue
+            self.api.terminate(job_id, KILLED)
+            done.append(f"terminated {step['name']} ({_running(job)})")
         message = f"{run_id}: " + ("; ".join(done) if done else "nothing left to stop")
         if gone:
             message += f"; jobs unknown to AWS Batch, nothing to stop ({RETENTION}): {', '.join(gone)}"
@@ -717,6 +782,39 @@ def _attempts_of(job: dict[str, Any], step: str, index: int, generation: int) ->
 
 def _seconds_or_none(ms: float | None) -> float | None:
     return None if ms is None else ms / 1000
+
+
+def _short(arn: str) -> str:
+    """A job definition as people name it, `name:revision`, from its ARN (or that already)."""
+    return arn.rsplit("/", 1)[-1]
+
+
+def _running(job: dict[str, Any]) -> str:
+    """How much of a job was running when it was stopped: an array's children STARTING or
+    RUNNING from its parent's statusSummary, or the job itself."""
+    props = job.get("arrayProperties") or {}
+    if "statusSummary" in props:
+        summary = props["statusSummary"]
+        running = sum(summary.get(s.value, 0) for s in STARTED)
+        size = props.get("size") or sum(summary.values())
+        return f"{running} of {size} children running"
+    return "running" if JobState(job["status"]) in STARTED else "not started"
+
+
+def _denied(error: BaseException) -> bool:
+    """Whether `error` is AWS refusing for want of a permission: opsctl_contract.awsclient turns
+    an AccessDenied into BadInput, with the botocore ClientError it came from as its context."""
+    from botocore.exceptions import ClientError
+
+    from opsctl_contract.awsclient import DENIED, error_code
+
+    cause = error.__context__
+    while cause is not None:
+        if isinstance(cause, ClientError):
+            status = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return error_code(cause) in DENIED or status == 403
+        cause = cause.__context__
+    return False
 
 
 def _record_job(doc: dict[str, Any], *, name: str, job_id: str, at: float) -> None:

@@ -19,9 +19,27 @@ from opsctl_contract.environment import contract_environment
 from opsctl_contract.errors import BadInput
 
 DESCRIBE_CHUNK = 100  # DescribeJobs takes at most 100 job ids
+LOG_TAIL = 10  # lines of a failed child's log that `watch` prints
 # "Maximum job payload size (for SubmitJob API operations): 30 KiB" (user guide, "AWS Batch
 # service quotas"); command lists go to S3 for that reason, but a step's `env` travels inline.
 MAX_SUBMIT_BYTES = 30 * 1024
+# Batch starts each container with ECS RunTask, handing it the job's container overrides, and
+# RunTask's `overrides` allow "a total of 8192 characters ... This limit includes the JSON
+# formatting characters of the override structure" (botocore ecs model, RunTaskRequest.overrides).
+# Batch accepts a SubmitJob over it; each job then ends FAILED before any attempt, status reason
+# "Container Overrides length must be at most 8192", never retried. It binds long before 30 KiB.
+MAX_ECS_OVERRIDES = 8192
+# The container's name in the ECS task Batch registers for a job definition (its log streams are
+# <prefix>/default/<task id>).
+ECS_CONTAINER = "default"
+# SubmitJob's jobName: "up to 128 letters long. The first character must be alphanumeric, can
+# contain uppercase and lowercase letters, numbers, hyphens (-), and underscores (_)" (botocore
+# batch model, SubmitJobRequest.jobName).
+JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+# The Batch API's numbers are 32-bit integers (botocore batch model: JobTimeout.
+# attemptDurationSeconds, ContainerOverrides.vcpus and .memory are `integer`), so a larger one
+# cannot even be read by the service.
+MAX_INTEGER = 2**31 - 1
 
 # attempts = retries + 1. Batch applies the first rule that matches, and retries when none
 # does, hence the catch-all EXIT at the end (at most 5 rules):
@@ -61,6 +79,67 @@ def job_state(job: dict[str, Any]) -> JobState:
         return state
     live = (JobState.RUNNING, JobState.STARTING, JobState.RUNNABLE)
     return next((s for s in live if summary.get(s)), state)
+
+
+def job_name(run_id: str, step: str, replaced: str | None = None) -> str:
+    """The SubmitJob jobName of a step: `<run>-<step>`, and for a resubmission
+    `<run>-<step>-<first 8 characters of the job it replaces>`.
+
+    It follows from the manifest alone, so the same resume run twice picks the same name (and
+    finds a job an interrupted one submitted). At most 61 + 1 + 40 + 1 + 8 = 111 characters of
+    a-z, 0-9, '-' and '_', starting with a letter or digit: within JOB_NAME.
+    """
+    return f"{run_id}-{step}" + (f"-{replaced[:8]}" if replaced else "")
+
+
+def batch_environment(step: dict[str, Any], ce_name: str, queue_name: str, job_id: str) -> dict[str, str]:
+    """What Batch adds to a child's environment (User Guide, "AWS Batch job environment
+    variables"), with the values of its last attempt and highest index: the array variables only
+    for an array child, whose job id is `<parent id>:<index>`."""
+    env = {
+        "AWS_BATCH_CE_NAME": ce_name,
+        "AWS_BATCH_JQ_NAME": queue_name,
+        "AWS_BATCH_JOB_ATTEMPT": str(step["retries"] + 1),
+        "AWS_BATCH_JOB_ID": job_id,
+    }
+    if step["array_size"] > 1:
+        last = step["array_size"] - 1
+        env.update(
+            AWS_BATCH_JOB_ID=f"{job_id}:{last}",
+            AWS_BATCH_JOB_ARRAY_INDEX=str(last),
+            AWS_BATCH_JOB_ARRAY_SIZE=str(step["array_size"]),
+        )
+    return env
+
+
+def ecs_overrides(request: dict[str, Any], added: dict[str, str]) -> dict[str, Any]:
+    """The `overrides` of the ECS RunTask that Batch makes for one child of the SubmitJob
+    `request`: a TaskOverride (botocore ecs model) with one ContainerOverride naming Batch's
+    container, the request's command, its environment plus what Batch `added`, and its resource
+    requirements, given both as ECS's `resourceRequirements` and as its `cpu` (1,024 units a
+    vCPU) and `memory` fields, since AWS does not say which form Batch sends: counting both
+    errs on the long side, by some 30 characters."""
+    asked = request["containerOverrides"]
+    container: dict[str, Any] = {
+        "name": ECS_CONTAINER,
+        "command": asked["command"],
+        "environment": [*asked["environment"], *({"name": k, "value": v} for k, v in added.items())],
+    }
+    resources = asked.get("resourceRequirements", [])
+    if resources:
+        container["resourceRequirements"] = resources
+        values = {r["type"]: r["value"] for r in resources}
+        if "VCPU" in values:
+            container["cpu"] = int(values["VCPU"]) * 1024
+        if "MEMORY" in values:
+            container["memory"] = int(values["MEMORY"])
+    return {"containerOverrides": [container]}
+
+
+def overrides_chars(overrides: dict[str, Any]) -> int:
+    """Characters of `overrides` as JSON, compact. A non-ASCII character counts as its \\u
+    escape, the longest form a serialiser may give it."""
+    return len(json.dumps(overrides, separators=(",", ":")))
 
 
 def submit_request(
@@ -120,6 +199,11 @@ def submit_request(
     return request
 
 
+def definition_name(ref: str) -> str:
+    """The name in a job definition reference: an ARN, `name:revision` or `name`."""
+    return ref.rsplit("/", 1)[-1].split(":", 1)[0]
+
+
 def request_bytes(request: dict[str, Any]) -> int:
     """The size of a request's JSON body as boto3 sends it."""
     return len(json.dumps(request, separators=(",", ":")).encode())
@@ -146,9 +230,16 @@ class BatchAPI:
     def unusable(
         self, queues: list[str], definitions: list[str]
     ) -> tuple[list[str], dict[str, dict[str, Any]]]:
-        """The queues (not ENABLED) and job definitions (not ACTIVE) of `queues`/`definitions`
-        that cannot take jobs, and the usable definitions as described, by the reference asked
-        for: two calls, made before a launch uploads or submits anything."""
+        """The queues (not ENABLED) and job definitions (no ACTIVE revision) of `queues`/
+        `definitions` that cannot take jobs, and the usable definitions as described, by the
+        reference asked for: two calls, made before a launch uploads or submits anything.
+
+        A deploy that changes a job definition registers revision N+1 and deregisters N, so an
+        infra file written before it (every operator's, after each CI deploy) names an INACTIVE
+        revision, which SubmitJob refuses ("JobDefinition ... is not in ACTIVE status"). Such a
+        reference, or one without a revision, stands for the newest ACTIVE revision of its name
+        (one DescribeJobDefinitions by name and status ACTIVE, only then): what the stack has now.
+        """
         with self._call("job queues " + ", ".join(queues)):
             found = self.batch.describe_job_queues(jobQueues=queues)["jobQueues"]
         usable = {
@@ -166,8 +257,16 @@ class BatchAPI:
             if d.get("status", "ACTIVE") == "ACTIVE"
             for name in (d["jobDefinitionArn"], f"{d['jobDefinitionName']}:{d['revision']}")
         }
-        problems += [f"job definition {d}" for d in definitions if d not in active]
-        return problems, {d: active[d] for d in definitions if d in active}
+        described: dict[str, dict[str, Any]] = {}
+        for ref in definitions:
+            newest = active.get(ref) or max(
+                self.definitions_named(definition_name(ref)), key=lambda d: int(d["revision"]), default=None
+            )
+            if newest is None:
+                problems.append(f"job definition {ref}")
+            else:
+                described[ref] = newest
+        return problems, described
 
     def definitions_named(self, name: str) -> list[dict[str, Any]]:
         """The ACTIVE revisions of the job definition `name`: one call (a page holds 100)."""
@@ -279,11 +378,10 @@ class BatchAPI:
                 )
         return ids
 
-    def cancel(self, job_id: str, reason: str) -> None:
-        with self._call(f"job {job_id}"):
-            self.batch.cancel_job(jobId=job_id, reason=reason)
-
     def terminate(self, job_id: str, reason: str) -> None:
+        """TerminateJob: stops a job that is STARTING or RUNNING and cancels one that has not
+        started (API Reference, "TerminateJob"), an array parent's children with it. CancelJob
+        would leave a child that started meanwhile running, and still succeed."""
         with self._call(f"job {job_id}"):
             self.batch.terminate_job(jobId=job_id, reason=reason)
 
@@ -292,19 +390,34 @@ class BatchAPI:
         request: dict[str, Any] = {"logGroupName": group, "logStreamName": stream, "startFromHead": True}
         if token:
             request["nextToken"] = token
+        response = self._log_events(request)
+        if response is None:
+            return [], token
+        return [event["message"] for event in response["events"]], response.get("nextForwardToken")
+
+    def log_tail(self, group: str, stream: str, lines: int = LOG_TAIL) -> list[str]:
+        """The last `lines` messages of a log stream, oldest first: one GetLogEvents from the
+        end (startFromHead false, limit N), however long the stream. A stream not written yet
+        has none."""
+        request = {"logGroupName": group, "logStreamName": stream, "startFromHead": False, "limit": lines}
+        response = self._log_events(request)
+        return [] if response is None else [event["message"] for event in response["events"]][-lines:]
+
+    def _log_events(self, request: dict[str, Any]) -> dict[str, Any] | None:
+        """GetLogEvents; None for a stream that does not exist yet. Batch names the stream when the
+        container starts; it appears with its first line. A missing group is a configuration
+        error (asked, not read from the message: emulators word both cases alike)."""
+        group = request["logGroupName"]
         with aws_call("CloudWatch Logs", f"log group {group}", self.region):
             try:
-                response = self.logs.get_log_events(**request)
+                response: dict[str, Any] = self.logs.get_log_events(**request)
             except self.logs.exceptions.ResourceNotFoundException:
-                # Batch names the stream when the container starts; it appears with its first
-                # line. A missing group is a configuration error (asked, not read from the
-                # message: emulators word both cases alike).
                 if not self._group_exists(group):
                     raise BadInput(
                         f"CloudWatch Logs: log group {group} does not exist (infra output log_group)"
                     ) from None
-                return [], token
-        return [event["message"] for event in response["events"]], response.get("nextForwardToken")
+                return None
+        return response
 
     @functools.cache  # noqa: B019 - one BatchAPI per command; the group does not come and go
     def _group_exists(self, group: str) -> bool:

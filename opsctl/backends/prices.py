@@ -5,7 +5,8 @@ For a step's queue and a child's vCPUs and GPUs (opsctl.costs adds the hours up)
 1. the queue's first compute environment (DescribeJobQueues, DescribeComputeEnvironments):
    its instance types or families, and whether it is SPOT or EC2 (on-demand);
 2. the types those name (DescribeInstanceTypes, `instance-type` filter, `family.*` for a
-   family; Batch's `optimal` is the C4, M4 and R4 families): their vCPUs and GPUs;
+   family; Batch's keywords `optimal`, `default_x86_64` and `default_arm64` as KEYWORDS
+   expands them): their vCPUs and GPUs;
 3. in each family, the smallest type the child fits on, priced: on-demand from the Price List
    (GetProducts, AmazonEC2, Linux, shared tenancy, no pre-installed software, in the stack's
    region), spot as the mean of EC2's spot price history (Linux/UNIX) over the run, every
@@ -28,7 +29,21 @@ from opsctl_contract.awsclient import aws_call, client
 
 # The Price List's API has endpoints in these regions only (botocore's endpoints.json).
 PRICING_REGION = "us-east-1"
-OPTIMAL = ("c4", "m4", "r4")  # AWS Batch User Guide, "Compute environment parameters": instanceTypes
+# The instance type keywords of a compute environment, each as the families it stands for, in
+# order of preference: the first choice of which the region offers any type is the keyword's
+# there. AWS Batch API Reference, "ComputeResource" (instanceTypes; also the User Guide,
+# "Compute environment parameters", Instance types): `default_x86_64` is the m6i, c6i, r6i and
+# c7i families, `default_arm64` m6g, c6g, r6g and c7g, and `optimal` is "semantically
+# equivalent to default_x86_64" since November 2025. Before that `optimal` meant c4, m4 and r4
+# where a region has them, else the region's lowest-cost generation, "most often c5, m5, r5"
+# (AWS HPC Blog, "Introducing default instance categories for AWS Batch"), which is what it
+# still means in a region without the current families.
+X86_64 = ("m6i", "c6i", "r6i", "c7i")
+KEYWORDS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "default_x86_64": (X86_64,),
+    "default_arm64": (("m6g", "c6g", "r6g", "c7g"),),
+    "optimal": (X86_64, ("c4", "m4", "r4"), ("c5", "m5", "r5")),
+}
 
 
 class Prices:
@@ -103,11 +118,13 @@ class Prices:
         return self._environments[queue]
 
     def _instance_types(self, names: tuple[str, ...]) -> dict[str, tuple[int, int]]:
-        """vCPUs and GPUs of every type `names` allows."""
+        """vCPUs and GPUs of every type `names` allows in the region: one DescribeInstanceTypes
+        (paged) for the types and families named and every family a keyword may stand for, then
+        each keyword narrowed to the families it stands for there (`allowed`)."""
         if names not in self._types:
-            families = [f for name in names for f in (OPTIMAL if name == "optimal" else [name])]
-            patterns = [name if "." in name else f"{name}.*" for name in families]
-            found: dict[str, tuple[int, int]] = {}
+            families = [f for name in names for choice in KEYWORDS.get(name, ((name,),)) for f in choice]
+            patterns = sorted({name if "." in name else f"{name}.*" for name in families})
+            offered: dict[str, tuple[int, int]] = {}
             with aws_call("EC2", "instance types " + ", ".join(names), self.region):
                 pages = self.ec2.get_paginator("describe_instance_types").paginate(
                     Filters=[{"Name": "instance-type", "Values": patterns}]
@@ -115,8 +132,13 @@ class Prices:
                 for page in pages:
                     for t in page["InstanceTypes"]:
                         gpus = sum(g.get("Count", 0) for g in (t.get("GpuInfo") or {}).get("Gpus", []))
-                        found[t["InstanceType"]] = (int(t["VCpuInfo"]["DefaultVCpus"]), gpus)
-            self._types[names] = found
+                        offered[t["InstanceType"]] = (int(t["VCpuInfo"]["DefaultVCpus"]), gpus)
+            wanted = allowed(names, {name.split(".")[0] for name in offered})
+            self._types[names] = {
+                name: shape
+                for name, shape in offered.items()
+                if name in wanted or name.split(".")[0] in wanted
+            }
         return self._types[names]
 
     def _price(self, name: str, market: str, since: float, until: float) -> tuple[float, str, str] | None:
@@ -170,6 +192,20 @@ class Prices:
                     prices += [float(r["SpotPrice"]) for r in history if r["InstanceType"] == name]
             self._spot[name] = (sum(prices) / len(prices), len(prices)) if prices else None
         return self._spot[name]
+
+
+def allowed(names: tuple[str, ...], offered: set[str]) -> set[str]:
+    """The instance types and families a compute environment's `instanceTypes` allow, given the
+    families the region `offered`: a keyword stands for its first choice of families the region
+    has any of (KEYWORDS), a family or a type for itself."""
+    found: set[str] = set()
+    for name in names:
+        choices = KEYWORDS.get(name)
+        if choices is None:
+            found.add(name)
+        else:
+            found.update(next((c for c in choices if offered.intersection(c)), ()))
+    return found
 
 
 def _hourly_usd(price_list: list[str]) -> float | None:

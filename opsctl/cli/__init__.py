@@ -6,6 +6,7 @@ libraries are imported inside the commands that use them.
 
 from __future__ import annotations
 
+import re
 import sys
 
 import typer
@@ -46,13 +47,42 @@ runs.register(app)
 app.add_typer(infra.app, name="infra")
 
 
+# The commands that take a RUN argument, and what a run id with a leading '-' looks like: an
+# argument Click would otherwise read as options ("No such option: -x"), or worse, as a cluster
+# of short options with a value (`report -tomo-...` is `-t`, then `-o mo-...`).
+RUN_COMMANDS = frozenset({"watch", "status", "kill", "resume", "logs", "report"})
+DASHED_RUN_ID = re.compile(r"-[a-z0-9-]*-[0-9]{8}-[0-9]{6}-[0-9a-f]{4}")
+
+
+def _dashed_run_id(argv: list[str]) -> str | None:
+    """A run id starting with '-' among the arguments of a run command, before any `--`.
+
+    No run id opsctl makes starts with '-' (pipeline names start with a letter or digit), so
+    such an argument is a bad run id, and says so, rather than an unknown option.
+    """
+    if not argv or argv[0] not in RUN_COMMANDS:
+        return None
+    for arg in argv[1:]:
+        if arg == "--":
+            return None
+        if DASHED_RUN_ID.fullmatch(arg):
+            return arg
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: our errors become one line on stderr and their exit code, not a traceback.
 
     Usage errors (unknown option, missing argument) are Typer's own, printed with a usage hint
-    and exit code 2.
+    and exit code 2; an argument that reads as a run id starting with '-' is refused as a bad run
+    id, one line (see `_dashed_run_id`).
     """
     try:
+        dashed = _dashed_run_id(sys.argv[1:] if argv is None else argv)
+        if dashed is not None:
+            from opsctl.runs import check_run_id
+
+            check_run_id(dashed)
         app(args=argv, prog_name="opsctl")
     except OpsctlError as e:
         # An AWS service that cannot be reached stops only this command, not the run.

@@ -2,46 +2,82 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from opsctl.cli.options import Infra
-from opsctl.infra import Terraform, write_outputs
+from opsctl.infra import Stack, write_outputs
 
 app = typer.Typer(help="Manage the AWS infrastructure (Terraform in terraform/).")
 
 Dir = Annotated[Path, typer.Option("--dir", help="Terraform root module.", file_okay=False)]
 VarFile = Annotated[
     list[Path] | None,
-    typer.Option("--var-file", help="Terraform variables file (repeatable).", dir_okay=False),
+    typer.Option(
+        "--var-file",
+        help="Terraform variables file (repeatable; later ones win). Overrides the stored variables.",
+        dir_okay=False,
+    ),
 ]
 BackendConfig = Annotated[
     Path | None,
     typer.Option(
         "--backend-config",
-        help="Keep the state in S3: a file with bucket, key and region (state locked with a lock file).",
+        help="Keep the state in S3: a file with bucket, key and region (state locked with a lock "
+        "file; the applied variables are stored next to it, as <key>.tfvars.json).",
         dir_okay=False,
     ),
 ]
 Yes = Annotated[bool, typer.Option("--yes", help="Do not ask for approval (-auto-approve).")]
-IMAGE_TAG_FILE = "image-tag.auto.tfvars.json"  # written by `push`; Terraform loads it by itself
+ImageTag = Annotated[
+    str | None,
+    typer.Option(
+        "--image-tag",
+        help="Roll the job definitions to this image tag. Without it the stored tag stays, and a "
+        "--var-file that changes it is refused.",
+    ),
+]
+RollOnly = Annotated[
+    bool,
+    typer.Option(
+        "--roll-only",
+        help="Stop before applying a plan that changes anything but the job definitions' new "
+        "revisions (exit 2, naming each change): what a deploy may do. The deploy workflow uses it.",
+    ),
+]
+RequireStored = Annotated[
+    bool,
+    typer.Option(
+        "--require-stored-vars",
+        help="Stop (exit 2) if no variables are stored next to the state, rather than apply the "
+        "defaults. The deploy workflow uses it.",
+    ),
+]
 
 
-def _terraform(directory: Path, var_files: list[Path] | None, backend_config: Path | None) -> Terraform:
-    tf = Terraform(directory, var_files)
-    tf.init(backend_config)
-    return tf
+def _approve() -> bool:
+    """Terraform's approval, asked by opsctl: the plan is saved, shown, then applied as shown."""
+    try:
+        answer = typer.prompt("Apply the plan above? Only 'yes' applies it", default="", show_default=False)
+    except typer.Abort:  # end of input: no answer is no
+        return False
+    return str(answer).strip() == "yes"
 
 
 @app.command()
 def plan(
-    terraform_dir: Dir = Path("terraform"), var_file: VarFile = None, backend_config: BackendConfig = None
+    terraform_dir: Dir = Path("terraform"),
+    var_file: VarFile = None,
+    backend_config: BackendConfig = None,
+    image_tag: ImageTag = None,
+    roll_only: RollOnly = False,
+    require_stored_vars: RequireStored = False,
 ) -> None:
-    """Show what `apply` would change."""
-    _terraform(terraform_dir, var_file, backend_config).plan()
+    """Show what `apply` would change, with the stored variables, and refuse what it would refuse."""
+    stack = Stack(terraform_dir, var_file or [], backend_config, image_tag=image_tag, say=typer.echo)
+    stack.plan(roll_only=roll_only, require_stored=require_stored_vars)
 
 
 @app.command()
@@ -49,13 +85,22 @@ def apply(
     terraform_dir: Dir = Path("terraform"),
     var_file: VarFile = None,
     backend_config: BackendConfig = None,
+    image_tag: ImageTag = None,
+    roll_only: RollOnly = False,
+    require_stored_vars: RequireStored = False,
     yes: Yes = False,
     infra: Infra = None,
 ) -> None:
-    """Create or update the infrastructure, then write its outputs to the infra file."""
-    tf = _terraform(terraform_dir, var_file, backend_config)
-    tf.apply(yes=yes)
-    typer.echo(f"infra outputs written to {write_outputs(tf.outputs(), infra)}")
+    """Create or update the infrastructure, store the variables applied, write the infra file.
+
+    Variables, each source overriding the ones before: those stored next to the state by the
+    last apply, each --var-file, then --image-tag. The plan is saved and checked before anything
+    changes: an image_tag changed by a --var-file is refused (pass --image-tag), and so, with
+    --roll-only, is any change but the job definitions' new revisions.
+    """
+    stack = Stack(terraform_dir, var_file or [], backend_config, image_tag=image_tag, say=typer.echo)
+    stack.apply(yes=yes, confirm=_approve, roll_only=roll_only, require_stored=require_stored_vars)
+    typer.echo(f"infra outputs written to {write_outputs(stack.outputs(), infra)}")
 
 
 @app.command()
@@ -65,8 +110,11 @@ def destroy(
     backend_config: BackendConfig = None,
     yes: Yes = False,
 ) -> None:
-    """Destroy the infrastructure (the run bucket must be empty; ECR repositories too)."""
-    _terraform(terraform_dir, var_file, backend_config).destroy(yes=yes)
+    """Destroy the infrastructure (the run bucket must be empty; ECR repositories too).
+
+    It uses the stored variables (region, name...) like an apply, and leaves them stored.
+    """
+    Stack(terraform_dir, var_file or [], backend_config, say=typer.echo).destroy(yes=yes)
 
 
 @app.command()
@@ -74,7 +122,7 @@ def output(
     terraform_dir: Dir = Path("terraform"), backend_config: BackendConfig = None, infra: Infra = None
 ) -> None:
     """Write the current outputs to the infra file (default .opsctl/infra.json) and print its path."""
-    typer.echo(write_outputs(_terraform(terraform_dir, None, backend_config).outputs(), infra))
+    typer.echo(write_outputs(Stack(terraform_dir, (), backend_config, say=typer.echo).outputs(), infra))
 
 
 @app.command()
@@ -92,21 +140,21 @@ def push(
     """Build the worker images here, push them to the stack's ECR, and apply the stack with their tag.
 
     For a first AWS run without GitHub Actions (`make push`): needs a Docker engine and the infra
-    file of an applied stack. The tag is kept in terraform/image-tag.auto.tfvars.json, so later
-    `opsctl infra apply` runs keep using the pushed images.
+    file of an applied stack. The apply is `apply --image-tag TAG`, so the tag is stored with the
+    other variables, next to the state, and later applies keep using the pushed images.
     """
     from opsctl import images
-    from opsctl.infra import load_outputs
+    from opsctl.infra import check_image_tag, load_outputs
 
     outputs = load_outputs(infra)
     root = terraform_dir.resolve().parent
-    tag = tag or images.commit_tag(root)
+    tag = check_image_tag(tag, "--tag") if tag is not None else images.commit_tag(root)
+    # Everything the apply needs is checked before the images are built, which takes minutes.
+    stack = Stack(terraform_dir, var_file or [], backend_config, image_tag=tag, say=typer.echo)
     pushed = images.push(outputs, tag, root, say=typer.echo)
-    (terraform_dir / IMAGE_TAG_FILE).write_text(json.dumps({"image_tag": tag}) + "\n")
     typer.echo(f"pushed {', '.join(pushed.values())}; applying the stack with image_tag = {tag}")
-    tf = _terraform(terraform_dir, var_file, backend_config)
-    tf.apply(yes=yes)
-    typer.echo(f"infra outputs written to {write_outputs(tf.outputs(), infra)}")
+    stack.apply(yes=yes, confirm=_approve)
+    typer.echo(f"infra outputs written to {write_outputs(stack.outputs(), infra)}")
 
 
 @app.command()

@@ -194,7 +194,8 @@ def status(
 def kill(run_id: RunId, backend: BackendOption = None, infra: Infra = None) -> None:
     """Stop every job of a run.
 
-    The run ends FAILED ("killed by user"). Killing a finished run changes nothing.
+    The run ends FAILED ("killed by user"). Killing a finished run changes nothing. AWS:
+    TerminateJob for every job not ended, started or not; prints how many children were running.
     """
     typer.echo(get_backend(backend, infra, run_id).kill(run_id))
 
@@ -202,7 +203,8 @@ def kill(run_id: RunId, backend: BackendOption = None, infra: Infra = None) -> N
 def resume(run_id: RunId, backend: BackendOption = None, infra: Infra = None) -> None:
     """Re-run what did not succeed.
 
-    Every step that did not succeed runs again; commands already done are skipped.
+    Every step that did not succeed runs again; commands already done are skipped. AWS: under
+    the job definition the stack has now (said when its revision changed since the launch).
     """
     typer.echo(get_backend(backend, infra, run_id).resume(run_id))
 
@@ -274,6 +276,8 @@ def report(
     attempts = chosen.attempts(run_id)
     cost = chosen.cost(run_id, doc, attempts, by_hand)
     facts = pages.facts(doc, attempts, chosen.failures(run_id, doc), cost)
+    for warning in getattr(chosen, "warnings", []):  # AWS: a record it could not write
+        typer.echo(f"opsctl: warning: {warning}", err=True)
     calls = getattr(chosen, "calls", None)
     if calls is not None:  # AWS: what the report cost in calls
         facts["aws_calls"] = dict(calls)

@@ -118,6 +118,13 @@ resource "aws_batch_compute_environment" "cpu" {
     security_group_ids  = [var.security_group_id]
     instance_role       = var.instance_profile_arn
 
+    # Named, not left to Batch's default: environments created before 2026-01-12 default to
+    # ECS_AL2 (Amazon Linux 2) and stay on it, later ones get ECS_AL2023. Both queues then run
+    # the same Amazon Linux 2023 base, whenever the stack was first applied.
+    ec2_configuration {
+      image_type = "ECS_AL2023"
+    }
+
     launch_template {
       launch_template_id = aws_launch_template.worker["cpu"].id
       version            = aws_launch_template.worker["cpu"].latest_version

@@ -27,3 +27,8 @@ output "log_group_arn" {
   description = "Log group of the jobs (ARN)."
   value       = aws_cloudwatch_log_group.jobs.arn
 }
+
+output "log_kms_key_arn" {
+  description = "KMS key of the job log group."
+  value       = aws_kms_key.logs.arn
+}

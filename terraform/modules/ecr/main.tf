@@ -1,5 +1,10 @@
 # One repository per worker image. Tags are immutable, so a job definition that names a commit
 # SHA always runs exactly that build.
+#
+# Scanning is set per repository (scan_on_push), never by the registry's scanning configuration:
+# that one is a single setting per account and region, so managing it here would downgrade an
+# ENHANCED (Inspector) setup for every repository of the account, two stacks would fight over
+# it, and a destroy would reset it.
 
 data "aws_caller_identity" "current" {}
 
@@ -49,18 +54,4 @@ resource "aws_ecr_lifecycle_policy" "image" {
       action = { type = "expire" }
     }]
   })
-}
-
-# Registry-wide: every repository of the account is scanned on push, not only these two.
-resource "aws_ecr_registry_scanning_configuration" "registry" {
-  count     = var.registry_scanning ? 1 : 0
-  scan_type = "BASIC"
-
-  rule {
-    scan_frequency = "SCAN_ON_PUSH"
-    repository_filter {
-      filter      = "*"
-      filter_type = "WILDCARD"
-    }
-  }
 }

@@ -1,16 +1,18 @@
 # The role GitHub Actions assumes through OIDC to deploy: no access keys anywhere. Only this
 # repository's main branch can assume it (the `sub` claim), and only for sts.amazonaws.com.
 #
-# It pushes the worker images and runs `opsctl infra apply` (Terraform) to roll the job
-# definitions to the new image tag. Applying the stack means managing its resources, so the
-# policy allows each service the stack uses on resources named after the stack, plus the
-# read-only calls and the few creations that AWS only authorises on "*" (conditioned on the
-# stack's tag, in the request when creating, on the resource afterwards).
+# A deploy pushes the two worker images and rolls the job definitions to their tag: `opsctl
+# infra apply` refreshes every resource of the state, registers a revision of each job
+# definition and deregisters the old one. That is all this role may do. Creating, changing or
+# deleting anything else (roles, buckets, keys, compute environments, queues) is an
+# administrator's apply; a deploy whose plan would do it stops before applying (README,
+# "Images and deploys"). So the role holds no IAM write at all: it can neither raise itself
+# nor make any role more powerful, and it passes only the job role, only to ECS tasks, because
+# a job definition names it.
 #
-# It cannot raise itself: roles it creates or changes must carry the stack's permissions
-# boundary (iam:PermissionsBoundary), it may change only the stack's three roles by name, never
-# itself or the boundary (explicit denies), never a role's trust policy, never assume a role,
-# and it may pass only the instance and job roles, and only to EC2 and ECS tasks.
+# Every action here is one the deploy makes: tests/test_permissions.py records the requests of
+# `opsctl infra push` and of the deploy workflow's apply, evaluates each against this policy
+# with a real IAM evaluator, and fails on a grant no request needs.
 
 locals {
   issuer = "token.actions.githubusercontent.com"
@@ -61,228 +63,118 @@ data "aws_iam_policy_document" "deploy" {
   }
 
   statement {
-    sid = "EcrPushAndManageRepositories"
+    sid = "PushToAndReadTheStackRepositories"
+    # The push (ECR User Guide, "IAM permissions for pushing an image"), then the refresh.
     actions = [
-      "ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:CompleteLayerUpload",
-      "ecr:CreateRepository", "ecr:DeleteLifecyclePolicy", "ecr:DeleteRepository",
-      "ecr:DescribeImages", "ecr:DescribeRepositories", "ecr:GetDownloadUrlForLayer",
-      "ecr:GetLifecyclePolicy", "ecr:InitiateLayerUpload", "ecr:ListTagsForResource",
-      "ecr:PutImage", "ecr:PutImageScanningConfiguration", "ecr:PutImageTagMutability",
-      "ecr:PutLifecyclePolicy", "ecr:TagResource", "ecr:UploadLayerPart",
+      "ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:CompleteLayerUpload", "ecr:InitiateLayerUpload",
+      "ecr:PutImage", "ecr:UploadLayerPart", "ecr:DescribeRepositories", "ecr:GetLifecyclePolicy",
+      "ecr:ListTagsForResource",
     ]
-    resources = ["arn:aws:ecr:${var.region}:${var.account_id}:repository/${var.name}/*"]
+    resources = var.repository_arns
   }
 
   statement {
-    sid       = "EcrRegistryScanning"
-    actions   = ["ecr:GetRegistryScanningConfiguration", "ecr:PutRegistryScanningConfiguration"]
-    resources = ["arn:aws:ecr:${var.region}:${var.account_id}:registry/${var.account_id}"]
+    sid = "RollTheJobDefinitions"
+    # A revision registered with the stack's default tags needs batch:TagResource too.
+    actions   = ["batch:RegisterJobDefinition", "batch:DeregisterJobDefinition", "batch:TagResource"]
+    resources = ["arn:aws:batch:${var.region}:${var.account_id}:job-definition/${var.name}-*"]
   }
 
   statement {
-    sid = "BatchStack"
-    actions = [
-      "batch:CreateComputeEnvironment", "batch:CreateJobQueue", "batch:DeleteComputeEnvironment",
-      "batch:DeleteJobQueue", "batch:DeregisterJobDefinition", "batch:RegisterJobDefinition",
-      "batch:TagResource", "batch:UntagResource", "batch:UpdateComputeEnvironment", "batch:UpdateJobQueue",
-    ]
+    sid = "PassTheJobRoleToTheJobDefinitions"
+    # RegisterJobDefinition names the job role (containerProperties.jobRoleArn).
+    actions   = ["iam:PassRole"]
+    resources = [var.job_role_arn]
+    condition {
+      test     = "StringEquals"
+      variable = "iam:PassedToService"
+      values   = ["ecs-tasks.amazonaws.com"]
+    }
+  }
+
+  statement {
+    sid = "RefreshWhatAwsAuthorisesOnStarOnly"
+    actions = concat(
+      [
+        "batch:DescribeComputeEnvironments", "batch:DescribeJobDefinitions", "batch:DescribeJobQueues",
+        "ec2:DescribeLaunchTemplateVersions", "ec2:DescribeLaunchTemplates", "ec2:DescribeRouteTables",
+        "ec2:DescribeSecurityGroups", "ec2:DescribeSubnets", "ec2:DescribeVpcs", "logs:DescribeLogGroups",
+      ],
+      var.reads_gpu_ami ? ["ec2:DescribeImages"] : [],
+    )
+    resources = ["*"]
+  }
+
+  statement {
+    sid       = "RefreshTheVpc"
+    actions   = ["ec2:DescribeVpcAttribute"]
+    resources = ["arn:aws:ec2:${var.region}:${var.account_id}:vpc/*"]
+  }
+
+  statement {
+    sid = "RefreshTheRoles"
+    # The stack's roles, this one included: Terraform refreshes every resource in its state.
+    actions = ["iam:GetRole", "iam:GetRolePolicy", "iam:ListAttachedRolePolicies", "iam:ListRolePolicies"]
     resources = [
-      "arn:aws:batch:${var.region}:${var.account_id}:compute-environment/${var.name}-*",
-      "arn:aws:batch:${var.region}:${var.account_id}:job-queue/${var.name}-*",
-      "arn:aws:batch:${var.region}:${var.account_id}:job-definition/${var.name}-*",
+      for role in ["batch", "ecs-instance", "job", "deploy"] : "arn:aws:iam::${var.account_id}:role/${var.name}-${role}-*"
     ]
   }
 
   statement {
-    sid       = "ReadOnlyDescribes"
-    actions   = ["batch:DescribeComputeEnvironments", "batch:DescribeJobDefinitions", "batch:DescribeJobQueues", "ec2:DescribeLaunchTemplateVersions", "ec2:DescribeLaunchTemplates", "ec2:DescribeSecurityGroups", "ec2:DescribeSubnets", "ec2:DescribeVpcs", "kms:ListAliases"]
-    resources = ["*"] # describe/list calls that AWS authorises on "*" only
+    sid       = "RefreshTheInstanceProfile"
+    actions   = ["iam:GetInstanceProfile"]
+    resources = ["arn:aws:iam::${var.account_id}:instance-profile/${var.name}-ecs-instance-*"]
   }
 
   statement {
-    sid       = "OidcProviderRead"
+    sid       = "RefreshTheBoundary"
+    actions   = ["iam:GetPolicy", "iam:GetPolicyVersion"]
+    resources = [var.permissions_boundary_arn]
+  }
+
+  statement {
+    sid       = "RefreshTheOidcProvider"
     actions   = ["iam:GetOpenIDConnectProvider"]
     resources = ["arn:aws:iam::${var.account_id}:oidc-provider/${local.issuer}"]
   }
 
   statement {
-    sid       = "LogGroupsRead"
-    actions   = ["logs:DescribeLogGroups"]
-    resources = ["arn:aws:logs:${var.region}:${var.account_id}:log-group:*"]
+    sid       = "RefreshTheKeys"
+    actions   = ["kms:DescribeKey", "kms:GetKeyPolicy", "kms:GetKeyRotationStatus", "kms:ListResourceTags"]
+    resources = var.kms_key_arns
   }
 
   statement {
-    sid = "ChangeStackRolesWithinTheBoundary"
+    sid       = "RefreshTheLogGroup"
+    actions   = ["logs:ListTagsForResource"]
+    resources = [var.log_group_arn]
+  }
+
+  statement {
+    sid = "RefreshTheRunBucket"
+    # What the provider reads of a bucket (it tolerates only "not implemented" style errors).
     actions = [
-      "iam:AttachRolePolicy", "iam:CreateRole", "iam:DeleteRolePolicy", "iam:DetachRolePolicy",
-      "iam:PutRolePermissionsBoundary", "iam:PutRolePolicy",
+      "s3:GetAccelerateConfiguration", "s3:GetBucketAcl", "s3:GetBucketCORS", "s3:GetBucketLogging",
+      "s3:GetBucketObjectLockConfiguration", "s3:GetBucketOwnershipControls", "s3:GetBucketPolicy",
+      "s3:GetBucketPublicAccessBlock", "s3:GetBucketRequestPayment", "s3:GetBucketTagging",
+      "s3:GetBucketVersioning", "s3:GetBucketWebsite", "s3:GetEncryptionConfiguration",
+      "s3:GetLifecycleConfiguration", "s3:GetReplicationConfiguration", "s3:ListBucket",
     ]
-    # The stack's own roles, by name: the deploy role (`<name>-deploy-*`) is not among them.
-    resources = [
-      "arn:aws:iam::${var.account_id}:role/${var.name}-batch-*",
-      "arn:aws:iam::${var.account_id}:role/${var.name}-ecs-instance-*",
-      "arn:aws:iam::${var.account_id}:role/${var.name}-job-*",
-    ]
-    condition {
-      test     = "StringEquals"
-      variable = "iam:PermissionsBoundary"
-      values   = [var.permissions_boundary_arn]
-    }
+    resources = [var.bucket_arn]
   }
 
   statement {
-    sid = "ReadAndRetireStackRoles"
-    actions = [
-      "iam:AddRoleToInstanceProfile", "iam:CreateInstanceProfile", "iam:DeleteInstanceProfile", "iam:DeleteRole",
-      "iam:GetInstanceProfile", "iam:GetRole", "iam:GetRolePolicy", "iam:ListAttachedRolePolicies",
-      "iam:ListInstanceProfilesForRole", "iam:ListRolePolicies", "iam:RemoveRoleFromInstanceProfile", "iam:TagRole",
-    ]
-    resources = [
-      "arn:aws:iam::${var.account_id}:role/${var.name}-batch-*",
-      "arn:aws:iam::${var.account_id}:role/${var.name}-ecs-instance-*",
-      "arn:aws:iam::${var.account_id}:role/${var.name}-job-*",
-      "arn:aws:iam::${var.account_id}:instance-profile/${var.name}-ecs-instance-*",
-    ]
+    sid       = "TheStateBucket"
+    actions   = ["s3:ListBucket"]
+    resources = ["arn:aws:s3:::${var.state_bucket}"]
   }
 
   statement {
-    sid       = "ReadTheBoundary"
-    actions   = ["iam:GetPolicy", "iam:GetPolicyVersion", "iam:ListPolicyVersions"]
-    resources = [var.permissions_boundary_arn]
-  }
-
-  statement {
-    sid     = "PassOnlyWorkerRoles"
-    actions = ["iam:PassRole"]
-    resources = [
-      "arn:aws:iam::${var.account_id}:role/${var.name}-ecs-instance-*",
-      "arn:aws:iam::${var.account_id}:role/${var.name}-job-*",
-      "arn:aws:iam::${var.account_id}:role/${var.name}-batch-*",
-    ]
-    condition {
-      test     = "StringEquals"
-      variable = "iam:PassedToService"
-      values   = ["batch.amazonaws.com", "ec2.amazonaws.com", "ecs-tasks.amazonaws.com"]
-    }
-  }
-
-  statement {
-    sid    = "NeverItselfNorTheBoundary"
-    effect = "Deny"
-    actions = [
-      "iam:AttachRolePolicy", "iam:CreatePolicyVersion", "iam:DeletePolicy", "iam:DeletePolicyVersion",
-      "iam:DeleteRole", "iam:DeleteRolePermissionsBoundary", "iam:DeleteRolePolicy", "iam:DetachRolePolicy",
-      "iam:PutRolePermissionsBoundary", "iam:PutRolePolicy", "iam:SetDefaultPolicyVersion", "iam:TagRole",
-      "iam:UntagRole", "iam:UpdateAssumeRolePolicy", "iam:UpdateRole",
-    ]
-    resources = ["arn:aws:iam::${var.account_id}:role/${var.name}-deploy-*", var.permissions_boundary_arn]
-  }
-
-  statement {
-    sid    = "NoBoundaryRemovalNoTrustChangesNoAssuming"
-    effect = "Deny"
-    # A role's boundary stays; a trust policy naming the deploy role would let it assume what
-    # it created, so trust policies are set at creation only, and the deploy role assumes nothing.
-    actions   = ["iam:DeleteRolePermissionsBoundary", "iam:UpdateAssumeRolePolicy", "sts:AssumeRole"]
-    resources = ["*"]
-  }
-
-  statement {
-    sid = "RunBucketAndState"
-    actions = [
-      "s3:CreateBucket", "s3:DeleteBucketPolicy", "s3:GetBucket*", "s3:GetEncryptionConfiguration",
-      "s3:GetLifecycleConfiguration", "s3:GetObject", "s3:ListBucket", "s3:PutBucket*",
-      "s3:PutEncryptionConfiguration", "s3:PutLifecycleConfiguration", "s3:PutObject", "s3:DeleteObject",
-    ]
-    resources = [
-      "arn:aws:s3:::${var.name}-runs-*",
-      "arn:aws:s3:::${var.state_bucket}",
-      "arn:aws:s3:::${var.state_bucket}/*",
-    ]
-  }
-
-  statement {
-    sid = "LogGroup"
-    actions = [
-      "logs:AssociateKmsKey", "logs:CreateLogGroup", "logs:DeleteLogGroup", "logs:ListTagsForResource",
-      "logs:ListTagsLogGroup", "logs:PutRetentionPolicy", "logs:TagResource",
-    ]
-    resources = ["arn:aws:logs:${var.region}:${var.account_id}:log-group:/aws/batch/${var.name}*"]
-  }
-
-  statement {
-    sid     = "CreateTaggedLaunchTemplatesAndSecurityGroups"
-    actions = ["ec2:CreateLaunchTemplate", "ec2:CreateSecurityGroup"]
-    resources = [
-      "arn:aws:ec2:${var.region}:${var.account_id}:launch-template/*",
-      "arn:aws:ec2:${var.region}:${var.account_id}:security-group/*",
-      "arn:aws:ec2:${var.region}:${var.account_id}:vpc/*",
-    ]
-    # At creation the tag is in the request; aws:ResourceTag matches only existing resources.
-    condition {
-      test     = "StringEquals"
-      variable = "aws:RequestTag/opsctl:stack"
-      values   = [var.name]
-    }
-  }
-
-  statement {
-    sid       = "TagOnlyWhileCreating"
-    actions   = ["ec2:CreateTags"]
-    resources = ["arn:aws:ec2:${var.region}:${var.account_id}:launch-template/*", "arn:aws:ec2:${var.region}:${var.account_id}:security-group/*"]
-    condition {
-      test     = "StringEquals"
-      variable = "ec2:CreateAction"
-      values   = ["CreateLaunchTemplate", "CreateSecurityGroup"]
-    }
-    condition {
-      test     = "StringEquals"
-      variable = "aws:RequestTag/opsctl:stack"
-      values   = [var.name]
-    }
-  }
-
-  statement {
-    sid = "ManageTaggedLaunchTemplatesAndSecurityGroups"
-    actions = [
-      "ec2:AuthorizeSecurityGroupEgress", "ec2:CreateLaunchTemplateVersion", "ec2:DeleteLaunchTemplate",
-      "ec2:DeleteSecurityGroup", "ec2:RevokeSecurityGroupEgress",
-    ]
-    resources = [
-      "arn:aws:ec2:${var.region}:${var.account_id}:launch-template/*",
-      "arn:aws:ec2:${var.region}:${var.account_id}:security-group/*",
-    ]
-    condition {
-      test     = "StringEquals"
-      variable = "aws:ResourceTag/opsctl:stack"
-      values   = [var.name]
-    }
-  }
-
-  statement {
-    sid       = "CreateTaggedKeys"
-    actions   = ["kms:CreateKey", "kms:TagResource"]
-    resources = ["*"] # CreateKey authorises on "*" only; the request's tag is the scope
-    condition {
-      test     = "StringEquals"
-      variable = "aws:RequestTag/opsctl:stack"
-      values   = [var.name]
-    }
-  }
-
-  statement {
-    sid = "ManageTaggedKeys"
-    actions = [
-      "kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:EnableKeyRotation", "kms:GenerateDataKey",
-      "kms:GetKeyPolicy", "kms:GetKeyRotationStatus", "kms:ListResourceTags", "kms:PutKeyPolicy",
-      "kms:ScheduleKeyDeletion",
-    ]
-    resources = ["arn:aws:kms:${var.region}:${var.account_id}:key/*"]
-    condition {
-      test     = "StringEquals"
-      variable = "aws:ResourceTag/opsctl:stack"
-      values   = [var.name]
-    }
+    sid = "TheStateAndItsLock"
+    # The state and the variables the administrator applied, read and written; the lock file
+    # (use_lockfile) created and deleted around each apply.
+    actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
+    resources = ["arn:aws:s3:::${var.state_bucket}/*"]
   }
 }
 

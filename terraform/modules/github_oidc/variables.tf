@@ -1,5 +1,5 @@
 variable "name" {
-  description = "Stack name: the deploy role may manage only resources named after it."
+  description = "Stack name: the deploy role may touch only resources named after it."
   type        = string
 }
 
@@ -35,6 +35,36 @@ variable "account_id" {
 }
 
 variable "permissions_boundary_arn" {
-  description = "The stack's permissions boundary: every role the deploy role creates or changes must carry it."
+  description = "The stack's permissions boundary, which the deploy role refreshes."
   type        = string
+}
+
+variable "repository_arns" {
+  description = "The worker image repositories the deploy pushes to."
+  type        = list(string)
+}
+
+variable "job_role_arn" {
+  description = "The job role the job definitions name (the deploy passes it to ECS tasks)."
+  type        = string
+}
+
+variable "bucket_arn" {
+  description = "The run bucket, which the deploy refreshes."
+  type        = string
+}
+
+variable "kms_key_arns" {
+  description = "The stack's KMS keys (run bucket, repositories, logs), which the deploy refreshes."
+  type        = list(string)
+}
+
+variable "log_group_arn" {
+  description = "The job log group, which the deploy refreshes."
+  type        = string
+}
+
+variable "reads_gpu_ami" {
+  description = "Whether the stack looks up the custom GPU AMI (use_custom_gpu_ami): the refresh then describes images."
+  type        = bool
 }

@@ -27,3 +27,8 @@ output "boundary_arn" {
   description = "Permissions boundary every role of the stack carries (and the deploy role may only create roles with)."
   value       = aws_iam_policy.boundary.arn
 }
+
+output "operator_policy" {
+  description = "IAM policy document (JSON) of what opsctl's operator commands need: attach it to the people who run pipelines."
+  value       = data.aws_iam_policy_document.operator.json
+}

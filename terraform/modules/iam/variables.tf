@@ -17,3 +17,13 @@ variable "log_group_arn" {
   description = "Log group the jobs write to."
   type        = string
 }
+
+variable "region" {
+  description = "Region of the stack, for the operator policy's ARNs."
+  type        = string
+}
+
+variable "account_id" {
+  description = "Account of the stack, for the operator policy's ARNs."
+  type        = string
+}

@@ -77,6 +77,20 @@ resource "aws_s3_bucket_lifecycle_configuration" "runs" {
     }
   }
 
+  # Each ledger update deletes the previous ledger object (the job role may delete nothing
+  # else), which in a versioned bucket leaves a delete marker; once its noncurrent version has
+  # expired (7 days), the marker is removed too, so LIST requests never wade through them.
+  rule {
+    id     = "remove-expired-delete-markers"
+    status = "Enabled"
+    filter {
+      prefix = "runs/"
+    }
+    expiration {
+      expired_object_delete_marker = true
+    }
+  }
+
   rule {
     id     = "abort-incomplete-uploads"
     status = "Enabled"
