@@ -660,16 +660,25 @@ class BatchPlayer:
             data = data[: data.rfind(b"\n") + 1]
         if not data:
             return
-        job.shipped += len(data)
+        from botocore.exceptions import BotoCoreError
+
         stamp = _now_ms()
-        lines = data.decode(errors="replace").splitlines() or [""]
+        lines = data.splitlines(keepends=True) or [b""]
         for start in range(0, len(lines), LOG_BATCH):
             batch = lines[start : start + LOG_BATCH]
-            self._logs().put_log_events(
-                logGroupName=self.log_group,
-                logStreamName=job.stream,
-                logEvents=[{"timestamp": stamp, "message": line} for line in batch],
-            )
+            events = [
+                {"timestamp": stamp, "message": line.decode(errors="replace").rstrip("\r\n")}
+                for line in batch
+            ]
+            try:
+                self._logs().put_log_events(
+                    logGroupName=self.log_group, logStreamName=job.stream, logEvents=events
+                )
+            except BotoCoreError:
+                # A Logs endpoint that timed out must not end the scheduler: like the awslogs
+                # driver, keep what was not sent and send it again at the next tick.
+                return
+            job.shipped += sum(len(line) for line in batch)
 
     def _describe(self, job: Job) -> dict[str, Any]:
         """A DescribeJobs entry, in the shape of the API Reference's Response Syntax."""
