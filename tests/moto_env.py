@@ -80,8 +80,18 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
 
 def configure(endpoint: str, ca: Path | None, config: dict[str, Any]) -> None:
     """Set moto's own options (`/moto-api/config`), e.g. Batch without Docker."""
+    _moto_api(endpoint, "config", json.dumps(config).encode(), "application/json", ca)
+
+
+def enforce_iam(endpoint: str, ca: Path | None = None) -> None:
+    """From the next request on, moto authorises every request with its signer's IAM policies
+    (`/moto-api/reset-auth` with INITIAL_NO_AUTH_ACTION_COUNT = 0)."""
+    _moto_api(endpoint, "reset-auth", b"0", "text/plain", ca)  # not a form: moto reads the raw body
+
+
+def _moto_api(endpoint: str, path: str, body: bytes, content_type: str, ca: Path | None) -> None:
     request = urllib.request.Request(  # noqa: S310 - 127.0.0.1 only
-        f"{endpoint}/moto-api/config", data=json.dumps(config).encode(), method="POST"
+        f"{endpoint}/moto-api/{path}", data=body, method="POST", headers={"Content-Type": content_type}
     )
     context = ssl.create_default_context(cafile=str(ca)) if ca else None
     with urllib.request.urlopen(request, timeout=10, context=context):  # noqa: S310 - 127.0.0.1 only
@@ -113,13 +123,7 @@ def create_batch_env(endpoint: str) -> dict[str, str]:
     """
     import boto3
 
-    request = urllib.request.Request(  # noqa: S310 - 127.0.0.1 only
-        f"{endpoint}/moto-api/config",
-        data=json.dumps({"batch": {"use_docker": False}}).encode(),
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - 127.0.0.1 only
-        pass
+    configure(endpoint, None, {"batch": {"use_docker": False}})
     ec2 = boto3.client("ec2")
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]

@@ -42,7 +42,7 @@ from tests.iam.actions import Authorization, World, authorizations
 from tests.iam.evaluate import Principal, decisions, unused_grants
 from tests.iam.requests import Call, read
 from tests.price_list import PriceList, product, serving
-from tests.test_terraform import emulated_module, emulator_env, terraform_ok, tls_moto
+from tests.test_terraform import DOCKER, emulated_module, emulator_env, terraform_ok, tls_moto
 
 ACCOUNT, REGION, NAME = "123456789012", "us-east-1", "opsctl"
 STATE_BUCKET = "opsctl-tf-state-test"
@@ -86,27 +86,6 @@ steps:
     queue: cpu
     image: {image}
     command: echo mine
-"""
-DOCKER = """#!{python}
-# A stand-in for docker: `login` reads the password; `push` stores the image in moto's ECR, and
-# records the other calls a registry push authorises (ECR User Guide, "IAM permissions for
-# pushing an image": BatchCheckLayerAvailability, BatchGetImage, InitiateLayerUpload,
-# UploadLayerPart, CompleteLayerUpload, PutImage), signed by whoever runs it.
-import json, os, sys
-args = sys.argv[1:]
-if "--password-stdin" in args:
-    sys.stdin.read()
-if args[0] == "push":
-    import boto3
-    repository, tag = args[1].split("/", 1)[1].rsplit(":", 1)
-    manifest = {{"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json"}}
-    boto3.client("ecr").put_image(repositoryName=repository, imageTag=tag, imageManifest=json.dumps(manifest))
-    with open(os.environ["PUSH_RECORD"], "a") as f:
-        for operation in ("BatchCheckLayerAvailability", "BatchGetImage", "InitiateLayerUpload",
-                          "UploadLayerPart", "CompleteLayerUpload"):
-            call = {{"key": os.environ["AWS_ACCESS_KEY_ID"], "service": "ecr", "operation": operation,
-                    "params": {{"repositoryName": repository}}, "region": os.environ["AWS_DEFAULT_REGION"]}}
-            f.write(json.dumps({{"call": call, "status": 200}}) + "\\n")
 """
 
 
@@ -522,7 +501,7 @@ def test_a_pipeline_runs_with_iam_enforced_and_the_workers_holding_the_job_role_
                 "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
             }
         # From here on, moto authorises every request with the signer's policies.
-        urllib_post(f"{endpoint}/moto-api/reset-auth", b"0")
+        moto_env.enforce_iam(endpoint)
         denied = _enforcing_clients(endpoint, keys["job"])["s3"]
         with pytest.raises(Exception, match="AccessDenied"):
             denied.get_bucket_policy(Bucket=outputs["bucket"])  # not one of the job role's actions
@@ -603,122 +582,4 @@ def _enforcing_clients(endpoint: str, key: dict[str, str] | None = None) -> dict
             aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
         )
         for service in ("s3", "iam", "logs", "ecr")
-    }
-
-
-def urllib_post(url: str, data: bytes) -> None:
-    import urllib.request
-
-    # Not a form: moto reads the count from the raw body.
-    headers = {"Content-Type": "text/plain"}
-    request = urllib.request.Request(url, data=data, method="POST", headers=headers)  # noqa: S310
-    with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - 127.0.0.1 only
-        pass
-
-
-ADMIN_POLICY = "arn:aws:iam::aws:policy/AdministratorAccess"
-# What a compromised deploy workflow step could try, each a request the deploy role must not be
-# allowed: (action, resource, context). "{deploy}", "{job}", "{boundary}", "{bucket}" and "{key}"
-# are the stack's own.
-ESCALATIONS = [
-    *[
-        (action, role, {"iam:PolicyARN": ADMIN_POLICY, "iam:PermissionsBoundary": "{boundary}"})
-        for action in (
-            "iam:AttachRolePolicy",
-            "iam:PutRolePolicy",
-            "iam:DetachRolePolicy",
-            "iam:DeleteRolePolicy",
-            "iam:PutRolePermissionsBoundary",
-            "iam:DeleteRolePermissionsBoundary",
-            "iam:UpdateAssumeRolePolicy",
-            "iam:TagRole",
-        )
-        for role in ("{deploy}", "{job}")
-    ],
-    *[
-        (action, "{boundary}", {})
-        for action in ("iam:CreatePolicyVersion", "iam:SetDefaultPolicyVersion", "iam:DeletePolicy")
-    ],
-    (
-        "iam:CreateRole",
-        f"arn:aws:iam::{ACCOUNT}:role/{NAME}-job-next",
-        {"iam:PermissionsBoundary": "{boundary}"},
-    ),
-    ("sts:AssumeRole", "{job}", {}),
-    ("iam:PassRole", "{job}", {"iam:PassedToService": "lambda.amazonaws.com"}),
-    ("iam:PassRole", "{deploy}", {"iam:PassedToService": "ec2.amazonaws.com"}),
-    ("iam:CreateUser", f"arn:aws:iam::{ACCOUNT}:user/{NAME}-x", {}),
-    ("iam:CreateAccessKey", f"arn:aws:iam::{ACCOUNT}:user/{NAME}-x", {}),
-    ("iam:CreateLoginProfile", f"arn:aws:iam::{ACCOUNT}:user/{NAME}-x", {}),
-    ("iam:AttachUserPolicy", f"arn:aws:iam::{ACCOUNT}:user/{NAME}-x", {"iam:PolicyARN": ADMIN_POLICY}),
-    ("iam:AddUserToGroup", f"arn:aws:iam::{ACCOUNT}:group/admins", {}),
-    ("iam:CreatePolicy", f"arn:aws:iam::{ACCOUNT}:policy/{NAME}-x", {}),
-    ("lambda:CreateFunction", f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{NAME}-x", {}),
-    ("ec2:RunInstances", f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/*", {}),
-    ("batch:SubmitJob", f"arn:aws:batch:{REGION}:{ACCOUNT}:job-queue/{NAME}-cpu", {}),
-    (
-        "batch:UpdateComputeEnvironment",
-        f"arn:aws:batch:{REGION}:{ACCOUNT}:compute-environment/{NAME}-cpu-x",
-        {},
-    ),
-    ("s3:PutBucketPolicy", "arn:aws:s3:::{bucket}", {}),
-    ("s3:GetObject", "arn:aws:s3:::{bucket}/runs/x/manifest.json", {}),
-    ("kms:PutKeyPolicy", "{key}", {}),
-    ("kms:Decrypt", "{key}", {}),
-]
-
-
-def test_the_deploy_role_can_raise_neither_itself_nor_any_other_role(
-    stack: Stack, principals: dict[str, Principal], world: World
-) -> None:
-    """Every way up a compromised workflow step could try is refused: the deploy role holds no
-    IAM write, passes only the job role to ECS tasks, and reads no run data."""
-    deploy = principals["deploy"]
-    values = {
-        "{deploy}": deploy.arn.replace(":sts::", ":iam::")
-        .replace("assumed-role/", "role/")
-        .rsplit("/", 1)[0],
-        "{job}": principals["job"]
-        .arn.replace(":sts::", ":iam::")
-        .replace("assumed-role/", "role/")
-        .rsplit("/", 1)[0],
-        "{boundary}": principals["job"].boundary_arn,
-        "{bucket}": stack.outputs()["bucket"],
-        "{key}": next(iter(world.kms_buckets.values())),
-    }
-
-    def fill(text: str) -> str:
-        for k, v in values.items():
-            text = text.replace(k, v)
-        return text
-
-    tries = [
-        Authorization(
-            action, fill(resource), {k: fill(v) for k, v in context.items()}, f"{action} {resource}"
-        )
-        for action, resource, context in ESCALATIONS
-    ]
-    answers = decisions(deploy, tries)
-    allowed = [f"{a.why}: {answers[a.key()]}" for a in tries if answers[a.key()] != "ImplicitlyDenied"]
-    assert not allowed, "the deploy role may:\n" + "\n".join(allowed)
-
-
-def test_every_role_of_the_stack_carries_the_boundary_which_grants_no_iam_writes(
-    principals: dict[str, Principal],
-) -> None:
-    for party in ("job", "instance"):
-        assert principals[party].boundary is not None, party
-    boundary = principals["job"].boundary
-    assert boundary is not None
-    iam_actions = {
-        a
-        for s in boundary["Statement"]
-        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
-        if a.startswith("iam:")
-    }
-    assert iam_actions == {
-        "iam:GetInstanceProfile",
-        "iam:GetRole",
-        "iam:PassRole",
-        "iam:CreateServiceLinkedRole",
     }

@@ -129,11 +129,16 @@ def emulator_env(work: Path, endpoint: str, cert: Path, docker: str) -> dict[str
 
 
 DOCKER = """#!{python}
-# A stand-in for docker: records its arguments; on `push`, stores the image in ECR as a push would.
+# A stand-in for docker: records its arguments (DOCKER_RECORD); on `push`, stores the image in
+# moto's ECR as a push would, and with PUSH_RECORD also records the other calls a registry push
+# authorises (ECR User Guide, "IAM permissions for pushing an image": BatchCheckLayerAvailability,
+# BatchGetImage, InitiateLayerUpload, UploadLayerPart, CompleteLayerUpload, PutImage), signed by
+# whoever runs it, for the permission tests (tests/test_permissions.py).
 import json, os, sys
 args = sys.argv[1:]
-with open(os.environ["DOCKER_RECORD"], "a") as f:
-    f.write(json.dumps(args) + "\\n")
+if "DOCKER_RECORD" in os.environ:
+    with open(os.environ["DOCKER_RECORD"], "a") as f:
+        f.write(json.dumps(args) + "\\n")
 if "--password-stdin" in args:
     sys.stdin.read()
 if args[0] == "push":
@@ -141,6 +146,14 @@ if args[0] == "push":
     repository, tag = args[1].split("/", 1)[1].rsplit(":", 1)
     manifest = {{"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json"}}
     boto3.client("ecr").put_image(repositoryName=repository, imageTag=tag, imageManifest=json.dumps(manifest))
+    if "PUSH_RECORD" in os.environ:
+        with open(os.environ["PUSH_RECORD"], "a") as f:
+            for operation in ("BatchCheckLayerAvailability", "BatchGetImage", "InitiateLayerUpload",
+                              "UploadLayerPart", "CompleteLayerUpload"):
+                call = {{"key": os.environ["AWS_ACCESS_KEY_ID"], "service": "ecr", "operation": operation,
+                        "params": {{"repositoryName": repository}},
+                        "region": os.environ["AWS_DEFAULT_REGION"]}}
+                f.write(json.dumps({{"call": call, "status": 200}}) + "\\n")
 """
 
 

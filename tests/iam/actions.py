@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -172,7 +171,9 @@ def _variables(call: Call, world: World) -> list[dict[str, str]]:
         if "jobId" in p:
             found["JobId"] = p["jobId"]
         elif call.operation == "SubmitJob":  # the id AWS gave the new job
-            found["JobId"] = call.response.get("jobId") or str(uuid.uuid4())
+            if "jobId" not in call.response:
+                raise Unmapped(f"{call.operation}: no jobId in the answer, so the job is unknown")
+            found["JobId"] = call.response["jobId"]
         if call.operation == "TagResource":
             return [_from_arn(p["resourceArn"], base)]
         return [found]
@@ -319,10 +320,7 @@ def _on_behalf(call: Call, world: World, why: str) -> list[Authorization]:
         # A job or job definition tagged as it is created needs batch:TagResource on it too
         # (DESIGN 4d; AWS Batch User Guide, "Tag your resources": tagging on creation needs
         # permission for both actions). Its ARN is the one AWS answered with.
-        [variables] = _variables(call, world)
         created = call.response.get("jobArn") or call.response.get("jobDefinitionArn")
-        if call.operation == "SubmitJob" and not created:
-            created = _fill(_arn_formats("batch")["job"], variables)
         if not created:
             raise Unmapped(f"{why}: no ARN in the answer, so the tagged resource is unknown")
         found.append(Authorization("batch:TagResource", created, _context(call, world), f"{why} (tags)"))

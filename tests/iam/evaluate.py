@@ -9,6 +9,7 @@ the resource policy may allow, any explicit deny wins, and a boundary caps the i
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import shutil
 import subprocess
@@ -144,6 +145,4 @@ def _listed(value: str | list[str]) -> list[str]:
 
 def _could_match(pattern: str, action: str) -> bool:
     """Cheap filter before asking the evaluator: same service, and the name's wildcard fits."""
-    import fnmatch
-
     return fnmatch.fnmatchcase(action.lower(), pattern.lower())

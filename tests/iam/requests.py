@@ -17,7 +17,6 @@ import json
 import re
 import urllib.parse
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -199,10 +198,3 @@ def _match(op: Any, path: str, query: dict[str, str]) -> tuple[int, dict[str, st
                 return None
     uri = {name.rstrip("+"): value for name, value in zip(names, found.groups(), strict=True)}
     return score, uri
-
-
-def entries(path: Path) -> Iterator[dict[str, Any]]:
-    """The raw recorded entries, for a failure message that shows what was sent."""
-    for line in path.read_text().splitlines():
-        if line:
-            yield json.loads(line)
