@@ -583,3 +583,111 @@ def _enforcing_clients(endpoint: str, key: dict[str, str] | None = None) -> dict
         )
         for service in ("s3", "iam", "logs", "ecr")
     }
+
+
+ADMIN_POLICY = "arn:aws:iam::aws:policy/AdministratorAccess"
+# What a compromised deploy workflow step could try, each a request the deploy role must not be
+# allowed: (action, resource, context). "{deploy}", "{job}", "{boundary}", "{bucket}" and "{key}"
+# are the stack's own.
+ESCALATIONS = [
+    *[
+        (action, role, {"iam:PolicyARN": ADMIN_POLICY, "iam:PermissionsBoundary": "{boundary}"})
+        for action in (
+            "iam:AttachRolePolicy",
+            "iam:PutRolePolicy",
+            "iam:DetachRolePolicy",
+            "iam:DeleteRolePolicy",
+            "iam:PutRolePermissionsBoundary",
+            "iam:DeleteRolePermissionsBoundary",
+            "iam:UpdateAssumeRolePolicy",
+            "iam:TagRole",
+        )
+        for role in ("{deploy}", "{job}")
+    ],
+    *[
+        (action, "{boundary}", {})
+        for action in ("iam:CreatePolicyVersion", "iam:SetDefaultPolicyVersion", "iam:DeletePolicy")
+    ],
+    (
+        "iam:CreateRole",
+        f"arn:aws:iam::{ACCOUNT}:role/{NAME}-job-next",
+        {"iam:PermissionsBoundary": "{boundary}"},
+    ),
+    ("sts:AssumeRole", "{job}", {}),
+    ("iam:PassRole", "{job}", {"iam:PassedToService": "lambda.amazonaws.com"}),
+    ("iam:PassRole", "{deploy}", {"iam:PassedToService": "ec2.amazonaws.com"}),
+    ("iam:CreateUser", f"arn:aws:iam::{ACCOUNT}:user/{NAME}-x", {}),
+    ("iam:CreateAccessKey", f"arn:aws:iam::{ACCOUNT}:user/{NAME}-x", {}),
+    ("iam:CreateLoginProfile", f"arn:aws:iam::{ACCOUNT}:user/{NAME}-x", {}),
+    ("iam:AttachUserPolicy", f"arn:aws:iam::{ACCOUNT}:user/{NAME}-x", {"iam:PolicyARN": ADMIN_POLICY}),
+    ("iam:AddUserToGroup", f"arn:aws:iam::{ACCOUNT}:group/admins", {}),
+    ("iam:CreatePolicy", f"arn:aws:iam::{ACCOUNT}:policy/{NAME}-x", {}),
+    ("lambda:CreateFunction", f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{NAME}-x", {}),
+    ("ec2:RunInstances", f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/*", {}),
+    ("batch:SubmitJob", f"arn:aws:batch:{REGION}:{ACCOUNT}:job-queue/{NAME}-cpu", {}),
+    (
+        "batch:UpdateComputeEnvironment",
+        f"arn:aws:batch:{REGION}:{ACCOUNT}:compute-environment/{NAME}-cpu-x",
+        {},
+    ),
+    ("s3:PutBucketPolicy", "arn:aws:s3:::{bucket}", {}),
+    ("s3:GetObject", "arn:aws:s3:::{bucket}/runs/x/manifest.json", {}),
+    ("kms:PutKeyPolicy", "{key}", {}),
+    ("kms:Decrypt", "{key}", {}),
+]
+
+
+def test_the_deploy_role_can_raise_neither_itself_nor_any_other_role(
+    stack: Stack, principals: dict[str, Principal], world: World
+) -> None:
+    """Every way up a compromised workflow step could try is refused: the deploy role holds no
+    IAM write, passes only the job role to ECS tasks, and reads no run data."""
+    deploy = principals["deploy"]
+    values = {
+        "{deploy}": deploy.arn.replace(":sts::", ":iam::")
+        .replace("assumed-role/", "role/")
+        .rsplit("/", 1)[0],
+        "{job}": principals["job"]
+        .arn.replace(":sts::", ":iam::")
+        .replace("assumed-role/", "role/")
+        .rsplit("/", 1)[0],
+        "{boundary}": principals["job"].boundary_arn,
+        "{bucket}": stack.outputs()["bucket"],
+        "{key}": next(iter(world.kms_buckets.values())),
+    }
+
+    def fill(text: str) -> str:
+        for k, v in values.items():
+            text = text.replace(k, v)
+        return text
+
+    tries = [
+        Authorization(
+            action, fill(resource), {k: fill(v) for k, v in context.items()}, f"{action} {resource}"
+        )
+        for action, resource, context in ESCALATIONS
+    ]
+    answers = decisions(deploy, tries)
+    allowed = [f"{a.why}: {answers[a.key()]}" for a in tries if answers[a.key()] != "ImplicitlyDenied"]
+    assert not allowed, "the deploy role may:\n" + "\n".join(allowed)
+
+
+def test_every_role_of_the_stack_carries_the_boundary_which_grants_no_iam_writes(
+    principals: dict[str, Principal],
+) -> None:
+    for party in ("job", "instance"):
+        assert principals[party].boundary is not None, party
+    boundary = principals["job"].boundary
+    assert boundary is not None
+    iam_actions = {
+        a
+        for s in boundary["Statement"]
+        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+        if a.startswith("iam:")
+    }
+    assert iam_actions == {
+        "iam:GetInstanceProfile",
+        "iam:GetRole",
+        "iam:PassRole",
+        "iam:CreateServiceLinkedRole",
+    }
