@@ -21,12 +21,12 @@ DOCKERFILES := images/cpu/Dockerfile images/gpu/Dockerfile examples/tomo/Dockerf
 
 .PHONY: venv test lint static checkov demo bench infra ami images push clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@if [ -z "$(PYTHON)" ]; then \
 		echo "make: no Python >= 3.11 on PATH (tried python3.13, python3.12, python3.11, python3); set PYTHON=/path/to/python3.11" >&2; \
 		exit 2; fi
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --constraint constraints.txt -e '.[dev]'
 	@touch $@
 
 venv: $(STAMP)
@@ -69,10 +69,12 @@ ami: $(STAMP)
 push: $(STAMP)
 	$(BIN)/opsctl infra push
 
+# The CPU and GPU worker images and the example's, tagged with the commit and `local` (what
+# `opsctl launch --containers` runs). BASE=debootstrap (the default with CI=true): where the base
+# image cannot be pulled, a stand-in built from Debian's archive (images/build.py, docs/worker.md).
 images:
-	@docker info >/dev/null 2>&1 || { echo "make images: no Docker engine reachable (docker info failed)" >&2; exit 1; }
-	docker build -f images/cpu/Dockerfile -t opsctl-cpu:local .
-	docker build -f images/gpu/Dockerfile -t opsctl-gpu:local .
+	@test -n "$(PYTHON)" || { echo "make: no Python >= 3.11 on PATH" >&2; exit 2; }
+	$(PYTHON) images/build.py $(if $(BASE),--base $(BASE))
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import stat
 import time
 import uuid
 from collections import Counter
@@ -149,6 +150,10 @@ class LocalStore:
         self.uri = str(root)
         self.writer = writer or f"pid{os.getpid()}"
         self._staging = os.path.join(str(root), STAGING)
+        # Owner only, unless the root is a group-shared folder (setgid): there the run's user
+        # and a container's user share it by group (`launch --containers`, docs/worker.md).
+        self._shared = _shared(self.uri)
+        self._file_mode = 0o640 if self._shared else 0o600
 
     def _path(self, key: str) -> Path:
         return self.root / key
@@ -202,7 +207,7 @@ class LocalStore:
         with _writing(path):
             tmp = self._stage(path, data)
             try:
-                _into_place(os.replace, tmp, path)
+                _into_place(os.replace, tmp, path, self._shared)
             except BaseException:
                 _unlink(tmp)
                 raise
@@ -215,7 +220,7 @@ class LocalStore:
         with _writing(path):
             tmp = self._stage(path, data)
             try:
-                _into_place(os.link, tmp, path)
+                _into_place(os.link, tmp, path, self._shared)
             except FileExistsError:
                 return False
             finally:
@@ -254,13 +259,13 @@ class LocalStore:
         """
         tmp = os.path.join(self._staging, f"{self.writer}-{uuid.uuid4().hex}")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        # Owner only, whatever the umask: another user must not read a run's state or plant a
-        # marker in it (the umask can only take bits away from these modes).
+        # Owner only (or owner and group, shared), whatever the umask: another user must not
+        # read a run's state or plant a marker in it (the umask can only take bits away).
         try:
-            fd = os.open(tmp, flags, 0o600)
+            fd = os.open(tmp, flags, self._file_mode)
         except FileNotFoundError:
-            private_dirs(self._staging)
-            fd = os.open(tmp, flags, 0o600)
+            private_dirs(self._staging, shared=self._shared)
+            fd = os.open(tmp, flags, self._file_mode)
         try:
             view = memoryview(data)
             while view:
@@ -292,18 +297,18 @@ class LocalStore:
         return removed, size
 
 
-def _into_place(move: Callable[[str, str], None], tmp: str, path: str) -> None:
+def _into_place(move: Callable[[str, str], None], tmp: str, path: str, shared: bool) -> None:
     """`move` (rename or link) a staged file to `path`, creating its folder the first time."""
     try:
         move(tmp, path)
     except FileNotFoundError:
-        private_dirs(os.path.dirname(path))
+        private_dirs(os.path.dirname(path), shared=shared)
         move(tmp, path)
 
 
-def private_dirs(path: str | Path) -> None:
+def private_dirs(path: str | Path, *, shared: bool = False) -> None:
     """`path` and every missing folder above it, each created 0700 (os.makedirs gives the mode
-    to the last one only)."""
+    to the last one only); `shared`: 2770, group-shared like the folder they are made in."""
     missing = []
     folder = os.fspath(path)
     while folder and not os.path.isdir(folder):
@@ -312,6 +317,25 @@ def private_dirs(path: str | Path) -> None:
     for folder in reversed(missing):
         with contextlib.suppress(FileExistsError):
             os.mkdir(folder, 0o700)
+            if shared:  # mkdir's mode passes through the umask, which takes the group's write
+                os.chmod(folder, SHARED_DIR)
+
+
+SHARED_DIR = 0o2770  # setgid: what is made inside keeps the folder's group
+
+
+def _shared(root: str) -> bool:
+    """Whether `root`, or the nearest folder above it that exists, is group-shared (setgid)."""
+    folder = root
+    while folder:
+        try:
+            return bool(os.stat(folder).st_mode & stat.S_ISGID)
+        except FileNotFoundError:
+            parent = os.path.dirname(folder)
+            folder = "" if parent == folder else parent
+        except OSError:
+            return False
+    return False
 
 
 @contextlib.contextmanager

@@ -197,6 +197,7 @@ def create_batch_env(endpoint: str) -> dict[str, str]:
                 "jobRoleArn": job_role,
                 "readonlyRootFilesystem": False,
                 "privileged": False,
+                "linuxParameters": {"initProcessEnabled": True},
                 "environment": [],
                 "logConfiguration": {
                     "logDriver": "awslogs",

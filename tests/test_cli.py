@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +16,8 @@ from tests.conftest import ROOT
 OPSCTL = str(Path(sys.executable).parent / "opsctl")
 
 
-def opsctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([OPSCTL, *args], capture_output=True, text=True, timeout=60, cwd=ROOT)
+def opsctl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([OPSCTL, *args], capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
 
 
 def test_validate_json_from_a_shell() -> None:
@@ -45,7 +47,10 @@ def test_help_does_not_import_boto3_or_yaml() -> None:
 @pytest.mark.parametrize(
     ("verb", "options"),
     [
-        ("launch", ["--backend", "--infra", "--watch", "--max-parallel", "--containers", "--json"]),
+        (
+            "launch",
+            ["--backend", "--infra", "--watch", "--max-parallel", "--containers", "--image-tag", "--no-gpus"],
+        ),
         ("watch", ["--backend", "--infra", "--interval", "--json"]),
         ("status", ["--backend", "--infra", "--json"]),
         ("kill", ["--backend", "--infra"]),
@@ -132,3 +137,17 @@ def test_tab_completes_commands_options_and_run_ids(tmp_path: Path) -> None:
         "tomo-20261128-101500-a1b2",
     ]
     assert complete("opsctl resume hel", env) == ["hello-20261127-090000-0001"]
+
+
+@pytest.mark.parametrize(
+    "verb", ["launch", "watch", "status", "kill", "resume", "logs", "list", "prune", "report"]
+)
+def test_docs_name_every_option_of_the_run_commands(verb: str) -> None:
+    """docs/cli.md's synopsis spells each option `--help` lists (the infra commands have their
+    own check in test_infra.py)."""
+    result = opsctl(verb, "--help", env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    options = sorted(set(re.findall(r"(--[a-z][a-z-]+)", result.stdout)) - {"--help"})
+    synopsis = (ROOT / "docs" / "cli.md").read_text().split("\n## ", 1)[0]
+    missing = [option for option in options if option not in synopsis]
+    assert not missing, f"docs/cli.md's synopsis does not name {missing} of `opsctl {verb}`"

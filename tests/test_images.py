@@ -202,30 +202,38 @@ def test_a_derived_definition_an_active_job_uses_is_kept() -> None:
     assert Counter(d.source for d in found) == {"opsctl-cpu:3": 2}
 
 
-# --- local: --containers, with a stand-in engine ---------------------------------------------
+# --- local: --containers, with a stand-in engine that has GPUs --------------------------------
+# tests/test_containers.py runs the real images in a real engine; this machine's engine has no
+# GPUs, so what a GPU engine is given is played here.
 
-# Plays docker: records its arguments; `image inspect` knows the images in $ENGINE_IMAGES; `run`
-# plays the container: the image's ENTRYPOINT (opsctl-worker) with the command after the image,
-# seeing only the environment that --env names, as a container would.
+# Plays docker with the NVIDIA runtime: records its arguments; `image inspect` knows the images in
+# $ENGINE_IMAGES; `run --entrypoint true` (launch's GPU probe) succeeds; any other `run` plays the
+# container: the image's ENTRYPOINT (opsctl-worker) with the arguments after the image, seeing only
+# the environment that --env names, as a container would.
 STANDIN = """#!{python}
 import json, os, sys
 args = sys.argv[1:]
 with open(os.environ["ENGINE_LOG"], "a") as log:
     log.write(json.dumps(args) + "\\n")
+images = os.environ.get("ENGINE_IMAGES", "").split()
 if args[:2] == ["image", "inspect"]:
-    if args[2] in os.environ.get("ENGINE_IMAGES", "").split():
+    if args[2] in images:
         print("[{{}}]")
         sys.exit(0)
     print("Error: No such image: " + args[2], file=sys.stderr)
     sys.exit(1)
+if args[0] == "run" and "--entrypoint" in args:
+    sys.exit(0)
 if args[0] == "run":
     names = [args[i + 1] for i, a in enumerate(args) if a == "--env"]
     env = {{n: os.environ[n] for n in names if n in os.environ}}
     env["PATH"] = "/usr/bin:/bin"
-    os.execve({worker!r}, [{worker!r}, *args[-1:]], env)
+    image = next(i for i, a in enumerate(args) if a in images)
+    os.execve({worker!r}, [{worker!r}, *args[image + 1:]], env)
 """
 
 CONTAINED = """name: boxed
+defaults: {{retries: 1}}
 steps:
   - name: inside
     queue: cpu
@@ -233,14 +241,19 @@ steps:
     image: tomo:1
     env: {{MODE: fast}}
     commands: {{template: "echo $MODE {{i}} >> {out}/inside", range: 4}}
-  - name: outside
+  - name: worker
     queue: cpu
-    command: echo host >> {out}/outside
+    command: echo worker image >> {out}/outside
     depends_on: [inside]
+  - name: fbp
+    queue: gpu
+    gpus: 1
+    command: echo never >> {out}/gpu
+    depends_on: [worker]
 """
 
 
-def engine_env(tmp_path: Path, images: str = "tomo:1") -> dict[str, str]:
+def engine_env(tmp_path: Path, images: str = "tomo:1 opsctl-cpu:local opsctl-gpu:local") -> dict[str, str]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     engine = bin_dir / "docker"
@@ -255,16 +268,15 @@ def engine_env(tmp_path: Path, images: str = "tomo:1") -> dict[str, str]:
     }
 
 
-def test_containers_run_a_steps_children_in_its_image(tmp_path: Path) -> None:
+def test_containers_run_every_child_in_its_image_as_batch_would(tmp_path: Path) -> None:
     spec = tmp_path / "boxed.yaml"
     spec.write_text(CONTAINED.format(out=tmp_path))
     env = engine_env(tmp_path)
     result = cli("launch", str(spec), "--containers", "--watch", "--json", env=env)
-    assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
-    assert doc["state"] == "SUCCEEDED", doc
     assert doc["engine"] == str(tmp_path / "bin" / "docker")
-    assert [s["image"] for s in doc["steps"]] == ["tomo:1", None]
+    assert [s["image"] for s in doc["steps"]] == ["tomo:1", "opsctl-cpu:local", "opsctl-gpu:local"]
+    assert [s["state"] for s in doc["steps"]] == ["SUCCEEDED", "SUCCEEDED", "FAILED"], doc
     assert sorted((tmp_path / "inside").read_text().split("\n")) == [
         "",
         "fast 0",
@@ -272,40 +284,69 @@ def test_containers_run_a_steps_children_in_its_image(tmp_path: Path) -> None:
         "fast 2",
         "fast 3",
     ]
-    assert (tmp_path / "outside").read_text() == "host\n"
+    assert (tmp_path / "outside").read_text() == "worker image\n"
+    run_dir = tmp_path / "home" / "runs" / doc["run_id"]
+    # This host has no GPU, so the GPU step's preflight fails every attempt before its command.
+    assert not (tmp_path / "gpu").exists()
+    assert "UNHEALTHY" in (run_dir / "logs" / "fbp" / "0.log").read_text()
 
     calls = [json.loads(line) for line in (tmp_path / "engine.log").read_text().splitlines()]
-    assert calls[0] == ["image", "inspect", "tomo:1"]
-    runs = [c for c in calls if c[0] == "run"]
-    assert len(runs) == 2, "one container per child of the step with an image; none for the other"
-    run_dir = tmp_path / "home" / "runs" / doc["run_id"]
-    for index, argv in enumerate(sorted(runs, key=lambda a: a[a.index("--name") + 1])):
-        assert argv[-2:] == ["tomo:1", "run"]
-        assert argv[argv.index("--name") + 1] == f"opsctl-{doc['run_id']}-inside-{index}-1"
-        assert argv[argv.index("--user") + 1] == f"{os.getuid()}:{os.getgid()}"
+    assert calls[:3] == [
+        ["image", "inspect", image] for image in ("opsctl-cpu:local", "opsctl-gpu:local", "tomo:1")
+    ]
+    assert calls[3] == ["run", "--rm", "--gpus", "all", "--entrypoint", "true", "opsctl-gpu:local"]
+    runs = {c[c.index("--name") + 1]: c for c in calls if c[0] == "run" and "--name" in c}
+    assert len(runs) == 3 + 2, "one container per child attempt: 2 + 1, and the GPU step's 2 attempts"
+    for name, argv in runs.items():
+        step = name.split("-")[-3]
+        assert name.startswith(f"opsctl-{doc['run_id']}-")
+        assert "--user" not in argv, "the image's own user, as on AWS"
+        assert argv[argv.index("--group-add") + 1] == str(run_dir.stat().st_gid)
         assert argv[argv.index("--volume") + 1] == f"{run_dir}:{run_dir}"
+        assert "--init" in argv
         names = {argv[i + 1] for i, a in enumerate(argv) if a == "--env"}
-        assert {
-            "MODE",
-            "OPSCTL_RUN_ID",
-            "OPSCTL_STATE_URI",
-            "LIST_FILE_S3_PATH",
-            "AWS_BATCH_JOB_ARRAY_INDEX",
-        } <= names
+        assert {"OPSCTL_RUN_ID", "OPSCTL_STATE_URI", "LIST_FILE_S3_PATH"} <= names
         assert not any("=" in n for n in names), "values travel in the environment, not the command line"
-        assert "--gpus" not in argv
+        tail = {"inside": ["tomo:1", "run"], "worker": ["opsctl-cpu:local", "run"]}
+        assert (
+            argv[-3:] == ["opsctl-gpu:local", "run", "--preflight-gpu"]
+            if step == "fbp"
+            else argv[-2:] == tail[step]
+        )
+        assert ("--gpus" in argv) == (step == "fbp")
+    assert (run_dir.stat().st_mode & 0o7777, (run_dir / "state").stat().st_mode & 0o7777) == (0o2770, 0o2770)
+    assert (run_dir / "lists" / "inside.txt").stat().st_mode & 0o777 == 0o640
 
 
-def test_containers_refuse_a_missing_engine_or_image_in_one_line(tmp_path: Path) -> None:
+def test_containers_refuse_a_missing_engine_image_or_tag_in_one_line(tmp_path: Path) -> None:
     spec = tmp_path / "boxed.yaml"
     spec.write_text(CONTAINED.format(out=tmp_path))
-    env = engine_env(tmp_path, images="other:1")
+    env = engine_env(tmp_path, images="opsctl-cpu:local opsctl-gpu:local")
     line = one_line(cli("launch", str(spec), "--containers", env=env), 2)
     engine = tmp_path / "bin" / "docker"
     assert line == (
         f"opsctl: image tomo:1 is not available to {engine} (Error: No such image: tomo:1): "
         "pull or build it, then launch again"
     )
+    line = one_line(cli("launch", str(spec), "--containers", "--image-tag", "v2", env=env), 2)
+    assert line == (
+        f"opsctl: image opsctl-cpu:v2 is not available to {engine} (Error: No such image: opsctl-cpu:v2): "
+        "`make images` builds it, then launch again"
+    )
+    for args, extra, origin in (
+        (["--image-tag", "-x"], {}, "--image-tag '-x'"),
+        ([], {"OPSCTL_IMAGE_TAG": "a" * 129}, f"OPSCTL_IMAGE_TAG '{'a' * 129}'"),
+        ([], {"OPSCTL_IMAGE_TAG": "v1:latest"}, "OPSCTL_IMAGE_TAG 'v1:latest'"),
+    ):
+        line = one_line(cli("launch", str(spec), "--containers", *args, env={**env, **extra}), 2)
+        assert (
+            line == f"opsctl: {origin} is not an image tag (1 to 128 of A-Z a-z 0-9 _ . -, not first . or -)"
+        )
+    for option in (["--no-gpus"], ["--image-tag", "v1"]):
+        line = one_line(cli("launch", str(spec), *option, env=env), 2)
+        assert (
+            line == f"opsctl: {option[0]} is an option of --containers: without it, children run on this host"
+        )
     (tmp_path / "empty").mkdir()
     line = one_line(cli("launch", str(spec), "--containers", env={**env, "PATH": str(tmp_path / "empty")}), 2)
     assert line == "opsctl: --containers needs docker or podman on PATH; neither was found"

@@ -133,3 +133,24 @@ def test_local_writes_are_staged_by_writer_and_swept_by_who_is_gone(tmp_path: Pa
     assert sorted(p.name for p in staging.iterdir()) == [f"s.0.2-{'0' * 32}"]
     assert dead.create("s/claims/1/0/0", b"{}") and not dead.create("s/claims/1/0/0", b"{}")
     assert sorted(p.name for p in staging.iterdir()) == [f"s.0.2-{'0' * 32}"], "create cleans up"
+
+
+def test_a_local_store_is_owner_only_unless_its_folder_is_shared_by_group(tmp_path: Path) -> None:
+    """Private by default; in a setgid folder (a run shared with its containers' user, or a
+    group's project folder) what it creates is for the owner and that group, whatever the umask."""
+
+    def modes(root: Path) -> tuple[int, int, int]:
+        store = LocalStore(root)
+        store.write("step/done/000000000", b"{}")
+        assert store.create("step/claims/0", b"")
+        return tuple(  # type: ignore[return-value]
+            (root / key).stat().st_mode & 0o7777 for key in ("step/done", "step/done/000000000", STAGING)
+        )
+
+    private = tmp_path / "private"
+    private.mkdir()
+    assert modes(private) == (0o700, 0o600, 0o700)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o2770)
+    assert modes(shared / "state") == (0o2770, 0o640, 0o2770), "made below a shared folder: shared"

@@ -239,7 +239,10 @@ def test_real_terraform_applies_the_stack_and_opsctl_runs_on_it(
     outputs = {k: v["value"] for k, v in json.loads(stack["infra"].read_text()).items()}
     assert outputs["cpu_image"].endswith("/opsctl/cpu:0123abcd4567"), "the stack runs the pushed tag now"
     definition = boto(stack, "batch").describe_job_definitions(jobDefinitions=[outputs["cpu_job_definition"]])
-    assert definition["jobDefinitions"][0]["containerProperties"]["image"] == outputs["cpu_image"]
+    container = definition["jobDefinitions"][0]["containerProperties"]
+    assert container["image"] == outputs["cpu_image"]
+    # PID 1 is an init that reaps commands' orphans, as under `launch --containers` (--init).
+    assert container["linuxParameters"] == {"initProcessEnabled": True}
 
     _allow_https_despite_motos_secure_transport_gap(stack, outputs["bucket"])
     launched = opsctl(stack, *launch, "--json")

@@ -30,9 +30,9 @@ def run(fail_fast: bool, preflight_gpu: bool = False) -> int:
     """Run this child's commands; the exit code follows the worker contract (0, 1 or 2)."""
     env = WorkerEnv.from_environ(os.environ)
     if preflight_gpu:
-        from worker.gpucheck import check
+        from worker.gpucheck import check_apart
 
-        report = check(require_gpu=True)
+        report = check_apart(require_gpu=True)
         if not report.healthy:
             # Exit 1, not 2: a broken GPU host is worth another attempt elsewhere.
             print(report.render(), file=sys.stderr)
@@ -107,9 +107,9 @@ def _run(env: WorkerEnv, store: Store, markers: Markers, ledger: Ledger, fail_fa
 def gpu_check(*, as_json: bool, require_gpu: bool) -> int:
     import json
 
-    from worker.gpucheck import check
+    from worker.gpucheck import check_apart
 
-    report = check(require_gpu=require_gpu)
+    report = check_apart(require_gpu=require_gpu)
     print(json.dumps(report.to_dict(), indent=2) if as_json else report.render())
     return 0 if report.healthy else 1
 

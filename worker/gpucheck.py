@@ -10,7 +10,9 @@ numpy, and names the first broken link with the fix.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
+import signal
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -164,6 +166,45 @@ def check(*, require_gpu: bool = False, environ: Mapping[str, str] | None = None
                 f"(max error {report.kernel['max_error']:.2e})"
             )
     return report
+
+
+def check_apart(*, require_gpu: bool = False) -> Report:
+    """`check` in a forked child, so that an OpenCL driver that kills its process (PoCL without
+    a linker aborts while building the kernel) is a problem in the report, not the end of the
+    worker: the caller still says what broke and exits as the contract says."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the report as JSON down the pipe, then out without clean-up
+        code = 0
+        try:
+            os.close(read_end)
+            data = json.dumps(check(require_gpu=require_gpu).to_dict()).encode()
+            with os.fdopen(write_end, "wb") as out:
+                out.write(data)
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status) or not data:
+        how = signal.Signals(os.WTERMSIG(status)).name if os.WIFSIGNALED(status) else "an error"
+        return Report(
+            problems=[
+                f"the OpenCL stack ended the check with {how} (PoCL does when it cannot link a kernel: "
+                "install binutils, libc6-dev and libgcc-12-dev beside it); run `opsctl-worker gpu-check` "
+                "in a shell to see where"
+            ]
+        )
+    found = json.loads(data)
+    return Report(
+        vendor_files=[VendorFile(**v) for v in found["vendor_files"]],
+        platforms=found["platforms"],
+        kernel=found["kernel"],
+        problems=found["problems"],
+    )
 
 
 def _kernel_failure(device: Any, error: Exception) -> str:

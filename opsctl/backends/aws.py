@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opsctl import pipeline as spec
 from opsctl.backends.batch import STARTED, BatchAPI, job_name, job_state, submit_request
@@ -38,6 +38,9 @@ from opsctl_contract.errors import BadInput, OpsctlError
 from opsctl_contract.listfile import parse_commands, render_commands
 from opsctl_contract.markers import step_figures
 from opsctl_contract.storage import REQUESTS, NotFound, S3Store, request_cost
+
+if TYPE_CHECKING:
+    from opsctl.backends.local.containers import Containers
 
 KILLED = "killed by user"
 STUCK_AFTER = 15 * 60.0  # seconds RUNNABLE before status warns
@@ -135,7 +138,9 @@ class AwsBackend:
 
     # --- launch and resume ----------------------------------------------------------------
 
-    def launch(self, spec_path: Path, max_parallel: int | None = None, *, containers: bool = False) -> str:
+    def launch(
+        self, spec_path: Path, max_parallel: int | None = None, *, containers: Containers | None = None
+    ) -> str:
         """Validate; check the queues, job definitions and images; upload; submit in order."""
         if containers:
             raise BadInput("--containers is for the local backend: on AWS every child runs in a container")

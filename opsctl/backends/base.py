@@ -18,6 +18,7 @@ from opsctl.runs import check_run_id, opsctl_home
 from opsctl_contract.errors import BadInput
 
 if TYPE_CHECKING:
+    from opsctl.backends.local.containers import Containers
     from opsctl.costs import HandPrices
 
 
@@ -25,7 +26,7 @@ class Backend(Protocol):
     name: str
 
     def launch(
-        self, spec_path: Path, max_parallel: int | None = None, *, containers: bool = False
+        self, spec_path: Path, max_parallel: int | None = None, *, containers: Containers | None = None
     ) -> str: ...
 
     def status(self, run_id: str, *, stuck_after: float = ...) -> dict[str, Any]:

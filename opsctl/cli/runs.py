@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from opsctl.backends.base import Backend, get_backend, remember
+from opsctl.backends.local.containers import Containers
 from opsctl.cli.options import Backend as BackendOption
 from opsctl.cli.options import Infra, Json, RunId, Spec, StuckAfter
 from opsctl.errors import LaunchIncomplete
@@ -41,7 +42,23 @@ def launch(
         bool,
         typer.Option(
             "--containers",
-            help="Local backend: run the children of steps that name an image in it (docker or podman).",
+            help="Local backend: run every child in a container (docker or podman), as AWS Batch does: "
+            "in its step's image, else its queue's worker image (opsctl-cpu or opsctl-gpu, `make images`).",
+        ),
+    ] = False,
+    image_tag: Annotated[
+        str | None,
+        typer.Option(
+            "--image-tag",
+            help="With --containers: the worker images' tag (default: $OPSCTL_IMAGE_TAG, else local).",
+        ),
+    ] = None,
+    no_gpus: Annotated[
+        bool,
+        typer.Option(
+            "--no-gpus",
+            help="With --containers: run `gpus:` steps without GPUs or the GPU preflight, for a trial "
+            "on a machine whose engine has none.",
         ),
     ] = False,
     as_json: Json = False,
@@ -53,9 +70,13 @@ def launch(
     """
     if containers and backend is not None and backend.value != "local":
         raise BadInput("--containers is for the local backend: on AWS every child runs in a container")
+    for given, option in ((image_tag is not None, "--image-tag"), (no_gpus, "--no-gpus")):
+        if given and not containers:
+            raise BadInput(f"{option} is an option of --containers: without it, children run on this host")
     chosen = get_backend(backend, infra)
     try:
-        run_id = chosen.launch(spec, max_parallel, containers=containers)
+        boxed = Containers.chosen(image_tag, gpus=not no_gpus) if containers else None
+        run_id = chosen.launch(spec, max_parallel, containers=boxed)
     except LaunchIncomplete as e:
         remember(chosen, e.run_id, infra)  # the run exists: `opsctl resume` finds it by its id
         raise

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from opsctl.backends.local.containers import check_images, find_engine
+from opsctl.backends.local.containers import Containers, check_gpus, check_images, find_engine, worker_image
 from opsctl.backends.local.processes import STOP_GRACE, pid_alive, runs_for, signal_group, terminate_run
 from opsctl.backends.local.state import (
     BrokenRun,
@@ -43,24 +43,26 @@ from opsctl_contract.markers import ledger_totals, step_figures
 from opsctl_contract.storage import LocalStore
 
 
-def launch(spec_path: Path, max_parallel: int | None = None, *, containers: bool = False) -> str:
+def launch(spec_path: Path, max_parallel: int | None = None, *, containers: Containers | None = None) -> str:
     """Create the run directory and start its supervisor; return the run id at once.
 
-    With `containers`, steps that name an image run their children in it (containers.py); the
-    engine and every image are checked first."""
+    With `containers`, every child runs in its step's image or its queue's worker image
+    (containers.py); the engine, every image and, for `gpus:` steps, the engine's GPUs are
+    checked first."""
     from opsctl import pipeline as spec
 
     pipe = spec.load(spec_path)
     engine = None
+    images: dict[str, str] = {}
     if containers:
-        images = [step.image for step in pipe.steps if step.image]
-        if not images:
-            raise BadInput(
-                f"{spec_path}: --containers, but no step names an image (`image:` in a step or defaults)"
-            )
         engine = find_engine()
-        check_images(engine, images)
-    run = create_run(pipe, max_parallel, engine=engine)
+        images = {
+            step.name: step.image or worker_image(step.queue, containers.image_tag) for step in pipe.steps
+        }
+        check_images(engine, images.values())
+        if containers.gpus:
+            check_gpus(engine, {step.name: images[step.name] for step in pipe.steps if step.gpus})
+    run = create_run(pipe, max_parallel, engine=engine, images=images, gpus=not containers or containers.gpus)
     start_supervisor(run, run.lock())
     return run.run_id
 
@@ -384,7 +386,9 @@ class LocalBackend:
 
     name = "local"
 
-    def launch(self, spec_path: Path, max_parallel: int | None = None, *, containers: bool = False) -> str:
+    def launch(
+        self, spec_path: Path, max_parallel: int | None = None, *, containers: Containers | None = None
+    ) -> str:
         return launch(spec_path, max_parallel, containers=containers)
 
     def status(self, run_id: str, *, stuck_after: float = 0.0) -> dict[str, Any]:

@@ -1,27 +1,55 @@
-"""`opsctl launch --containers`: a local child of a step with its own `image:` runs in that image,
-through docker or podman, as AWS Batch would run it.
+"""`opsctl launch --containers`: every local child runs in a container, as AWS Batch would run it.
 
-The container gets the run directory mounted at the same path (markers, lists and logs stay
-where the host's `opsctl` reads them), runs as the calling user (files stay the user's), and
-receives the worker environment by name only (`-e NAME`: the values travel in the engine
+A step with its own `image:` runs in that image; any other step in the worker image of its queue
+(`opsctl-cpu:<tag>` or `opsctl-gpu:<tag>`, built by `make images`; the tag is `local` unless
+`--image-tag` or OPSCTL_IMAGE_TAG names another), as on AWS it runs in the stack's images.
+
+Each container runs as the image's own user (uid 10001 in ours), with the run directory mounted
+at the same path (markers, lists and logs stay where the host's `opsctl` reads them) and the
+directory's group added, which is how that user may write there (state.share_with_containers).
+It receives the worker environment by name only (`-e NAME`: the values travel in the engine
 client's environment, never on a command line). Its command is `run`, after the image's
-ENTRYPOINT, which must be `opsctl-worker` (docs/worker.md, "Your own image"): the same contract
-as on AWS, where Batch cannot override an ENTRYPOINT either. Steps without an image run on the
-host as without `--containers`.
+ENTRYPOINT, which must be `opsctl-worker` (docs/worker.md, "Your own image"); a gpu-queue step's
+is `run --preflight-gpu`, as on AWS. `--init` reaps what commands leave behind, as
+`initProcessEnabled` does in the job definitions.
+
+A step with `gpus:` needs an engine that gives containers GPUs (the NVIDIA Container Toolkit);
+without one it is refused before launch, and `--no-gpus` runs such steps without GPUs (and without
+the GPU preflight), for a trial on a machine that has none.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from opsctl_contract.errors import BadInput
 
 ENGINES = ("docker", "podman")  # the first on PATH is used
+IMAGE_TAG_ENV = "OPSCTL_IMAGE_TAG"
+DEFAULT_TAG = "local"  # what `make images` tags its last build with, beside the commit
+TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # Docker's grammar of a tag
+WORKER_IMAGES = {"cpu": "opsctl-cpu", "gpu": "opsctl-gpu"}  # by queue, as the stack's images
+
+
+@dataclass(frozen=True)
+class Containers:
+    """`launch --containers` and its options: the worker images' tag, and whether `gpus:` steps
+    get GPUs (`--no-gpus`: no)."""
+
+    image_tag: str = DEFAULT_TAG
+    gpus: bool = True
+
+    @classmethod
+    def chosen(cls, tag: str | None, *, gpus: bool) -> Containers:
+        """From the options: `tag` (`--image-tag`), else OPSCTL_IMAGE_TAG, else `local`."""
+        return cls(image_tag(tag), gpus)
 
 
 def find_engine() -> str:
@@ -33,21 +61,55 @@ def find_engine() -> str:
     raise BadInput("--containers needs docker or podman on PATH; neither was found")
 
 
+def image_tag(option: str | None) -> str:
+    """The worker images' tag: `--image-tag`, else OPSCTL_IMAGE_TAG, else `local`."""
+    tag = option if option is not None else os.environ.get(IMAGE_TAG_ENV, DEFAULT_TAG)
+    origin = "--image-tag" if option is not None else IMAGE_TAG_ENV
+    if not TAG.fullmatch(tag):
+        raise BadInput(
+            f"{origin} {tag!r} is not an image tag (1 to 128 of A-Z a-z 0-9 _ . -, not first . or -)"
+        )
+    return tag
+
+
+def worker_image(queue: str, tag: str) -> str:
+    return f"{WORKER_IMAGES[queue]}:{tag}"
+
+
 def check_images(engine: str, images: Iterable[str]) -> None:
     """Every image present for `engine` (`image inspect`): a missing one is bad input, before
     anything runs; pulling is left to the user, who knows which registry credentials apply."""
     for image in sorted(set(images)):
-        try:
-            found = subprocess.run(
-                [engine, "image", "inspect", image], capture_output=True, text=True, timeout=60
-            )
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise BadInput(f"{engine} image inspect {image}: {e}") from None
+        found = _engine(engine, "image", "inspect", image)
         if found.returncode:
             why = (found.stderr.strip().splitlines() or ["no reason given"])[-1]
-            raise BadInput(
-                f"image {image} is not available to {engine} ({why}): pull or build it, then launch again"
+            hint = (
+                "`make images` builds it"
+                if image.startswith(tuple(WORKER_IMAGES.values()))
+                else "pull or build it"
             )
+            raise BadInput(f"image {image} is not available to {engine} ({why}): {hint}, then launch again")
+
+
+def check_gpus(engine: str, gpu_steps: Mapping[str, str]) -> None:
+    """That `engine` can give a container GPUs, by starting one the way a step's child starts
+    (`gpu_steps`: step name -> image); refused in one line naming the step otherwise."""
+    if not gpu_steps:
+        return
+    step, image = sorted(gpu_steps.items())[0]
+    probe = _engine(engine, "run", "--rm", *gpu_flags(engine), "--entrypoint", "true", image, timeout=120)
+    if probe.returncode:
+        # The engine's first line says why; docker then adds "Run 'docker run --help' ...".
+        why = (probe.stderr.strip().splitlines() or [f"exit {probe.returncode}"])[0]
+        why = why.removeprefix(f"{Path(engine).name}: ").removeprefix("Error response from daemon: ")
+        raise BadInput(
+            f"step {step} asks for GPUs (gpus:), but {engine} cannot give a container any ({why}): "
+            "install the NVIDIA Container Toolkit, or launch with --no-gpus to run such steps without GPUs"
+        )
+
+
+def gpu_flags(engine: str) -> list[str]:
+    return ["--device", "nvidia.com/gpu=all"] if Path(engine).name == "podman" else ["--gpus", "all"]
 
 
 def name(run_id: str, step: str, index: int, attempt: int) -> str:
@@ -55,7 +117,14 @@ def name(run_id: str, step: str, index: int, attempt: int) -> str:
 
 
 def command(
-    engine: str, image: str, container: str, run_dir: Path, env_names: Iterable[str], *, gpus: bool
+    engine: str,
+    image: str,
+    container: str,
+    run_dir: Path,
+    env_names: Iterable[str],
+    *,
+    gpus: bool,
+    preflight_gpu: bool,
 ) -> list[str]:
     """The engine command line that runs one child attempt in `image`."""
     argv = [
@@ -65,17 +134,16 @@ def command(
         "--init",  # signals reach the worker, and its commands' zombies are reaped
         "--name",
         container,
-        "--user",
-        f"{os.getuid()}:{os.getgid()}",
+        "--group-add",
+        str(run_dir.stat().st_gid),  # the image's user writes the run directory by its group
         "--volume",
         f"{run_dir}:{run_dir}",
     ]
     if gpus:
-        is_podman = Path(engine).name == "podman"
-        argv += ["--device", "nvidia.com/gpu=all"] if is_podman else ["--gpus", "all"]
+        argv += gpu_flags(engine)
     for env_name in sorted(env_names):
         argv += ["--env", env_name]
-    return [*argv, image, "run"]
+    return [*argv, image, "run", *(["--preflight-gpu"] if preflight_gpu else [])]
 
 
 def remove(engine: str, container: str) -> None:
@@ -83,3 +151,10 @@ def remove(engine: str, container: str) -> None:
     best effort, as the run goes on either way."""
     with contextlib.suppress(OSError, subprocess.TimeoutExpired):
         subprocess.run([engine, "rm", "--force", container], capture_output=True, timeout=30)
+
+
+def _engine(engine: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run([engine, *args], capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise BadInput(f"{engine} {' '.join(args[:2])}: {e}") from None

@@ -1,6 +1,7 @@
 """A local run on disk: its directory, its SQLite state, and the lock that gives it one supervisor.
 
-Run directory (`$OPSCTL_HOME/runs/<run_id>/`, owner only: 0700, its files 0600):
+Run directory (`$OPSCTL_HOME/runs/<run_id>/`, owner only: 0700, its files 0600; under
+`--containers` shared by group with the containers' user, `share_with_containers`):
     run.db           run, step and child states (SQLite, WAL)
     manifest.json    the pipeline as launched
     lists/<step>.txt the commands each step's workers read
@@ -22,7 +23,7 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,9 +72,9 @@ def runs_dir() -> Path:
     return opsctl_home() / "runs"
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Create `path` with mode 0600 (never more, whatever the umask) holding `data`."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Create `path` with `mode` (0600: never more, whatever the umask) holding `data`."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         view = memoryview(data)
         while view:
@@ -187,10 +188,16 @@ class LocalRun:
 
 
 def create_run(
-    pipe: spec.Pipeline, max_parallel: int | None = None, *, engine: str | None = None
+    pipe: spec.Pipeline,
+    max_parallel: int | None = None,
+    *,
+    engine: str | None = None,
+    images: Mapping[str, str] | None = None,
+    gpus: bool = True,
 ) -> LocalRun:
     """The run directory and database of a new run, every job SUBMITTED; nothing runs yet.
-    `engine`: the container engine steps with an image run in (`--containers`), or None."""
+    `engine`: the container engine every child runs under (`--containers`), or None; `images`:
+    each step's image there; `gpus`: False when `gpus:` steps run without GPUs (`--no-gpus`)."""
     run_id = new_run_id(pipe.name)
     base = runs_dir()
     private_dirs(base)
@@ -199,13 +206,21 @@ def create_run(
     try:
         private_dirs(building / "lists")
         private_dirs(building / "state")
+        if engine:
+            share_with_containers(building)
+        list_mode = 0o640 if engine else 0o600
         list_uris = {}
         for step in pipe.steps:
-            write_private(building / "lists" / f"{step.name}.txt", render_commands(step.commands).encode())
+            commands = render_commands(step.commands).encode()
+            write_private(building / "lists" / f"{step.name}.txt", commands, list_mode)
             list_uris[step.name] = str(run.path / "lists" / f"{step.name}.txt")
         record = manifest(pipe, run_id, "local", list_uris)
         if engine:
             record["engine"] = engine
+            for recorded in record["steps"]:
+                recorded["image"] = (images or {})[recorded["name"]]
+            if not gpus:
+                record["no_gpus"] = True
         state = LocalStore(building / "state")
         for step, recorded in zip(pipe.steps, record["steps"], strict=True):
             write_work(state, recorded, step.commands, 1)
@@ -237,6 +252,17 @@ def create_run(
         reason = getattr(e, "strerror", None) or str(e)
         raise OpsctlError(f"cannot create the run under {base}: {reason}; nothing was started") from None
     return run
+
+
+def share_with_containers(run_dir: Path) -> None:
+    """Open a run's directory to its containers' user (uid 10001 in the worker images) by group:
+    the directory and its state folder are made setgid and group-writable (2770), its lists
+    folder group-readable, and the containers run with the directory's group added
+    (containers.command). What the workers and commands create inside stays in that group
+    (opsctl_contract.storage's shared mode), so this user still reads and removes all of it;
+    nobody else gets in, as the folders above are owner-only."""
+    for folder, mode in ((run_dir, 0o2770), (run_dir / "state", 0o2770), (run_dir / "lists", 0o2750)):
+        folder.chmod(mode)
 
 
 def migrate(conn: sqlite3.Connection) -> None:

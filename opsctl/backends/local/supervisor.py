@@ -351,8 +351,15 @@ class Supervisor:
         argv = [sys.executable, "-m", "worker", "run"]
         if engine and image:
             container = containers.name(self.run.run_id, step["name"], index, attempt)
+            gpus = not self.manifest.get("no_gpus")  # `--no-gpus`: a trial without GPUs or their preflight
             argv = containers.command(
-                engine, image, container, self.run.path, contract, gpus=bool(step.get("gpus"))
+                engine,
+                image,
+                container,
+                self.run.path,
+                contract,
+                gpus=gpus and bool(step.get("gpus")),
+                preflight_gpu=gpus and step["queue"] == "gpu",  # as AWS runs a gpu-queue step
             )
         try:
             log = open_log(self.run.log_path(step["name"], index))

@@ -226,7 +226,11 @@ resource "aws_batch_job_definition" "worker" {
     jobRoleArn             = var.job_role_arn
     readonlyRootFilesystem = false # commands write scratch files in the working directory
     privileged             = false
-    environment            = []
+    # An init process as PID 1 reaps what a command leaves behind (a background child that
+    # outlives it) and passes TerminateJob's SIGTERM on to the worker; `launch --containers`
+    # runs the same way (docker run --init).
+    linuxParameters = { initProcessEnabled = true }
+    environment     = []
     logConfiguration = {
       logDriver = "awslogs"
       options = {
