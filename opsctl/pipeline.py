@@ -11,6 +11,7 @@ checks read better than a schema plus a translation layer for its error location
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ MAX_ARRAY_SIZE = 10_000  # array jobs hold 2..10,000 children
 MAX_DEPENDS_ON = 20  # SubmitJob's dependsOn takes at most 20 entries
 MAX_RETRIES = 9  # retryStrategy.attempts is 1..10, and attempts = retries + 1
 MIN_TIMEOUT = 60  # Batch rejects attemptDurationSeconds below 60
+MAX_GPUS = 8  # the most of any instance type the GPU compute environment takes (p4d, p5, g6e.48xlarge)
 MAX_INTEGER = 2**31 - 1  # timeout, vcpus and memory travel as the Batch API's 32-bit integers
 MAX_TEMPLATE_RANGE = 1_000_000
 MAX_YAML_NODES = 2_000_000  # values a spec may expand to through YAML aliases
@@ -207,10 +209,12 @@ class _At(Exception):
 
 
 class _Map(dict[str, Any]):
-    """A YAML mapping that remembers where it and each of its keys were written."""
+    """A YAML mapping that remembers where it and each of its keys were written, and the source
+    text of each plain scalar value (`env` keeps what the user wrote: 01234, not 668)."""
 
     line: int
     key_lines: dict[str, int]
+    plain: dict[str, str]
 
     def line_of(self, key: str) -> int:
         return self.key_lines.get(key, self.line)
@@ -240,15 +244,20 @@ def _construct_map(loader: _Loader, node: yaml.MappingNode) -> _Map:
     result = _Map()
     result.line = node.start_mark.line + 1
     result.key_lines = {}
+    result.plain = {}
     for key_node, value_node in node.value:
         line = key_node.start_mark.line + 1
-        key = loader.construct_object(key_node, deep=True)
+        # An unquoted key is the text written: YES, ON and NO are variable names, not booleans.
+        plain_key = isinstance(key_node, yaml.ScalarNode) and not key_node.style
+        key = key_node.value if plain_key else loader.construct_object(key_node, deep=True)
         if not isinstance(key, str):
             raise _At(line, f"key {brief(key)} must be a string")
         if key in result:
             raise _At(line, f"duplicate key '{key}' (first at line {result.key_lines[key]})")
         result[key] = loader.construct_object(value_node, deep=True)
         result.key_lines[key] = line
+        if isinstance(value_node, yaml.ScalarNode) and not value_node.style:  # unquoted
+            result.plain[key] = value_node.value
     return result
 
 
@@ -287,21 +296,32 @@ def _load_yaml(text: str) -> Any:
 
 
 def _expanded_size(root: yaml.Node) -> int:
-    """How many values `root` stands for once every alias is expanded (capped past the limit)."""
+    """How many values `root` stands for once every alias is expanded (capped past the limit).
+
+    Each node is sized once, after its children, with an explicit stack: the input decides how
+    deep the graph goes, so no recursion may follow it."""
     sizes: dict[int, int] = {}
-
-    def size(node: yaml.Node) -> int:
-        if id(node) not in sizes:
-            if isinstance(node, yaml.MappingNode):
-                total = 1 + sum(size(k) + size(v) for k, v in node.value)
-            elif isinstance(node, yaml.SequenceNode):
-                total = 1 + sum(size(item) for item in node.value)
-            else:
-                total = 1
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_sized = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = _children(node)
+        if children_sized or not children:
+            total = 1 + sum(sizes[id(child)] for child in children)
             sizes[id(node)] = min(total, MAX_YAML_NODES + 1)
-        return sizes[id(node)]
+        else:
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in sizes)
+    return sizes[id(root)]
 
-    return size(root)
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -372,7 +392,7 @@ class _Validator:
         if isinstance(value, bool) or not isinstance(value, int):
             raise _At(m.line_of(key), f"{where}{key} must be an integer {limit}, got {brief(value)}")
         if value < low or (high is not None and value > high):
-            raise _At(m.line_of(key), f"{where}{key} = {value} is outside {limit}")
+            raise _At(m.line_of(key), f"{where}{key} = {brief(value)} is outside {limit}")
         return value
 
     def _choice(self, m: _Map, key: str, where: str, enum: type[StrEnum], default: str) -> Any:
@@ -464,7 +484,7 @@ class _Validator:
         split = self._choice(m, "split", where, Split, Split.CONTIGUOUS.value)
         commands, source = self._commands(m, where)
 
-        gpus = self._int(m, "gpus", where, 0, None)
+        gpus = self._int(m, "gpus", where, 0, MAX_GPUS)
         if gpus and queue is Queue.CPU:
             raise _At(
                 m.line_of("gpus"),
@@ -638,11 +658,16 @@ class _Validator:
                 )
             if RESERVED_ENV.fullmatch(key):
                 raise _At(line, f"{where}env: {key} is set by opsctl (worker environment contract)")
-            if isinstance(value, bool) or not isinstance(value, str | int | float):
+            if value is None:
+                raise _At(line, f'{where}env: {key} has no value; write {key}: "" for an empty one')
+            if not isinstance(value, str | int | float):  # bool is an int
                 raise _At(line, f"{where}env: {key} must be a string or number, got {_type_name(value)}")
-            if "\0" in str(value):
+            # A number or boolean is taken as written: YAML 1.1 would read 01234 as 668, 1:30 as
+            # 90, 1.10 as 1.1 and yes as true, none of which the user typed.
+            text = value if isinstance(value, str) else env.plain[key]
+            if "\0" in text:
                 raise _At(line, f"{where}env: {key} contains a NUL byte, which no environment can hold")
-            result[key] = str(value)
+            result[key] = text
         return MappingProxyType(result)
 
     def _check_dependencies(self, steps: list[Step]) -> None:
@@ -742,37 +767,46 @@ def _first(*values: int | None) -> int | None:
 
 
 def _find_cycle(steps: list[Step]) -> list[str] | None:
-    """A dependency cycle as a list of step names, or None. Depth-first, in spec order."""
+    """A dependency cycle as a list of step names, or None. Depth-first in spec order, with an
+    explicit stack: a chain of thousands of steps must not exhaust Python's recursion limit."""
     graph = {step.name: [d.step for d in step.depends_on] for step in steps}
     state: dict[str, int] = {}  # 1 = on the current path, 2 = finished
-    path: list[str] = []
-
-    def visit(name: str) -> list[str] | None:
-        state[name] = 1
-        path.append(name)
-        for nxt in graph[name]:
-            if state.get(nxt) == 1:
-                return path[path.index(nxt) :]
-            if nxt not in state and (found := visit(nxt)):
-                return found
-        path.pop()
-        state[name] = 2
-        return None
-
     for step in steps:
-        if step.name not in state and (found := visit(step.name)):
-            return found
+        if step.name in state:
+            continue
+        path = [step.name]
+        state[step.name] = 1
+        pending = [iter(graph[step.name])]  # the edges still to follow from each step on the path
+        while pending:
+            nxt = next(pending[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                pending.pop()
+            elif state.get(nxt) == 1:
+                return path[path.index(nxt) :]
+            elif nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                pending.append(iter(graph[nxt]))
     return None
 
 
 def _topological(steps: list[Step]) -> list[Step]:
-    """Steps ordered so each follows its dependencies; ties keep spec order (Kahn's algorithm)."""
-    remaining = list(steps)
-    done: set[str] = set()
+    """Steps ordered so each follows its dependencies; ties keep spec order (Kahn's algorithm,
+    the ready steps in a heap by position: linear but for the heap's log)."""
+    waiting = [len(step.depends_on) for step in steps]
+    dependents: dict[str, list[int]] = {step.name: [] for step in steps}
+    for i, step in enumerate(steps):
+        for dep in step.depends_on:
+            dependents[dep.step].append(i)
+    ready = [i for i, count in enumerate(waiting) if not count]
+    heapq.heapify(ready)
     ordered: list[Step] = []
-    while remaining:
-        ready = next(s for s in remaining if all(d.step in done for d in s.depends_on))
-        remaining.remove(ready)
-        done.add(ready.name)
-        ordered.append(ready)
+    while ready:
+        step = steps[heapq.heappop(ready)]
+        ordered.append(step)
+        for i in dependents[step.name]:
+            waiting[i] -= 1
+            if not waiting[i]:
+                heapq.heappush(ready, i)
     return ordered

@@ -34,9 +34,13 @@ MAX_COMMAND_BYTES = 32 * 4096 - 1
 _BLANKS = " \t"
 
 
+BOM = "\ufeff"  # a byte-order mark: some editors start UTF-8 files with one
+
+
 def lines(text: str) -> list[str]:
-    """The lines of `text`, each without its line break."""
-    parts = text.split("\n")
+    """The lines of `text`, each without its line break. A byte-order mark that starts the text
+    is the file's encoding signature, not part of its first command: it is dropped."""
+    parts = text.removeprefix(BOM).split("\n")
     if parts and parts[-1] == "":
         parts.pop()  # the break after the last line ends it; it does not start another
     return [part.removesuffix("\r") for part in parts]
@@ -59,6 +63,8 @@ def problem(command: str) -> str | None:
         if char in AMBIGUOUS:
             name = AMBIGUOUS[char]
             return f"contains U+{ord(char):04X} ({name}), which a command line cannot hold unambiguously"
+        if char == BOM:  # invisible, and no shell takes it for a blank: `\ufeffecho` is not found
+            return "contains U+FEFF (a byte-order mark), invisible, and not a blank to the shell"
     size = len(command.encode())
     if size > MAX_COMMAND_BYTES:
         return f"is {size} bytes long, over the {MAX_COMMAND_BYTES} bytes the kernel takes as one argument"

@@ -4,7 +4,9 @@ Every CLI call runs as its own process with a time limit, so a hang fails the te
 stalling the suite. Classes: special files (FIFOs, devices, directories, huge files), YAML alias
 bombs, values over the kernel's limits, characters that split lines differently for different
 readers, two resumes at once, a damaged state database, a full disk, run ids that try to escape
-the run directory, and file permissions under a careless umask.
+the run directory, file permissions under a careless umask; and (round three) numbers YAML would
+read otherwise, integers of hundreds of digits, dependency chains deeper than Python recurses,
+byte-order marks, and numeric options that are not finite.
 """
 
 from __future__ import annotations
@@ -456,3 +458,117 @@ def test_runs_are_private_whatever_the_umask(home: Path) -> None:
     assert not loose, loose
     assert stat.S_IMODE((home / "home" / "runs").stat().st_mode) == 0o700
     assert {"run.db", "manifest.json", "supervisor.log", "supervisor.lock"} <= {p.name for p in found}
+
+
+# --- round three: numbers as written, validation's own limits, invisible text, options ----------
+
+
+def launch_and_wait(spec: Path) -> dict[str, object]:
+    result = cli("launch", str(spec), "--watch", "--json", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    doc: dict[str, object] = json.loads(result.stdout)
+    return doc
+
+
+def test_env_values_reach_the_commands_as_written_not_as_yaml_reads_them(home: Path) -> None:
+    """YAML 1.1 reads 01234 as 668, 1:30 as 90, 1.10 as 1.1, 0x1F as 31, 1e3 as 1000.0 and yes
+    as true; the spec's author typed none of those (docs/spec.md, `env`). A merge key's values
+    are kept as written too."""
+    written = {"OCTAL": "01234", "SEXAGESIMAL": "1:30", "DECIMAL": "1.10", "HEX": "0x1F", "EXP": "1e3"}
+    written |= {"YES": "yes", "OFF": "Off", "DATE": "2024-13-01", "QUOTED": "'007'", "BIG": "9" * 400}
+    out = home / "seen"
+    names = [*sorted(written), "MERGED"]
+    spec = home / "env.yaml"
+    spec.write_text(
+        "name: env\nsteps:\n  - name: s\n    queue: cpu\n"
+        f"    command: printf '%s|' {' '.join(f'${n}' for n in names)} > {out}\n"
+        "    env:\n      <<: {MERGED: 0o17}\n" + "".join(f"      {n}: {v}\n" for n, v in written.items())
+    )
+    assert launch_and_wait(spec)["state"] == "SUCCEEDED"
+    expected = {**written, "QUOTED": "007", "MERGED": "0o17"}
+    assert out.read_text() == "".join(f"{expected[n]}|" for n in names)
+
+
+def test_an_env_key_without_a_value_is_refused_with_how_to_write_an_empty_one(tmp_path: Path) -> None:
+    spec = spec_with(tmp_path, "[echo hi]", "    env:\n      EMPTY:\n")
+    assert validate(spec) == (
+        f"opsctl: {spec}:6: step 's': env: EMPTY has no value; write EMPTY: \"\" for an empty one"
+    )
+
+
+@pytest.mark.parametrize("key", ["timeout", "vcpus", "memory", "gpus", "retries", "array_size"])
+def test_an_integer_of_400_digits_is_refused_in_a_short_line_naming_its_limit(
+    tmp_path: Path, key: str
+) -> None:
+    queue = "gpu" if key == "gpus" else "cpu"
+    spec = tmp_path / "big.yaml"
+    spec.write_text(
+        f"name: big\nsteps:\n  - name: s\n    queue: {queue}\n    {key}: {'9' * 400}\n    command: echo hi\n"
+    )
+    line = validate(spec)
+    assert line.startswith(f"opsctl: {spec}:5: step 's': {key} = 999") and " is outside " in line
+    assert len(line) < 200
+
+
+@pytest.mark.parametrize("steps", [1_500, 10_000])
+def test_a_long_dependency_chain_validates_without_recursion(tmp_path: Path, steps: int) -> None:
+    """Each step depends on the next: the cycle check and the ordering walk the whole chain."""
+
+    def chain(last_depends_on_first: bool) -> Path:
+        spec = tmp_path / "chain.yaml"
+        body = "".join(
+            f"  - name: s{i}\n    queue: cpu\n    command: echo {i}\n"
+            + (f"    depends_on: [s{i + 1}]\n" if i + 1 < steps else "")
+            for i in range(steps)
+        )
+        spec.write_text(
+            f"name: chain\nsteps:\n{body}" + ("    depends_on: [s0]\n" if last_depends_on_first else "")
+        )
+        return spec
+
+    result = cli("validate", str(chain(False)), "--json", timeout=LIMIT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    order = [s["name"] for s in json.loads(result.stdout)["steps"]]
+    assert order[:2] == [f"s{steps - 1}", f"s{steps - 2}"] and order[-1] == "s0"
+    spec = chain(True)
+    line = validate(spec)
+    assert line.startswith(f"opsctl: {spec}:3: dependency cycle: s0 -> s1 -> ")
+    assert line.endswith(f"s{steps - 1} -> s0")
+
+
+def test_a_byte_order_mark_starts_a_list_file_harmlessly_and_is_refused_inside_a_command(home: Path) -> None:
+    out = home / "ran"
+    (home / "list.txt").write_bytes(f"\ufeffecho first >> {out}\necho second >> {out}\n".encode())
+    spec = spec_with(home, "list.txt")
+    spec.write_bytes(b"\xef\xbb\xbf" + spec.read_bytes())  # the spec's own BOM: YAML's to skip
+    assert launch_and_wait(spec)["state"] == "SUCCEEDED"
+    assert out.read_text() == "first\nsecond\n"
+    assert parse_commands("\ufeffecho a\n") == ["echo a"], "the worker's reader too"
+    (home / "list.txt").write_text("echo one\necho \ufefftwo\n")
+    assert validate(spec) == (
+        f"opsctl: {spec}:5: step 's': list file 'list.txt' line 2: the command contains U+FEFF "
+        "(a byte-order mark), invisible, and not a blank to the shell"
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["watch", "r-20260101-000000-abcd", "--interval", "nan"],
+        ["watch", "r-20260101-000000-abcd", "--interval", "inf"],
+        ["watch", "r-20260101-000000-abcd", "--interval", "1e308"],
+        ["watch", "r-20260101-000000-abcd", "--cost-every", "nan"],
+        ["status", "r-20260101-000000-abcd", "--stuck-after", "inf"],
+        ["prune", "--older-than", "nan"],
+        ["launch", "examples/hello.yaml", "--max-parallel", "1" + "0" * 30],
+    ],
+)
+def test_a_numeric_option_out_of_its_range_is_a_usage_error(home: Path, argv: list[str]) -> None:
+    result = subprocess.run(
+        [OPSCTL, *argv], capture_output=True, text=True, timeout=LIMIT, cwd=Path(__file__).parent.parent
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    option = next(a for a in argv if a.startswith("--"))
+    assert f"Invalid value for '{option}'" in result.stderr
+    runs = home / "home" / "runs"
+    assert not runs.exists() or not list(runs.iterdir()), "nothing made, not even a hidden half-made run"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -41,11 +42,23 @@ RunId = Annotated[
     ),
 ]
 Spec = Annotated[Path, typer.Argument(help="Pipeline spec (YAML); see docs/spec.md.", metavar="SPEC")]
+
+
+def finite(value: float | None) -> float | None:
+    """A float option's guard beside its range: click's ranges let nan through (every comparison
+    with it is false), and time.sleep then fails on it, or waits for ever on inf."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
+
+
 StuckAfter = Annotated[
     float,
     typer.Option(
         "--stuck-after",
         min=0,
+        max=7 * 24 * 60,  # a week, in minutes
+        callback=finite,
         help="AWS: warn about jobs RUNNABLE for more than this many minutes.",
     ),
 ]

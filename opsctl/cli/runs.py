@@ -19,7 +19,7 @@ import typer
 from opsctl.backends.base import Backend, get_backend, remember
 from opsctl.backends.local.containers import Containers
 from opsctl.cli.options import Backend as BackendOption
-from opsctl.cli.options import Infra, Json, RunId, Spec, StuckAfter
+from opsctl.cli.options import Infra, Json, RunId, Spec, StuckAfter, finite
 from opsctl.errors import LaunchIncomplete
 from opsctl.states import TERMINAL
 from opsctl_contract.errors import BadInput
@@ -35,7 +35,10 @@ def launch(
     max_parallel: Annotated[
         int | None,
         typer.Option(
-            "--max-parallel", min=1, help="Local backend: most children running at once (default: CPUs)."
+            "--max-parallel",
+            min=1,
+            max=10_000,  # an array step's most children
+            help="Local backend: most children running at once (default: CPUs).",
         ),
     ] = None,
     containers: Annotated[
@@ -97,13 +100,18 @@ def watch(
     run_id: RunId,
     backend: BackendOption = None,
     infra: Infra = None,
-    interval: Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between refreshes.")] = 1.0,
+    interval: Annotated[
+        float,
+        typer.Option("--interval", min=0.1, max=3600, callback=finite, help="Seconds between refreshes."),
+    ] = 1.0,
     stuck_after: StuckAfter = 15.0,
     cost_every: Annotated[
         float,
         typer.Option(
             "--cost-every",
             min=0,
+            max=86400,
+            callback=finite,
             help="AWS: refresh the cost so far in the header every this many seconds (0: never). "
             "Each refresh lists the children (about 1 call per 100).",
         ),
@@ -318,7 +326,13 @@ def report(
 def prune(
     older_than: Annotated[
         float,
-        typer.Option("--older-than", min=0, help="Delete finished local runs that ended this many days ago."),
+        typer.Option(
+            "--older-than",
+            min=0,
+            max=36500,
+            callback=finite,
+            help="Delete finished local runs that ended this many days ago.",
+        ),
     ] = 30,
     yes: Annotated[bool, typer.Option("--yes", help="Delete; without it, only print what would go.")] = False,
 ) -> None:
