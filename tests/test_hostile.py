@@ -572,3 +572,26 @@ def test_a_numeric_option_out_of_its_range_is_a_usage_error(home: Path, argv: li
     assert f"Invalid value for '{option}'" in result.stderr
     runs = home / "home" / "runs"
     assert not runs.exists() or not list(runs.iterdir()), "nothing made, not even a hidden half-made run"
+
+
+def test_a_worker_module_in_the_launch_directory_cannot_stand_in(home: Path) -> None:
+    """The local worker starts as `python -P -m worker`: a `worker.py` or `worker/` where the user
+    launches is not imported in its place, and the commands still get the step's PYTHONPATH."""
+    impostor = "import sys; print('impostor'); sys.exit(0)\n"
+    (home / "worker.py").write_text(impostor)
+    (home / "lib").mkdir()
+    out = home / "seen"
+    spec = spec_with(home, f'["echo $PYTHONPATH > {out}"]', f"    env: {{PYTHONPATH: {home / 'lib'}}}\n")
+    result = subprocess.run(
+        [OPSCTL, "launch", str(spec), "--watch", "--json"],
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["state"] == "SUCCEEDED" and doc["steps"][0]["commands"]["done"] == 1
+    assert out.read_text() == f"{home / 'lib'}\n"
+    run_dir = home / "home" / "runs" / doc["run_id"]
+    assert "impostor" not in (run_dir / "logs" / "s" / "0.log").read_text()

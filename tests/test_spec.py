@@ -278,7 +278,11 @@ BAD_SPECS = [
         "vcpus = 10000000000 is outside 1..2147483647",
     ),
     ("non-string-key", "name: x\n[1, 2]: 2  # <-\nsteps: []\n", "key [1, 2] must be a string"),
-    ("plain-key-is-text", "name: x\n1: 2  # <-\nsteps: []\n", "unknown key '1' (allowed: name, defaults, steps)"),
+    (
+        "plain-key-is-text",
+        "name: x\n1: 2  # <-\nsteps: []\n",
+        "unknown key '1' (allowed: name, defaults, steps)",
+    ),
     (
         "image-uppercase",
         "name: x\nsteps:\n" + STEP + "    command: 'true'\n    image: Tomo:1  # <-\n",

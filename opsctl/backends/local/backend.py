@@ -76,7 +76,8 @@ def start_supervisor(run: LocalRun, lock: int) -> int:
     try:
         with open_log(run.path / "supervisor.log") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "opsctl.backends.local.supervisor", str(run.path)],
+                # -P: no `opsctl` in the launch directory stands in for ours
+                [sys.executable, "-P", "-m", "opsctl.backends.local.supervisor", str(run.path)],
                 # OPSCTL_RUN_ID marks it as this run's (processes.runs_for)
                 env={**os.environ, "OPSCTL_RUN_ID": run.run_id, LOCK_FD: str(lock)},
                 stdin=subprocess.DEVNULL,

@@ -348,7 +348,9 @@ class Supervisor:
         }
         engine, image = self.manifest.get("engine"), step.get("image")
         container = None
-        argv = [sys.executable, "-m", "worker", "run"]
+        # -P: a `worker` in the launch directory does not stand in for opsctl's (PYTHONPATH
+        # still reaches the worker: the fault tests inject through it).
+        argv = [sys.executable, "-P", "-m", "worker", "run"]
         if engine and image:
             container = containers.name(self.run.run_id, step["name"], index, attempt)
             gpus = not self.manifest.get("no_gpus")  # `--no-gpus`: a trial without GPUs or their preflight
