@@ -23,16 +23,22 @@ from typing import Any
 import yaml
 
 from opsctl.errors import SpecError
+from opsctl.limits import (
+    ENV_NAME,
+    MAX_ARRAY_SIZE,
+    MAX_DEPENDS_ON,
+    MAX_GPUS,
+    MAX_INTEGER,
+    MAX_RETRIES,
+    MIN_TIMEOUT,
+    PIPELINE_NAME,
+    STEP_NAME,
+)
 from opsctl_contract.errors import brief
 from opsctl_contract.files import LIST_FILE_LIMIT, SPEC_LIMIT, Unreadable, read_text
 from opsctl_contract.listfile import command_of, lines, problem
 from opsctl_contract.split import slice_sizes
 
-# A pipeline's name starts its run ids, and so every SubmitJob jobName, which must start with a
-# letter or digit (AWS Batch); it also keeps a run id from reading as an option on a command line.
-PIPELINE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
-STEP_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # A container image reference as Docker and ECR read one: [registry[:port]/]path[:tag][@digest],
 # path components lowercase. AWS Batch takes up to 255 characters.
 _REGISTRY = (
@@ -44,13 +50,6 @@ IMAGE = re.compile(
 )
 MAX_IMAGE = 255
 
-# Limits from AWS Batch, enforced for every backend so a spec that runs locally also submits.
-MAX_ARRAY_SIZE = 10_000  # array jobs hold 2..10,000 children
-MAX_DEPENDS_ON = 20  # SubmitJob's dependsOn takes at most 20 entries
-MAX_RETRIES = 9  # retryStrategy.attempts is 1..10, and attempts = retries + 1
-MIN_TIMEOUT = 60  # Batch rejects attemptDurationSeconds below 60
-MAX_GPUS = 8  # the most of any instance type the GPU compute environment takes (p4d, p5, g6e.48xlarge)
-MAX_INTEGER = 2**31 - 1  # timeout, vcpus and memory travel as the Batch API's 32-bit integers
 MAX_TEMPLATE_RANGE = 1_000_000
 MAX_YAML_NODES = 2_000_000  # values a spec may expand to through YAML aliases
 # Names the worker environment contract owns; a step's `env` must not shadow them.

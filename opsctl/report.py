@@ -14,6 +14,7 @@ from collections import defaultdict
 from typing import Any
 
 from opsctl.costs import dollars
+from opsctl.visible import visible
 
 SLOWEST = 5  # children listed per step
 
@@ -26,6 +27,14 @@ def facts(
 ) -> dict[str, Any]:
     """The report's figures: the run's headline, each step's, every attempt, the failures, and
     the cost estimate of opsctl.costs where the backend made one."""
+    # Times are wall-clock records: a clock stepped back mid-attempt would end it before it
+    # began. Such an attempt took no time, so no duration, wall time or bar is negative.
+    attempts = [
+        {**a, "finished": max(a["finished"], a["started"])}
+        if a["started"] is not None and a["finished"] is not None
+        else a
+        for a in attempts
+    ]
     by_step: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for a in attempts:
         by_step[a["step"]].append(a)
@@ -42,7 +51,7 @@ def facts(
         "pipeline": status["pipeline"],
         "backend": status["backend"],
         "state": status["state"],
-        "reason": status.get("reason"),
+        "reason": _shown(status.get("reason")),
         "started": begin,
         "finished": max(ends) if ends and len(ends) == len(attempts) else None,
         "wall_seconds": round(max(ends) - begin, 3) if begin is not None and ends else None,
@@ -52,9 +61,15 @@ def facts(
         "cpu_seconds": round(sum(cpu), 3) if cpu else None,
         "steps": steps,
         "timeline": [_bar(a, begin) for a in attempts],
-        "failures": failures,
+        "failures": [visible(line) for line in failures],  # as the backend made them visible
         "cost": cost,
     }
+
+
+def _shown(text: str | None) -> str | None:
+    """A reason as the report shows it: control characters written out (opsctl.visible), in
+    the page and `--json` alike."""
+    return None if text is None else visible(text)
 
 
 def _step(step: dict[str, Any], attempts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -66,7 +81,12 @@ def _step(step: dict[str, Any], attempts: list[dict[str, Any]]) -> dict[str, Any
         per_child[a["index"]] += a["finished"] - a["started"]
     slowest = sorted(per_child.items(), key=lambda item: (-item[1], item[0]))[:SLOWEST]
     retries = [
-        {"index": a["index"], "attempt": a["attempt"], "exit_code": a["exit_code"], "reason": a["reason"]}
+        {
+            "index": a["index"],
+            "attempt": a["attempt"],
+            "exit_code": a["exit_code"],
+            "reason": _shown(a["reason"]),
+        }
         for a in attempts
         if a["exit_code"] not in (0, None) or a["reason"]
     ]
@@ -109,7 +129,7 @@ def _bar(a: dict[str, Any], begin: float | None) -> dict[str, Any]:
         "start": offset(a["started"]),
         "end": offset(a["finished"]),
         "exit_code": a["exit_code"],
-        "reason": a["reason"],
+        "reason": _shown(a["reason"]),
         "cpu_seconds": a.get("cpu_seconds"),
         "outcome": outcome,
     }

@@ -6,17 +6,21 @@ run them), so a run can be watched, resumed or killed later without the original
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from opsctl.limits import ENV_NAME, MAX_ARRAY_SIZE, MAX_GPUS, MAX_INTEGER, MAX_RETRIES, MIN_TIMEOUT, STEP_NAME
 from opsctl.states import JobState
 from opsctl_contract import work
 from opsctl_contract.errors import BadInput, brief
-from opsctl_contract.markers import DONE, FAILED, Markers
+from opsctl_contract.markers import DONE, FAILED, WIDTH, Markers
+from opsctl_contract.shapes import Int, ListOf, MapOf, Maybe, OneOf, Text, problem
 from opsctl_contract.storage import Store
 
 if TYPE_CHECKING:  # the supervisor and the worker import this module; the YAML parser is not theirs
@@ -49,11 +53,24 @@ def new_run_id(pipeline_name: str, now: datetime | None = None) -> str:
 
 
 def opsctl_home() -> Path:
-    """`$OPSCTL_HOME`, else the XDG state directory (`~/.local/state/opsctl`)."""
+    """`$OPSCTL_HOME`, else the XDG state directory (`~/.local/state/opsctl`), made absolute: the
+    run directories, and the OPSCTL_RUN_URI and OPSCTL_STATE_URI of every child, are built from
+    it, and a command that changes directory must still find its run. A home that exists but is
+    not a directory is `BadInput` for every command."""
     if home := os.environ.get("OPSCTL_HOME"):
-        return Path(home)
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "opsctl"
+        path, source = Path(home).absolute(), "OPSCTL_HOME"
+    else:
+        state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        path, source = Path(state).absolute() / "opsctl", "opsctl's home; OPSCTL_HOME moves it"
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return path  # made by the first launch
+    except OSError as e:
+        raise BadInput(f"{path} ({source}): cannot be used: {e.strerror}") from None
+    if not stat.S_ISDIR(mode):
+        raise BadInput(f"{path} ({source}) is not a directory: opsctl keeps its runs in a directory there")
+    return path
 
 
 def manifest(pipeline: Pipeline, run_id: str, backend: str, list_uris: dict[str, str]) -> dict[str, Any]:
@@ -67,6 +84,90 @@ def manifest(pipeline: Pipeline, run_id: str, backend: str, list_uris: dict[str,
         "spec_text": pipeline.spec_path.read_text(encoding="utf-8"),  # the record outlives the file
         "steps": [step.record(list_uris[step.name]) for step in pipeline.steps],
     }
+
+
+# What a manifest holds, as `manifest` and the backends write it (opsctl_contract/shapes.py),
+# checked whenever one is read back: every value a backend indexes, calls or builds a path from.
+_COUNT = Int(0, 10**WIDTH - 1)
+_STATE = OneOf(tuple(s.value for s in JobState))
+_COMMANDS = {"total": _COUNT, "done": _COUNT, "failed": _COUNT, "reexecuted": _COUNT}
+_STEP = {
+    "name": Text(STEP_NAME),
+    "queue": OneOf(("cpu", "gpu")),
+    "array_size": Int(1, MAX_ARRAY_SIZE),
+    "commands": Int(1, 10**WIDTH - 1),
+    "list_uri": str,
+    "split": OneOf(("contiguous", "dynamic")),
+    "depends_on": ListOf({"step": Text(STEP_NAME), "n_to_n": bool}),
+    "retries": Int(0, MAX_RETRIES),
+    "timeout": Int(MIN_TIMEOUT, MAX_INTEGER),
+    "vcpus": Maybe(Int(1, MAX_INTEGER)),
+    "memory": Maybe(Int(4, MAX_INTEGER)),
+    "gpus": Maybe(Int(0, MAX_GPUS)),
+    "env": MapOf(Text(re.compile(r"[^\x00]*")), keys=ENV_NAME),
+    "image": Maybe(str),
+    "job_definition": Maybe(str),  # AWS: the revision its jobs are submitted under
+}
+_FINAL = {  # AWS: a step's job as a poll saw it end (AwsBackend._record_final)
+    "job_id": str,
+    "state": _STATE,
+    "reason": Maybe(str),
+    "counts": Maybe(MapOf(_COUNT)),
+    "commands": Maybe(_COMMANDS),
+    "requests": Maybe(MapOf(_COUNT)),
+    "started_at": Maybe(float),
+    "stopped_at": Maybe(float),
+    "log_stream": Maybe(str),
+}
+MANIFEST = {
+    "run_id": Text(RUN_ID),
+    "pipeline": str,
+    "backend": OneOf(("local", "aws")),
+    "created": str,
+    "steps": ListOf(_STEP),
+    "engine": Maybe(str),  # local, --containers: the container engine
+    "no_gpus": Maybe(bool),  # local, --containers --no-gpus
+    "generation": Maybe(Int(1, MAX_INTEGER)),  # AWS; a local run keeps it in run.db
+    "jobs": Maybe(MapOf(str, keys=STEP_NAME)),  # AWS: each step's current job id
+    "replaced": Maybe(ListOf(MapOf(str, keys=STEP_NAME))),
+    "final": Maybe(MapOf(_FINAL, keys=STEP_NAME)),
+    "state": Maybe(_STATE),
+    "launch_requests": Maybe(MapOf(_COUNT)),
+}
+
+
+class BadState(BadInput):
+    """A state file opsctl wrote that reads back as something else: exit 2, one line naming it."""
+
+
+def read_manifest(data: bytes | str, run_id: str, where: str) -> dict[str, Any]:
+    """The manifest of run `run_id` from the bytes of `where` (a path or a URI), checked for
+    shape (MANIFEST): a file that is not JSON, not a manifest, or another run's is `BadState`."""
+    try:
+        doc = json.loads(data)
+    except ValueError as e:
+        raise BadState(f"run {run_id}: its manifest {where} is not JSON ({e})") from None
+    found = problem(doc, MANIFEST) or _order_problem(doc["steps"])
+    if found is None and doc["run_id"] != run_id:
+        found = f"run_id: {brief(doc['run_id'])} is another run's"
+    if found is not None:
+        raise BadState(f"run {run_id}: its manifest {where} is not one opsctl wrote: {found}")
+    return doc  # type: ignore[no-any-return]
+
+
+def _order_problem(steps: list[dict[str, Any]]) -> str | None:
+    """Steps as a launch records them: at least one, names unique, each after those it depends
+    on (the supervisor and the submit order rely on it)."""
+    if not steps:
+        return "steps: none"
+    seen: set[str] = set()
+    for i, step in enumerate(steps):
+        if step["name"] in seen:
+            return f"steps[{i}].name: {step['name']!r} appears twice"
+        if late := next((d["step"] for d in step["depends_on"] if d["step"] not in seen), None):
+            return f"steps[{i}].depends_on: {late!r} is not a step before it"
+        seen.add(step["name"])
+    return None
 
 
 def plan_resume(

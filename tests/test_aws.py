@@ -173,6 +173,7 @@ def stubbed(
     doc = {
         "run_id": run_id,
         "pipeline": "four",
+        "backend": "aws",
         "created": "2026-11-28T12:00:00+00:00",
         "steps": steps,
         "jobs": jobs,
@@ -1316,3 +1317,43 @@ def test_a_stack_definition_with_too_many_tags_is_refused_at_launch(
         "FAILED: remove tags from the stack's job definitions"
     )
     assert "Contents" not in s3_client().list_objects_v2(Bucket=bucket), "nothing was uploaded"
+
+
+# --- state of the wrong shape (issue 27) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["{}", "null", "[1]", '{"steps": 5}', "{", "shape of another run"])
+def test_a_manifest_in_s3_of_the_wrong_shape_is_one_line_naming_it(
+    played: AwsBackend, player: BatchPlayer, three: Path, tmp_path: Path, text: str
+) -> None:
+    run_id = played.launch(three)
+    wait_for(played, run_id)
+    store = played.store(run_id)
+    if text == "shape of another run":
+        doc = played.read_manifest(run_id)
+        doc["steps"][0]["queue"] = "tpu"
+        text = json.dumps(doc)
+    store.write("manifest.json", text.encode())
+    env = {**os.environ, "OPSCTL_HOME": str(tmp_path / "home")}
+    where = f"{store.uri}/manifest.json"
+    for verb in (["status"], ["report", "--json"], ["resume"], ["kill"], ["logs", "pre"]):
+        args = [verb[0], run_id, *verb[1:], "--backend", "aws", "--infra", str(player.infra)]
+        line = one_line(cli(*args, env=env), 2)
+        assert line.startswith(f"opsctl: run {run_id}: its manifest {where} is not "), (verb, line)
+    listed = {r["run_id"]: r for r in played.list_runs()}
+    assert listed[run_id]["state"] is None and listed[run_id]["problem"].startswith(
+        f"run {run_id}: its manifest"
+    )
+
+
+def test_an_attempts_record_of_the_wrong_shape_is_read_again_from_batch(
+    played: AwsBackend, three: Path
+) -> None:
+    run_id = played.launch(three)
+    wait_for(played, run_id)
+    kept = played.attempts(run_id)  # keeps them beside the manifest
+    store = played.store(run_id)
+    record = json.loads(store.read("attempts.json"))
+    for bent in ({"jobs": record["jobs"], "attempts": [{"step": "pre"}]}, [1], {"jobs": 5}):
+        store.write("attempts.json", json.dumps(bent).encode())
+        assert AwsBackend(played.infra).attempts(run_id) == kept

@@ -55,7 +55,7 @@ def test_help_does_not_import_boto3_or_yaml() -> None:
         ("status", ["--backend", "--infra", "--json"]),
         ("kill", ["--backend", "--infra"]),
         ("resume", ["--backend", "--infra"]),
-        ("logs", ["--index", "--follow", "--backend", "--infra"]),
+        ("logs", ["--index", "--follow", "--raw", "--backend", "--infra"]),
         ("list", ["--backend", "--infra", "--json"]),
         ("prune", ["--older-than", "--yes"]),
         ("report", ["--output", "--json", "--backend", "--infra"]),

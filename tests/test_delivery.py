@@ -114,7 +114,9 @@ def test_dockerfile_is_lint_clean_and_ends_non_root(path: Path) -> None:
         assert ":" in image and not image.endswith(":latest"), f"{image} is pinned to a version tag"
     users = [line for line in lines if line.startswith("USER ")]
     assert users and users[-1] == "USER 10001", "the final user is not root"
-    assert lines[-2] == 'ENTRYPOINT ["opsctl-worker"]' and lines[-1].startswith('CMD ["run"')
+    # The worker isolated, so that a step's PYTHONPATH reaches its commands only.
+    assert lines[-2] == 'ENTRYPOINT ["/opt/venv/bin/python", "-I", "-m", "worker"]'
+    assert lines[-1].startswith('CMD ["run"')
     for ignore in [line for line in path.read_text().splitlines() if "hadolint ignore" in line]:
         assert "DL3008" in ignore  # explained once in the file: distro packages follow security updates
 
@@ -131,7 +133,7 @@ def test_the_example_own_image_builds_on_the_worker_image_and_keeps_its_contract
     assert lines[:2] == ["ARG BASE=opsctl-cpu:local", "FROM ${BASE}"]
     assert lines[-1] == "USER 10001", "still the non-root user"
     assert not [line for line in lines if line.startswith(("ENTRYPOINT", "CMD"))], (
-        "opsctl-worker stays the entry"
+        "the worker image's entry point stays"
     )
     for line in lines:
         if line.startswith("COPY "):

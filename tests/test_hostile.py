@@ -6,7 +6,10 @@ bombs, values over the kernel's limits, characters that split lines differently 
 readers, two resumes at once, a damaged state database, a full disk, run ids that try to escape
 the run directory, file permissions under a careless umask; and (round three) numbers YAML would
 read otherwise, integers of hundreds of digits, dependency chains deeper than Python recurses,
-byte-order marks, and numeric options that are not finite.
+byte-order marks, numeric options that are not finite, a home that is a file, relative or
+read-only, state files of the wrong shape, modules that would stand in for the supervisor or the
+worker, and processes a command leaves running. What commands print, how logs grow, clocks and
+narrow terminals: tests/test_hostile_output.py.
 """
 
 from __future__ import annotations
@@ -574,17 +577,31 @@ def test_a_numeric_option_out_of_its_range_is_a_usage_error(home: Path, argv: li
     assert not runs.exists() or not list(runs.iterdir()), "nothing made, not even a hidden half-made run"
 
 
-def test_a_worker_module_in_the_launch_directory_cannot_stand_in(home: Path) -> None:
-    """The local worker starts as `python -P -m worker`: a `worker.py` or `worker/` where the user
-    launches is not imported in its place, and the commands still get the step's PYTHONPATH."""
+@pytest.mark.parametrize("where", ["launch directory", "step PYTHONPATH", "caller PYTHONPATH"])
+def test_a_worker_or_opsctl_module_cannot_stand_in_for_opsctls(home: Path, where: str) -> None:
+    """The local supervisor and worker start isolated (`python -I -m ...`): a `worker` or an
+    `opsctl` of the user's, in the launch directory, on the step's PYTHONPATH or (a `worker`) on
+    the caller's, is not imported in place of opsctl's; the commands still get the step's
+    PYTHONPATH."""
     impostor = "import sys; print('impostor'); sys.exit(0)\n"
-    (home / "worker.py").write_text(impostor)
-    (home / "lib").mkdir()
+    lib = home / "lib"
+    planted = home if where == "launch directory" else lib
+    (planted / "worker").mkdir(parents=True)
+    (planted / "worker" / "__main__.py").write_text(impostor)
+    (planted / "worker" / "__init__.py").write_text("")
+    if where != "caller PYTHONPATH":  # there an `opsctl` would replace the CLI itself
+        (planted / "opsctl" / "backends" / "local").mkdir(parents=True)
+        for package in ("opsctl", "opsctl/backends", "opsctl/backends/local"):
+            (planted / package / "__init__.py").write_text("")
+        for module in ("__main__.py", "supervisor.py"):
+            (planted / "opsctl" / "backends" / "local" / module).write_text(impostor)
     out = home / "seen"
-    spec = spec_with(home, f'["echo $PYTHONPATH > {out}"]', f"    env: {{PYTHONPATH: {home / 'lib'}}}\n")
+    spec = spec_with(home, f'["echo $PYTHONPATH > {out}"]', f"    env: {{PYTHONPATH: {lib}}}\n")
+    env = {**os.environ, "PYTHONPATH": str(lib)} if where == "caller PYTHONPATH" else None
     result = subprocess.run(
         [OPSCTL, "launch", str(spec), "--watch", "--json"],
         cwd=home,
+        env=env,
         capture_output=True,
         text=True,
         timeout=120,
@@ -592,6 +609,246 @@ def test_a_worker_module_in_the_launch_directory_cannot_stand_in(home: Path) -> 
     assert result.returncode == 0, result.stdout + result.stderr
     doc = json.loads(result.stdout)
     assert doc["state"] == "SUCCEEDED" and doc["steps"][0]["commands"]["done"] == 1
-    assert out.read_text() == f"{home / 'lib'}\n"
+    assert out.read_text() == f"{lib}\n"
     run_dir = home / "home" / "runs" / doc["run_id"]
     assert "impostor" not in (run_dir / "logs" / "s" / "0.log").read_text()
+    assert "impostor" not in (run_dir / "supervisor.log").read_text()
+
+
+# --- round three: the home directory, state of the wrong shape, what commands leave running ----
+
+
+READS = ["status", "report --json", "logs s", "watch --json --interval 0.1"]
+WRITES = ["resume", "kill"]
+
+
+def _run_verb(verb: str, run_id: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    name, *rest = verb.split()
+    return cli(name, run_id, *rest, timeout=LIMIT, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_home_that_is_a_file_is_one_line_for_every_command(home: Path) -> None:
+    file = home / "home"
+    file.write_text("not a directory")
+    expected = f"opsctl: {file} (OPSCTL_HOME) is not a directory: opsctl keeps its runs in a directory there"
+    run_id = "x-20260101-000000-0000"
+    for argv in (
+        ["list"],
+        ["prune"],
+        ["launch", str(spec_with(home, "[echo hi]"))],
+        *(v.split() for v in WRITES),
+    ):
+        args = argv if argv[0] in ("list", "prune", "launch") else [argv[0], run_id]
+        assert one_line(cli(*args, timeout=LIMIT), 2) == expected, args
+    for verb in READS:
+        assert one_line(_run_verb(verb, run_id), 2) == expected, verb
+    assert file.read_text() == "not a directory"
+
+
+def test_a_relative_home_is_made_absolute_so_a_command_that_changes_directory_keeps_its_run(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(home)
+    monkeypatch.setenv("OPSCTL_HOME", "relative/home")
+    spec = spec_with(
+        home,
+        '["cd / && echo $OPSCTL_RUN_URI > '
+        + str(home / "uri")
+        + ' && opsctl status $OPSCTL_RUN_ID >/dev/null"]',
+    )
+    result = cli("launch", str(spec), "--watch", "--json", timeout=60)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["state"] == "SUCCEEDED", doc
+    assert (home / "uri").read_text().strip() == str(home / "relative" / "home" / "runs" / doc["run_id"])
+
+
+READ_ONLY = """
+set -e
+mount --bind "$1" "$1"
+mount -o remount,bind,ro "$1"
+shift
+exec "$@"
+"""
+
+
+def read_only(path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """`opsctl ARGV` with `path` mounted read-only for it alone: a private mount namespace of a
+    new user namespace (unshare -rm), so root's bypass of permission bits does not apply and
+    nothing outside the command sees the mount."""
+    return subprocess.run(
+        ["unshare", "-rm", "sh", "-c", READ_ONLY, "sh", str(path), OPSCTL, *argv],
+        capture_output=True,
+        text=True,
+        timeout=LIMIT,
+    )
+
+
+def test_a_read_only_home_is_read_and_every_write_is_one_line(home: Path) -> None:
+    """Reads work on a read-only home (SQLite opens the database immutable there, the lock is
+    tested shared); launch, resume, kill and prune --yes say what they would write, in one line."""
+    run_id = _finished_run(home, "ro")
+    runs = home / "home" / "runs"
+    before = sorted(p.name for p in runs.rglob("*"))
+    for verb in READS:
+        result = read_only(home / "home", *verb.split()[:1], run_id, *verb.split()[1:])
+        assert result.returncode == 0 and "Traceback" not in result.stderr, (verb, result.stderr)
+    assert run_id in read_only(home / "home", "list").stdout
+    assert read_only(home / "home", "prune").stdout.strip() == "nothing to prune"
+    ending = "writes there; status, logs, list and report still read it"
+    for argv, path, doing in (
+        (["resume", run_id], runs / run_id, "resume"),
+        (["prune", "--yes"], runs, "prune --yes"),
+        (["launch", str(spec_with(home, "[echo hi]"))], runs, "launch"),
+    ):
+        line = one_line(read_only(home / "home", *argv), 2)
+        assert line == f"opsctl: {path} is read-only here, and {doing} {ending}", argv
+    assert read_only(home / "home", "kill", run_id).stdout.strip() == f"{run_id} already ended SUCCEEDED"
+    assert sorted(p.name for p in runs.rglob("*")) == before, "nothing written, nothing lost"
+
+
+MANIFESTS = {
+    "empty object": "{}",
+    "null": "null",
+    "a list": "[1]",
+    "steps a number": '{"steps": 5}',
+    "not JSON": "{",
+    "array_size a string": None,  # the real manifest, one value changed (below)
+    "a step name that climbs out": None,
+    "a timeout of 400 digits": None,
+    "another run's": None,
+    "a dependency on no step": None,
+}
+
+
+def _bent(real: dict[str, object], case: str, run_id: str) -> str:
+    doc = json.loads(json.dumps(real))
+    step = doc["steps"][0]
+    if case == "array_size a string":
+        step["array_size"] = "4"
+    elif case == "a step name that climbs out":
+        step["name"] = "../../../../etc"
+    elif case == "a timeout of 400 digits":
+        step["timeout"] = int("9" * 400)
+    elif case == "another run's":
+        doc["run_id"] = run_id.replace("ro-", "rx-")
+    elif case == "a dependency on no step":
+        step["depends_on"] = [{"step": "ghost", "n_to_n": False}]
+    return json.dumps(doc)
+
+
+@pytest.mark.parametrize("case", MANIFESTS)
+def test_a_manifest_of_the_wrong_shape_is_one_line_naming_it(home: Path, case: str) -> None:
+    run_id = _finished_run(home, "ro")
+    path = home / "home" / "runs" / run_id / "manifest.json"
+    text = MANIFESTS[case] or _bent(json.loads(path.read_text()), case, run_id)
+    path.write_text(text)
+    for verb in [*READS, "resume"]:
+        line = one_line(_run_verb(verb, run_id), 2)
+        assert line.startswith(f"opsctl: run {run_id}: its manifest {path} is not "), (verb, line)
+        assert len(line) < 400, line
+    assert path.read_text() == text, "left as found"
+    # kill reads no manifest: it finds the run's processes by their environment.
+    assert cli("kill", run_id, timeout=LIMIT).stdout.strip() == f"{run_id} already ended SUCCEEDED"
+    listed = cli("list", "--json", timeout=LIMIT)
+    assert listed.returncode == 0 and run_id in listed.stdout
+
+
+ROWS = {
+    "a run state no one knows": "UPDATE run SET state = 'BOGUS'",
+    "a start time that is text": "UPDATE step SET started = 'yesterday'",
+    "a child index of 400 digits": "UPDATE child SET idx = 9e999",
+    "a supervisor pid below 1": "UPDATE run SET supervisor_pid = -5",
+    "an attempt's cpu time of infinity": "UPDATE attempt SET cpu = 9e999",
+    "two run records": "INSERT INTO run (id, pipeline, state, created, max_parallel, generation) "
+    "SELECT replace(id, 'ro-', 'rp-'), pipeline, state, created, 1, 1 FROM run",
+}
+
+
+@pytest.mark.parametrize("case", ROWS)
+def test_a_database_row_of_the_wrong_shape_is_one_line_naming_it(home: Path, case: str) -> None:
+    run_id = _finished_run(home, "ro")
+    db = home / "home" / "runs" / run_id / "run.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute(ROWS[case])
+    conn.close()
+    verbs = ["report --json"] if "attempt" in case else ["status", "report --json", "resume"]
+    for verb in verbs:
+        line = one_line(_run_verb(verb, run_id), 1 if case == "two run records" else 2)
+        assert line.startswith(f"opsctl: run {run_id}: its state database "), (verb, line)
+    listed = json.loads(cli("list", "--json", timeout=LIMIT).stdout)
+    assert [r for r in listed if r["run_id"] == run_id], "still listed"
+
+
+def _procs(pattern: str) -> list[str]:
+    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
+    return [line for line in ps.splitlines() if pattern in line and "ps -eo" not in line]
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_what_a_command_leaves_running_is_ended_when_it_ends_and_counted(home: Path) -> None:
+    """`sleep &` no longer holds the command open; a nohup daemon, a `setsid` child without the
+    run's environment and one that ignores SIGTERM do not outlive it; the log says how many."""
+    tag = f"{os.getpid()}{time.monotonic_ns() % 10_000}"
+    commands = [
+        f"sleep 3{tag} &",
+        f"nohup sleep 4{tag} >/dev/null 2>&1 &",
+        f"env -i setsid sleep 5{tag} &",
+        f"(trap '' TERM; exec sleep 6{tag}) & echo started",
+    ]
+    spec = spec_with(home, json.dumps(commands))
+    started = time.monotonic()
+    result = cli("launch", str(spec), "--watch", "--json", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 15, "no command waited for what it left"
+    doc = json.loads(result.stdout)
+    assert doc["state"] == "SUCCEEDED"
+    assert _procs(tag) == [], "nothing of the run is left"
+    log = (home / "home" / "runs" / doc["run_id"] / "logs" / "s" / "0.log").read_text()
+    events = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    ended = {e["index"]: e["count"] for e in events if e["event"] == "leftover processes ended"}
+    assert ended == {0: 1, 1: 1, 2: 1, 3: 1}
+    seconds = {e["index"]: e["seconds"] for e in events if e["event"] == "command"}
+    assert max(seconds.values()) < 1, "a command's time is its own, not its leftovers' grace"
+
+
+def test_kill_ends_every_process_of_a_run_however_it_detached(home: Path) -> None:
+    tag = f"{os.getpid()}{time.monotonic_ns() % 10_000}"
+    commands = [
+        f"env -i setsid sleep 7{tag} & sleep 8{tag}",
+        f"env -i setsid sh -c 'trap \"\" TERM; sleep 9{tag}' & "
+        f"nohup sleep 1{tag} >/dev/null 2>&1 & sleep 8{tag}",
+    ]
+    spec = spec_with(home, json.dumps(commands), "    array_size: 2\n")
+    run_id = json.loads(cli("launch", str(spec), "--json", timeout=LIMIT).stdout)["run_id"]
+    sleeps = lambda: [p for p in _procs(tag) if p.split()[1] == "sleep"]  # noqa: E731
+    deadline = time.monotonic() + 10
+    while len(sleeps()) < 5 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(sleeps()) == 5, _procs(tag)
+    killed = cli("kill", run_id, timeout=60)
+    assert (killed.returncode, killed.stdout.strip()) == (0, f"{run_id} killed"), killed.stderr
+    assert _procs(tag) == []
+    assert json.loads(cli("status", run_id, "--json").stdout)["state"] == "FAILED"
+
+
+def test_a_worker_killed_outright_leaves_nothing_behind(home: Path) -> None:
+    """A worker SIGKILLed (the OOM killer, a timeout's last resort) cannot end its commands'
+    leftovers; the supervisor adopts them and ends them."""
+    tag = f"{os.getpid()}{time.monotonic_ns() % 10_000}"
+    spec = spec_with(home, json.dumps([f"env -i setsid sleep 2{tag} & sleep 3{tag}"]), "    retries: 0\n")
+    run_id = json.loads(cli("launch", str(spec), "--json", timeout=LIMIT).stdout)["run_id"]
+    deadline = time.monotonic() + 10
+    while not (found := [p for p in _procs(f"sleep 3{tag}") if p.split()[1] == "sleep"]):
+        assert time.monotonic() < deadline, "the command started"
+        time.sleep(0.1)
+    shell = _parent(int(found[0].split()[0]))
+    os.kill(_parent(shell), 9)  # the worker
+    watched = cli("watch", run_id, "--json", "--interval", "0.1", timeout=60)
+    assert json.loads(watched.stdout)["state"] == "FAILED"
+    assert _procs(tag) == []
+    log = (home / "home" / "runs" / run_id / "supervisor.log").read_text()
+    assert "ended 3 processes left by workers that ended" in log  # the shell and its two sleeps

@@ -10,12 +10,15 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
+
 from opsctl_contract.storage import STAGING
-from tests.helpers import cli, one_line
+from tests.helpers import cli, host_python, one_line
 
 # Plays a host that dies at the worst moment: the worker's first done marker is staged, and the
-# process is SIGKILLed before it is renamed into place. Loaded by every Python process through
-# PYTHONPATH; only a worker writes markers, and it dies once (the flag file remembers).
+# process is SIGKILLed before it is renamed into place. Loaded by every Python process of the
+# host's interpreter (tests.helpers.host_python); only a worker writes markers, and it dies once
+# (the flag file remembers).
 DYING = """
 import os, signal
 _replace = os.replace
@@ -30,15 +33,12 @@ os.replace = replace
 
 
 def dying_env(tmp_path: Path) -> dict[str, str]:
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(DYING)
-    return {
-        **os.environ,
-        "PYTHONPATH": str(hook),
-        "DIE_ONCE_FLAG": str(tmp_path / "died"),
-        "OPSCTL_HOME": str(tmp_path / "home"),
-    }
+    return {**os.environ, "DIE_ONCE_FLAG": str(tmp_path / "died"), "OPSCTL_HOME": str(tmp_path / "home")}
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> str:
+    return host_python(tmp_path / "host", DYING)
 
 
 def spec(tmp_path: Path, retries: int) -> Path:
@@ -50,8 +50,8 @@ def spec(tmp_path: Path, retries: int) -> Path:
     return path
 
 
-def launched(env: dict[str, str], path: Path) -> dict[str, object]:
-    result = cli("launch", str(path), "--watch", "--json", env=env)
+def launched(env: dict[str, str], path: Path, host: str) -> dict[str, object]:
+    result = cli("launch", str(path), "--watch", "--json", env=env, python=host)
     doc: dict[str, object] = json.loads(result.stdout)
     return doc
 
@@ -61,33 +61,33 @@ def staged(tmp_path: Path, run_id: object) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
 
-def test_a_retry_sweeps_what_its_killed_attempt_left_staged(tmp_path: Path) -> None:
+def test_a_retry_sweeps_what_its_killed_attempt_left_staged(tmp_path: Path, host: str) -> None:
     env = dying_env(tmp_path)
-    doc = launched(env, spec(tmp_path, retries=1))
+    doc = launched(env, spec(tmp_path, retries=1), host)
     assert (tmp_path / "died").exists(), "the first attempt was killed writing its marker"
     assert doc["state"] == "SUCCEEDED", doc
     assert staged(tmp_path, doc["run_id"]) == []
 
 
-def test_resume_sweeps_what_a_killed_worker_left_staged(tmp_path: Path) -> None:
+def test_resume_sweeps_what_a_killed_worker_left_staged(tmp_path: Path, host: str) -> None:
     env = dying_env(tmp_path)
-    doc = launched(env, spec(tmp_path, retries=0))
+    doc = launched(env, spec(tmp_path, retries=0), host)
     run_id = doc["run_id"]
     assert doc["state"] == "FAILED"
     left = staged(tmp_path, run_id)
     assert len(left) == 1 and left[0].startswith("s.0.1-"), left  # step s, child 0, attempt 1
     markers = tmp_path / "home" / "runs" / str(run_id) / "state" / "s"
     assert not [p for p in markers.rglob("*") if p.is_file() and "tmp" in p.name], "never among markers"
-    assert cli("resume", str(run_id), env=env).returncode == 0
+    assert cli("resume", str(run_id), env=env, python=host).returncode == 0
     assert json.loads(cli("watch", str(run_id), "--json", env=env).stdout)["state"] == "SUCCEEDED"
     assert staged(tmp_path, run_id) == []
 
 
-def test_prune_is_a_dry_run_unless_asked_and_never_touches_recent_runs(tmp_path: Path) -> None:
+def test_prune_is_a_dry_run_unless_asked_and_never_touches_recent_runs(tmp_path: Path, host: str) -> None:
     env = dying_env(tmp_path)
-    failed = launched(env, spec(tmp_path, retries=0))  # leaves one staged file
+    failed = launched(env, spec(tmp_path, retries=0), host)  # leaves one staged file
     env.pop("DIE_ONCE_FLAG")
-    old, recent = launched(env, spec(tmp_path, 0)), launched(env, spec(tmp_path, 0))
+    old, recent = launched(env, spec(tmp_path, 0), host), launched(env, spec(tmp_path, 0), host)
     runs = tmp_path / "home" / "runs"
     with sqlite3.connect(runs / str(old["run_id"]) / "run.db") as db:  # as if it ended 40 days ago
         db.execute("UPDATE run SET finished = ?", (time.time() - 40 * 86400,))

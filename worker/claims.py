@@ -262,7 +262,10 @@ class Claims:
                 record = json.loads(self.store.read(f"{self.folder}/{shard}/{block.start}"))
             except (NotFound, ValueError):
                 continue
-            if record.get("child") != self.env.index or record.get("attempt", 0) >= self.env.attempt:
+            attempt = record.get("attempt", 0) if isinstance(record, dict) else None
+            if not isinstance(attempt, int):
+                continue  # not a claim opsctl wrote: like an unreadable one, not this child's
+            if record.get("child") != self.env.index or attempt >= self.env.attempt:
                 continue  # another child's block, in progress or its own to recover
             if failed is None:
                 failed = self.markers.between(FAILED, min(span), max(span))

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 import structlog
 
 from opsctl_contract import logging as opsctl_logging
+from opsctl_contract import subreaper
 from opsctl_contract.errors import BadInput, OpsctlError
 from opsctl_contract.listfile import parse_commands
 from opsctl_contract.markers import DONE, Ledger, Markers
@@ -147,6 +148,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(gpu_check(as_json=args.json, require_gpu=args.require_gpu))
 
     opsctl_logging.configure()
+    # What a command leaves running, however it detached, is re-parented here and ended when
+    # the command ends (worker/runner.py).
+    subreaper.become_subreaper()
     signal.signal(signal.SIGTERM, raise_terminated)
     signal.signal(signal.SIGINT, raise_terminated)
     try:

@@ -7,19 +7,22 @@ in flight without marking it, so the next attempt runs it again.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Set
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from types import FrameType
 from typing import BinaryIO
 
 import structlog
 
+from opsctl_contract import subreaper
 from opsctl_contract.environment import COMMAND_INDEX
 from opsctl_contract.markers import DONE, FAILED, Ledger, Markers
 from opsctl_contract.storage import READ_BYTES, REQUESTS
@@ -81,6 +84,9 @@ def run_commands(
     host = socket.gethostname()
     out = stderr or sys.stderr.buffer
     ran = failed = skipped = 0
+    # Children this process has already are not the commands' (none in a worker; a test's
+    # servers where the runner runs in the test's own process).
+    others = subreaper.children(os.getpid())
     for k in indices:
         if k in done:
             skipped += 1
@@ -89,10 +95,11 @@ def run_commands(
         if not ran and not failed:
             # What this attempt cost before its first command (bench/scale.py reads it).
             log.info("first command", index=k, requests=dict(REQUESTS), read_bytes=READ_BYTES["read"])
-        started = clock()
         os.environ[COMMAND_INDEX] = str(k)
-        exit_code, tail = _run_one(commands[k], out)
-        seconds = round(clock() - started, 3)
+        outcome = _run_one(commands[k], out, clock, others)
+        exit_code, tail, seconds = outcome.exit_code, outcome.tail, outcome.seconds
+        if outcome.leftovers:
+            log.warning("leftover processes ended", index=k, count=outcome.leftovers)
         record = {
             "index": k,
             "exit_code": exit_code,
@@ -119,45 +126,101 @@ def run_commands(
     return Summary(ran=ran, failed=failed, skipped=skipped)
 
 
-def _run_one(command: str, out: BinaryIO) -> tuple[int, str]:
+@dataclass(frozen=True)
+class Outcome:
+    exit_code: int
+    tail: str  # the end of its stderr
+    seconds: float  # from its start to its shell's exit
+    leftovers: int = 0  # processes it left running, ended after it
+
+
+def _run_one(
+    command: str, out: BinaryIO, clock: Callable[[], float] = time.monotonic, others: Sequence[int] = ()
+) -> Outcome:
     """Run `command` with /bin/sh; stdout passes through, stderr is passed on and its tail kept.
+
+    The command is over when its shell exits, not when its stderr closes: a background child
+    (`sleep 30 &`) holds that pipe open. Its end is seen on a pidfd (Linux 5.3) beside the pipe,
+    or by polling where there is none; then the pipe is drained of what is already in it, and
+    what the command left running is ended (opsctl_contract/subreaper.py); `others` are this
+    process's children that are not the command's.
 
     A command the kernel refuses to start (too long, say: the spec validation stops those, but a
     list file can be edited) fails like one a shell cannot execute, 126, and the worker goes on
     with the next one: a worker that died here would be retried into the same wall.
     """
+    started = clock()
     try:
         proc = subprocess.Popen(["/bin/sh", "-c", command], stderr=subprocess.PIPE)
     except (OSError, ValueError) as e:
         message = f"opsctl-worker: cannot start the command: {e}\n"
         out.write(message.encode())
         out.flush()
-        return 126, message
+        return Outcome(126, message, round(clock() - started, 3))
     assert proc.stderr is not None  # noqa: S101 - guaranteed by stderr=PIPE
-    tail = b""
+    tail = bytearray()
+
+    def forward(chunk: bytes) -> None:
+        out.write(chunk)
+        out.flush()
+        tail.extend(chunk)
+        del tail[:-STDERR_TAIL_BYTES]
+
+    pipe = proc.stderr.fileno()
     try:
-        while chunk := os.read(proc.stderr.fileno(), 65536):
-            out.write(chunk)
-            out.flush()
-            tail = (tail + chunk)[-STDERR_TAIL_BYTES:]
+        _follow(proc, pipe, forward)
         returncode = proc.wait()
+        seconds = round(clock() - started, 3)
+        left = subreaper.end_leftovers(keep=others)
+        _drain(pipe, forward)
     except BaseException:
-        # Interrupted (signal): stop the command too, so nothing of this attempt outlives it.
-        _stop(proc)
+        # Interrupted (signal): stop the command and all it started, so nothing of this
+        # attempt outlives it.
+        _stop(proc, others)
         raise
     finally:
         proc.stderr.close()
     # Like a shell: a command killed by signal N reports 128 + N.
     exit_code = 128 - returncode if returncode < 0 else returncode
-    return exit_code, tail.decode("utf-8", errors="replace")
+    return Outcome(exit_code, tail.decode("utf-8", errors="replace"), seconds, left)
 
 
-def _stop(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()
+def _follow(proc: subprocess.Popen[bytes], pipe: int, forward: Callable[[bytes], None]) -> None:
+    """Forward the command's stderr until it closes or the command exits, whichever is first."""
     try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        ended = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # not Linux, or a kernel before 5.3: poll the exit
+        ended = None
+    poller = select.poll()
+    poller.register(pipe, select.POLLIN)
+    if ended is not None:
+        poller.register(ended, select.POLLIN)
+    try:
+        while True:
+            events = dict(poller.poll(None if ended is not None else 50))
+            if pipe in events:
+                chunk = os.read(pipe, 65536)
+                if not chunk:
+                    return  # closed: the command's processes are gone, or closed it
+                forward(chunk)
+            elif (ended is not None and ended in events) or (ended is None and proc.poll() is not None):
+                return
+    finally:
+        if ended is not None:
+            os.close(ended)
+
+
+def _drain(pipe: int, forward: Callable[[bytes], None]) -> None:
+    """Forward what is left in the pipe without waiting for more: whatever still holds its
+    other end (a process no walk found) cannot keep the worker waiting."""
+    os.set_blocking(pipe, False)
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(pipe, 65536):
+            forward(chunk)
+
+
+def _stop(proc: subprocess.Popen[bytes], others: Sequence[int], grace: float = 5.0) -> None:
+    """SIGTERM the command and everything it started (orphans it left re-parented here
+    included; `others` are not its), SIGKILL what is left after `grace`."""
+    subreaper.end(subreaper.leftovers(keep=others), keep=others, grace=grace)
+    proc.wait()  # reaped by `end` already: Popen takes the status as lost

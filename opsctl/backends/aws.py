@@ -20,7 +20,7 @@ import functools
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,11 +32,23 @@ from opsctl.backends.prices import Prices
 from opsctl.costs import HandPrices, Rate, estimate
 from opsctl.errors import LaunchIncomplete
 from opsctl.infra import InfraOutputs
-from opsctl.runs import check_run_id, manifest, new_run_id, plan_resume, write_work
+from opsctl.limits import MAX_ARRAY_SIZE, MAX_INTEGER, STEP_NAME
+from opsctl.runs import (
+    RUN_ID,
+    BadState,
+    check_run_id,
+    manifest,
+    new_run_id,
+    plan_resume,
+    read_manifest,
+    write_work,
+)
 from opsctl.states import TERMINAL, JobState, settle
+from opsctl.visible import visible
 from opsctl_contract.errors import BadInput, OpsctlError
 from opsctl_contract.listfile import parse_commands, render_commands
 from opsctl_contract.markers import step_figures
+from opsctl_contract.shapes import Int, ListOf, MapOf, Maybe, Text, problem
 from opsctl_contract.storage import REQUESTS, NotFound, S3Store, request_cost
 
 if TYPE_CHECKING:
@@ -77,7 +89,7 @@ class Manifest:
             data, etag = store.read_tagged(MANIFEST)
         except NotFound:
             raise BadInput(f"run '{run_id}' not found in {store.uri.rsplit('/', 1)[0]}/ ({where})") from None
-        return cls(store, json.loads(data), etag)
+        return cls(store, read_manifest(data, run_id, f"{store.uri}/{MANIFEST}"), etag)
 
     @classmethod
     def create(cls, store: S3Store, doc: dict[str, Any]) -> Manifest:
@@ -94,7 +106,7 @@ class Manifest:
                 self.etag = etag
                 return
             data, self.etag = self.store.read_tagged(MANIFEST)
-            self.doc = json.loads(data)
+            self.doc = read_manifest(data, self.doc["run_id"], f"{self.store.uri}/{MANIFEST}")
             change(self.doc)
         raise OpsctlError(f"{self.store.uri}/{MANIFEST} kept changing under this update; try again")
 
@@ -356,9 +368,10 @@ class AwsBackend:
         ended = all(_final(doc, step["name"]) for step in doc["steps"])
         store = self.store(run_id)
         if ended:
-            with contextlib.suppress(NotFound):
+            with contextlib.suppress(NotFound, ValueError):
                 kept = json.loads(store.read(ATTEMPTS))
-                if kept.get("jobs") == history:
+                # A record of another shape is no record: the attempts are read again from Batch.
+                if problem(kept, KEPT_ATTEMPTS) is None and kept["jobs"] == history:
                     return list(kept["attempts"])
         found: list[dict[str, Any]] = []
         complete = True  # every job still known to Batch
@@ -629,7 +642,7 @@ class AwsBackend:
                 stream = container.get("logStreamName")
                 if stream:  # its last lines, however long the stream
                     lines.extend(f"    {m}" for m in self.api.log_tail(self.infra.log_group, stream))
-        return lines
+        return [visible(line) for line in lines]  # log lines and reasons: shown, never obeyed
 
     # --- kill, logs, list -----------------------------------------------------------------
 
@@ -692,23 +705,24 @@ class AwsBackend:
                 time.sleep(poll)
                 continue
             if stream and newest != stream:
-                yield from self._drain(stream, token)[0]  # the end of the previous attempt's stream
+                yield from self._drain(stream, token)  # the end of the previous attempt's stream
             if newest != stream:
                 stream, token = newest, None
-            messages, token = self._drain(newest, token)
-            yield from messages
+            token = yield from self._drain(newest, token)
             if not follow or JobState(job["status"]) in TERMINAL:
                 return
             time.sleep(poll)
 
-    def _drain(self, stream: str, token: str | None) -> tuple[list[bytes], str | None]:
-        """Every message of `stream` after `token`, and the token to continue from."""
-        out: list[bytes] = []
+    def _drain(self, stream: str, token: str | None) -> Generator[bytes, None, str | None]:
+        """Every message of `stream` after `token`, a page at a time (at most 1 MB, so memory
+        stays flat however long the stream); returns the token to continue from."""
         while True:
             messages, next_token = self.api.child_log_events(self.infra.log_group, stream, token)
-            out.extend((m + "\n").encode() for m in messages)
+            if messages:
+                # surrogates (a message that was not UTF-8) as escapes: never a traceback
+                yield "".join(f"{m}\n" for m in messages).encode(errors="backslashreplace")
             if next_token == token:
-                return out, token
+                return token
             token = next_token
 
     def _gone_job(self, doc: dict[str, Any], step: str, job_id: str) -> dict[str, Any]:
@@ -727,10 +741,26 @@ class AwsBackend:
         bucket = S3Store(self.infra.bucket, "runs")
         rows = []
         for run_id in bucket.folders():
+            if not RUN_ID.fullmatch(run_id):
+                continue  # not a run: something else put there
             try:
-                doc = json.loads(bucket.read(f"{run_id}/manifest.json"))
+                doc = read_manifest(
+                    bucket.read(f"{run_id}/{MANIFEST}"), run_id, f"{bucket.uri}/{run_id}/{MANIFEST}"
+                )
             except NotFound:
                 continue  # a launch that stopped before its manifest: nothing to show
+            except BadState as e:
+                rows.append(
+                    {
+                        "run_id": run_id,
+                        "pipeline": None,
+                        "backend": "aws",
+                        "state": None,
+                        "created": "",
+                        "problem": str(e),
+                    }
+                )
+                continue
             rows.append(
                 {
                     "run_id": doc["run_id"],
@@ -741,6 +771,27 @@ class AwsBackend:
                 }
             )
         return sorted(rows, key=lambda r: (r["created"], r["run_id"]), reverse=True)
+
+
+# attempts.json as `attempts` keeps it: the Batch jobs it was read from, and their attempts.
+KEPT_ATTEMPTS = {
+    "jobs": MapOf(ListOf(str), keys=STEP_NAME),
+    "attempts": ListOf(
+        {
+            "step": Text(STEP_NAME),
+            "index": Int(0, MAX_ARRAY_SIZE - 1),
+            "generation": Int(1, MAX_INTEGER),
+            "attempt": Int(1, MAX_INTEGER),
+            "started": Maybe(float),
+            "finished": Maybe(float),
+            "exit_code": Maybe(int),
+            "reason": Maybe(str),
+            "cpu_seconds": Maybe(float),
+            "vcpus": Maybe(float),
+            "gpus": Maybe(float),
+        }
+    ),
+}
 
 
 def _attempts_of(job: dict[str, Any], step: str, index: int, generation: int) -> list[dict[str, Any]]:
@@ -885,7 +936,8 @@ def _elapsed(started_ms: float | None, stopped_ms: float | None) -> float | None
     if not started_ms:
         return None
     end = float(stopped_ms or time.time() * 1000)
-    return round((end - float(started_ms)) / 1000, 1)
+    # Never below 0: Batch's times and this machine's clock may disagree, or a clock step back.
+    return max(0.0, round((end - float(started_ms)) / 1000, 1))
 
 
 def _epoch(iso: str) -> float:

@@ -36,10 +36,6 @@ ECS_CONTAINER = "default"
 # contain uppercase and lowercase letters, numbers, hyphens (-), and underscores (_)" (botocore
 # batch model, SubmitJobRequest.jobName).
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
-# The Batch API's numbers are 32-bit integers (botocore batch model: JobTimeout.
-# attemptDurationSeconds, ContainerOverrides.vcpus and .memory are `integer`), so a larger one
-# cannot even be read by the service.
-MAX_INTEGER = 2**31 - 1
 
 # attempts = retries + 1. Batch applies the first rule that matches, and retries when none
 # does, hence the catch-all EXIT at the end (at most 5 rules):

@@ -245,27 +245,61 @@ def logs(
         int | None, typer.Option("--index", min=0, help="Array child (local default: all; aws default: 0).")
     ] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+    raw: Annotated[
+        bool,
+        typer.Option(
+            "--raw",
+            help="Write the bytes exactly as logged, terminal escapes included (to keep in a file); "
+            "without it they are made visible (\\x1b) and are not obeyed.",
+        ),
+    ] = False,
     backend: BackendOption = None,
     infra: Infra = None,
 ) -> None:
     """Print a step's logs.
 
-    Each child's output and the worker's events.
+    Each child's output and the worker's events, streamed whatever their size. Control
+    characters (escape sequences, bidirectional overrides) and bytes that are not UTF-8 are
+    shown as backslash escapes unless --raw.
     """
+    from opsctl.visible import VisibleStream
+
+    out = sys.stdout.buffer
+    shown = None if raw else VisibleStream()
     for chunk in get_backend(backend, infra, run_id).logs(run_id, step, index, follow=follow):
-        sys.stdout.buffer.write(chunk)
-        sys.stdout.buffer.flush()
+        out.write(chunk if shown is None else shown.decode(chunk).encode())
+        out.flush()
+    if shown is not None:
+        out.write(shown.decode(b"", final=True).encode())  # a log that ends inside a character
+        out.flush()
 
 
 def list_runs(backend: BackendOption = None, infra: Infra = None, as_json: Json = False) -> None:
-    """List runs, newest first."""
+    """List runs, newest first.
+
+    One line a run: its id, state and creation time; in a terminal too narrow for the time
+    (run ids reach 61 characters), without it: the id holds it, to the second (UTC). A run that
+    cannot be read has its problem on the next line.
+    """
     rows = get_backend(backend, infra).list_runs()
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
+    import shutil
+    import textwrap
+
+    from opsctl.visible import visible
+
+    width = shutil.get_terminal_size().columns  # $COLUMNS, else the terminal's, else 80
+    ids = max((len(row["run_id"]) for row in rows), default=0)
     for row in rows:
-        problem = f"  {row['problem']}" if row.get("problem") else ""
-        typer.echo(f"{row['run_id']:<64} {row['state'] or '-':<10} {row['created']}{problem}")
+        line = f"{row['run_id']:<{ids}}  {row['state'] or '-':<9}"
+        dated = f"{line}  {row['created']}"
+        typer.echo(dated if len(dated) <= width else line.rstrip())
+        if row.get("problem"):
+            typer.echo(
+                textwrap.fill(visible(row["problem"]), width, initial_indent="  ", subsequent_indent="  ")
+            )
 
 
 def report(

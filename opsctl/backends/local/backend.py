@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from opsctl.backends.local.containers import Containers, check_gpus, check_images, find_engine, worker_image
-from opsctl.backends.local.processes import STOP_GRACE, pid_alive, runs_for, signal_group, terminate_run
+from opsctl.backends.local.processes import (
+    STOP_GRACE,
+    pid_alive,
+    run_processes,
+    runs_for,
+    signal_group,
+    terminate_run,
+)
 from opsctl.backends.local.state import (
     BrokenRun,
     LocalRun,
@@ -30,12 +37,15 @@ from opsctl.backends.local.state import (
     mark_killed,
     migrate,
     open_log,
+    read_only,
     runs_dir,
+    writable,
 )
 from opsctl.backends.local.supervisor import DEPENDENCY_FAILED, LOCK_FD
 from opsctl.costs import HandPrices, estimate
-from opsctl.runs import check_run_id, plan_resume, write_work
+from opsctl.runs import BadState, check_run_id, opsctl_home, plan_resume, write_work
 from opsctl.states import TERMINAL, JobState, settle
+from opsctl.visible import visible
 from opsctl_contract.errors import BadInput, OpsctlError
 from opsctl_contract.files import LIST_FILE_LIMIT, read_text
 from opsctl_contract.listfile import parse_commands
@@ -76,10 +86,16 @@ def start_supervisor(run: LocalRun, lock: int) -> int:
     try:
         with open_log(run.path / "supervisor.log") as log:
             proc = subprocess.Popen(
-                # -P: no `opsctl` in the launch directory stands in for ours
-                [sys.executable, "-P", "-m", "opsctl.backends.local.supervisor", str(run.path)],
-                # OPSCTL_RUN_ID marks it as this run's (processes.runs_for)
-                env={**os.environ, "OPSCTL_RUN_ID": run.run_id, LOCK_FD: str(lock)},
+                # -I: no `opsctl` in the launch directory or on PYTHONPATH stands in for ours
+                [sys.executable, "-I", "-m", "opsctl.backends.local", str(run.path)],
+                # OPSCTL_RUN_ID marks it as this run's (processes.runs_for); OPSCTL_HOME, made
+                # absolute, is where the run's commands find it wherever they change directory.
+                env={
+                    **os.environ,
+                    "OPSCTL_HOME": str(opsctl_home()),
+                    "OPSCTL_RUN_ID": run.run_id,
+                    LOCK_FD: str(lock),
+                },
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -121,6 +137,16 @@ def kill(run_id: str) -> str:
         if pid_alive(supervisor):
             signal_group(supervisor, signal.SIGKILL)
     stopped = terminate_run(run_id, pids)  # whatever the supervisor left, or ran without one
+    # SIGKILL has been sent to all of them: what is still there after a moment cannot be ended.
+    deadline = time.monotonic() + 3
+    while (alive := _still_alive(run_id, supervisor)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if alive:
+        shown = ", ".join(map(str, alive[:10]))
+        raise OpsctlError(
+            f"{run_id}: {len(alive)} of its processes are still alive after SIGKILL (pids {shown}); "
+            f"nothing recorded; `opsctl kill {run_id}` tries again"
+        )
     if row is None:
         return f"{run_id}: stopped {stopped} processes; its state database is unreadable, nothing recorded"
     if row["state"] in TERMINAL and not stopped and not (supervisor and pid_alive(supervisor)):
@@ -130,6 +156,13 @@ def kill(run_id: str) -> str:
     return f"{run_id} killed"
 
 
+def _still_alive(run_id: str, supervisor: int | None) -> list[int]:
+    pids = set(run_processes(run_id))
+    if supervisor and runs_for(supervisor, run_id):
+        pids.add(supervisor)
+    return sorted(pids)
+
+
 def resume(run_id: str) -> str:
     """Run again every step that did not succeed, in a new generation (runs.plan_resume).
 
@@ -137,6 +170,8 @@ def resume(run_id: str) -> str:
     says the run is running. Workers skip commands that have done markers.
     """
     run = LocalRun.find(run_id)
+    if not writable(run.path):
+        raise read_only(run.path, "resume")
     engine = run.manifest.get("engine")
     if engine and not os.access(engine, os.X_OK):
         raise BadInput(f"{run_id} runs its steps' images with {engine} (--containers), which is gone")
@@ -197,23 +232,11 @@ def attempts(run_id: str) -> list[dict[str, Any]]:
     finished, exit_code, reason, cpu_seconds."""
     run = LocalRun.find(run_id)
     with run.db() as conn:
-        migrate(conn)
-        rows = conn.execute(
-            "SELECT step, idx, generation, attempt, started, finished, exit_code, reason, cpu FROM attempt "
-            "ORDER BY started, step, idx"
-        ).fetchall()
-    keys = (
-        "step",
-        "index",
-        "generation",
-        "attempt",
-        "started",
-        "finished",
-        "exit_code",
-        "reason",
-        "cpu_seconds",
-    )
-    return [dict(zip(keys, row, strict=True)) for row in rows]
+        if writable(run.path):
+            migrate(conn)
+        rows = run.rows(conn, "attempt", "ORDER BY started, step, idx")
+    named = {"idx": "index", "cpu": "cpu_seconds"}
+    return [{named.get(k, k): row[k] for k in row.keys()} for row in rows]  # noqa: SIM118 - a Row
 
 
 def _recorded_pids(run: LocalRun) -> list[int]:
@@ -228,11 +251,12 @@ def status(run_id: str) -> dict[str, Any]:
     """The status document of DESIGN §3.3, plus reasons and failed children."""
     run = LocalRun.find(run_id)
     with run.db() as conn:
-        row = conn.execute("SELECT * FROM run").fetchone()
-        steps = conn.execute("SELECT * FROM step ORDER BY position").fetchall()
-        children = conn.execute("SELECT * FROM child ORDER BY step, idx").fetchall()
-    if row is None:
-        raise BrokenRun(f"run {run_id}: its state database has no run record")
+        runs = run.rows(conn, "run")
+        steps = run.rows(conn, "step", "ORDER BY position")
+        children = run.rows(conn, "child", "ORDER BY step, idx")
+    if len(runs) != 1:
+        raise BrokenRun(f"run {run_id}: its state database has {len(runs)} run records, not one")
+    row = runs[0]
     state = row["state"]
     reason = row["reason"]
     if state not in TERMINAL and not run.supervised():
@@ -266,7 +290,7 @@ def status(run_id: str) -> dict[str, Any]:
                 "reason": short or step["reason"],
                 "array_size": len(kids),
                 "counts": counts,
-                "elapsed": round((step["finished"] or now) - step["started"], 1) if step["started"] else None,
+                "elapsed": _elapsed(step["started"], step["finished"] or now) if step["started"] else None,
                 "commands": figures,
                 "requests": requests,
                 "failed_children": [
@@ -295,7 +319,7 @@ def status(run_id: str) -> dict[str, Any]:
         "state": state,
         "reason": reason,
         "created": _iso(row["created"]),
-        "elapsed": round(finished - row["created"], 1),
+        "elapsed": _elapsed(row["created"], finished),
         "steps": doc_steps,
         "requests": dict(run_requests),  # the workers' operations on the run's state, by S3 price class
     }
@@ -309,10 +333,11 @@ def list_runs() -> list[dict[str, Any]]:
     for path in base.iterdir() if base.is_dir() else []:
         try:
             run = LocalRun(check_run_id(path.name), path)
-            row = run.run_row()
         except BadInput:
             continue  # not a run: a half-built one, or something else put here
-        except BrokenRun as e:
+        try:
+            row = run.run_row()
+        except (BrokenRun, BadState) as e:
             created = path.stat().st_mtime
             rows.append(
                 {
@@ -338,12 +363,24 @@ def list_runs() -> list[dict[str, Any]]:
     return [{**r, "created": _iso(r["created"])} for r in rows]
 
 
+def _elapsed(started: float, ended: float) -> float:
+    """Seconds from one wall-clock record to another, never below 0: a clock set back between
+    them (NTP, a VM restored) would otherwise show a step running for minus a day."""
+    return max(0.0, round(ended - started, 1))
+
+
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
+LOG_CHUNK = 1 << 20  # bytes read at a time: memory stays flat however long a log grows
+
+
 def logs(run_id: str, step: str, index: int | None, *, follow: bool, poll: float = 0.5) -> Iterator[bytes]:
-    """A step's logs (one child's, or all), as they grow while `follow` and the step runs."""
+    """A step's logs (one child's, or all), as they grow while `follow` and the step runs.
+
+    Read a MiB at a time, the bytes exactly as logged; each read ends on a character boundary
+    (`_whole`), so a reader decoding them gets whole characters even as children interleave."""
     run = LocalRun.find(run_id)
     sizes = {s["name"]: s["array_size"] for s in run.manifest["steps"]}
     if step not in sizes:
@@ -356,30 +393,59 @@ def logs(run_id: str, step: str, index: int | None, *, follow: bool, poll: float
         # printed by this pass, so the last lines are never lost.
         with run.db() as conn:
             ended = conn.execute("SELECT state FROM step WHERE name = ?", (step,)).fetchone()[0] in TERMINAL
+        last = not follow or ended or not run.supervised()
         for i in offsets:
             try:
-                with run.log_path(step, i).open("rb") as f:
-                    f.seek(offsets[i])
-                    data = f.read()
+                log = run.log_path(step, i).open("rb")
             except FileNotFoundError:
                 continue  # the child has not started
-            offsets[i] += len(data)
-            if data:
-                yield data  # bytes: a UTF-8 character may straddle two reads
-        if not follow or ended or not run.supervised():
+            with log:
+                log.seek(offsets[i])
+                rest = b""
+                while chunk := log.read(LOG_CHUNK):
+                    data = rest + chunk
+                    # A character still being written is left for the next pass, so that the
+                    # next child's output never lands inside it; on the last pass, all of it.
+                    cut = _whole(data)
+                    rest = data[cut:]
+                    offsets[i] += cut
+                    if cut:
+                        yield data[:cut]
+                if rest and last:
+                    offsets[i] += len(rest)
+                    yield rest
+        if last:
             return
         time.sleep(poll)
+
+
+def _whole(data: bytes) -> int:
+    """How much of `data` ends on a UTF-8 character boundary: all of it but a character its
+    last bytes begin and do not finish (bytes that are not UTF-8 count as whole)."""
+    for back in range(1, min(len(data), 4) + 1):
+        byte = data[-back]
+        if byte < 0x80:
+            return len(data)
+        if byte >= 0xC0:  # a lead byte, of a 2-, 3- or 4-byte character
+            size = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return len(data) - back if back < size else len(data)
+    return len(data)
 
 
 def tail(path: Path, lines: int = 10, window: int = 16384) -> list[str]:
     """The last lines of a log, reading only its end: logs of long steps run to megabytes."""
     try:
         with path.open("rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - window))
+            start = max(0, f.seek(0, os.SEEK_END) - window)
+            f.seek(start)
             data = f.read()
     except FileNotFoundError:
         return []
-    return data.decode(errors="replace").splitlines()[-lines:]
+    if start:  # the window may begin inside a character: its last bytes are not ones to show
+        data = data[:3].lstrip(bytes(range(0x80, 0xC0))) + data[3:]
+    # Lines end at line feeds only: a carriage return is shown (\x0d), as `opsctl logs` shows it,
+    # not taken as a break that lets a line hide what came before it.
+    return [visible(line) for line in data.removesuffix(b"\n").split(b"\n")[-lines:] if data]
 
 
 class LocalBackend:
@@ -413,7 +479,7 @@ class LocalBackend:
                     f"(attempt {child['attempt']}, exit code {child['exit_code']})"
                 )
                 lines.extend(f"    {line}" for line in tail(run.log_path(step["name"], child["index"])))
-        return lines
+        return [visible(line) for line in lines]  # reasons too: text read back from the run's database
 
     def kill(self, run_id: str) -> str:
         return kill(run_id)

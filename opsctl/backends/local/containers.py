@@ -9,7 +9,7 @@ at the same path (markers, lists and logs stay where the host's `opsctl` reads t
 directory's group added, which is how that user may write there (state.share_with_containers).
 It receives the worker environment by name only (`-e NAME`: the values travel in the engine
 client's environment, never on a command line). Its command is `run`, after the image's
-ENTRYPOINT, which must be `opsctl-worker` (docs/worker.md, "Your own image"); a gpu-queue step's
+ENTRYPOINT, which must be the worker (docs/worker.md, "Your own image"); a gpu-queue step's
 is `run --preflight-gpu`, as on AWS. `--init` reaps what commands leave behind, as
 `initProcessEnabled` does in the job definitions.
 

@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from opsctl.backends.local.state import BrokenRun, LocalRun, runs_dir
+from opsctl.backends.local.state import BrokenRun, LocalRun, Running, read_only, runs_dir, writable
 from opsctl.runs import check_run_id
 from opsctl.states import TERMINAL, JobState
-from opsctl_contract.errors import BadInput, OpsctlError
+from opsctl_contract.errors import BadInput
 from opsctl_contract.storage import STAGING, LocalStore
 
 BUILDING_GRACE = 3600.0  # a launch builds its run directory in well under this
@@ -36,7 +36,7 @@ class Leftover:
 def prune(older_than_days: float, *, apply: bool, say: Callable[[str], None]) -> tuple[int, int]:
     """List (and with `apply`, remove) what is left over; (items, bytes) found."""
     cutoff = time.time() - older_than_days * 86400
-    found = list(_leftovers(cutoff, say))
+    found = list(_leftovers(cutoff, say, apply))
     for item in found:
         say(f"{'deleted' if apply else 'would delete'} {item.what}: {_size(item.size)}")
         if apply:
@@ -51,8 +51,10 @@ def prune(older_than_days: float, *, apply: bool, say: Callable[[str], None]) ->
     return len(found), total
 
 
-def _leftovers(cutoff: float, say: Callable[[str], None]) -> Iterator[Leftover]:
+def _leftovers(cutoff: float, say: Callable[[str], None], apply: bool) -> Iterator[Leftover]:
     base = runs_dir()
+    if apply and base.is_dir() and not writable(base):
+        raise read_only(base, "prune --yes")
     for path in sorted(base.iterdir()) if base.is_dir() else []:
         if path.name.startswith(".building-"):
             if path.stat().st_mtime < time.time() - BUILDING_GRACE:
@@ -62,9 +64,15 @@ def _leftovers(cutoff: float, say: Callable[[str], None]) -> Iterator[Leftover]:
             run = LocalRun(check_run_id(path.name), path)
         except BadInput:
             continue  # not a run
+        if not writable(run.path):  # a dry run in a run it could not prune anyway
+            if run.supervised():
+                say(f"skipped {run.run_id}: running")
+            else:
+                yield from _of_run(run, cutoff, say)
+            continue
         try:
             lock = run.lock()
-        except OpsctlError:
+        except Running:
             say(f"skipped {run.run_id}: running")
             continue
         try:  # the lock is held until this run's leftovers have been dealt with

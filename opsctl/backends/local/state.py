@@ -17,7 +17,9 @@ place, so a full disk or a killed `launch` leaves no half-made run for `list` to
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -27,11 +29,25 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
-from opsctl.runs import check_run_id, manifest, new_run_id, opsctl_home, write_work
+from opsctl.limits import MAX_ARRAY_SIZE, MAX_INTEGER, STEP_NAME
+from opsctl.runs import (
+    RUN_ID,
+    BadState,
+    check_run_id,
+    manifest,
+    new_run_id,
+    opsctl_home,
+    read_manifest,
+    write_work,
+)
 from opsctl.states import JobState
 from opsctl_contract.errors import BadInput, OpsctlError
+from opsctl_contract.files import SPEC_LIMIT, read_file
 from opsctl_contract.listfile import render_commands
+from opsctl_contract.markers import WIDTH
+from opsctl_contract.shapes import Int, Maybe, OneOf, Text, problem
 from opsctl_contract.storage import LocalStore, private_dirs
 
 if TYPE_CHECKING:  # the supervisor process starts without the YAML parser: it reads the manifest
@@ -64,8 +80,83 @@ CREATE TABLE IF NOT EXISTS attempt (
 """
 
 
+# The rows of run.db as opsctl writes them (opsctl_contract/shapes.py), checked where they are
+# read (`LocalRun.rows`): a value edited in, or written by another tool, is one line naming the
+# database and the value, not a traceback in arithmetic or a path built from it.
+_STATE = OneOf(tuple(s.value for s in JobState))
+_TIME = Maybe(float)  # seconds since the epoch
+_COUNT = Maybe(Int(0, 10**WIDTH - 1))
+ROWS: dict[str, dict[str, object]] = {
+    "run": {
+        "id": Text(RUN_ID),
+        "pipeline": str,
+        "state": _STATE,
+        "reason": Maybe(str),
+        "created": float,
+        "finished": _TIME,
+        "supervisor_pid": Maybe(Int(1, 2**31 - 1)),
+        "max_parallel": Int(1, MAX_ARRAY_SIZE),
+        "generation": Int(1, MAX_INTEGER),
+    },
+    "step": {
+        "name": Text(STEP_NAME),
+        "position": Int(0, MAX_INTEGER),
+        "state": _STATE,
+        "reason": Maybe(str),
+        "started": _TIME,
+        "finished": _TIME,
+        "done": _COUNT,
+        "failed": _COUNT,
+        "reexecuted": _COUNT,
+    },
+    "child": {
+        "step": Text(STEP_NAME),
+        "idx": Int(0, MAX_ARRAY_SIZE - 1),
+        "state": _STATE,
+        "attempt": Int(0, MAX_INTEGER),
+        "pid": Maybe(Int(1, 2**31 - 1)),
+        "exit_code": Maybe(Int(-(2**31), 2**31 - 1)),
+        "reason": Maybe(str),
+        "started": _TIME,
+        "finished": _TIME,
+    },
+    "attempt": {
+        "step": Text(STEP_NAME),
+        "idx": Int(0, MAX_ARRAY_SIZE - 1),
+        "generation": Int(1, MAX_INTEGER),
+        "attempt": Int(1, MAX_INTEGER),
+        "started": _TIME,
+        "finished": _TIME,
+        "exit_code": Maybe(Int(-(2**31), 2**31 - 1)),
+        "reason": Maybe(str),
+        "cpu": Maybe(float),
+    },
+}
+
+
 class BrokenRun(OpsctlError):
     """A run whose state database cannot be read: it alone is affected."""
+
+
+class Running(OpsctlError):
+    """The run's lock is held: a supervisor runs it."""
+
+
+MANIFEST_LIMIT = 4 * SPEC_LIMIT  # the spec's text, and a record of each of its steps
+
+
+def read_only(path: Path, doing: str) -> BadInput:
+    """The one line for a command that must write where it cannot (a read-only file system, a
+    directory of another user's): what it was doing, and that reads still work there."""
+    return BadInput(
+        f"{path} is read-only here, and {doing} writes there; status, logs, list and report still read it"
+    )
+
+
+def writable(path: Path) -> bool:
+    """Whether this process may create files in `path` (access(2): a read-only mount says no,
+    even to root)."""
+    return os.access(path, os.W_OK | os.X_OK)
 
 
 def runs_dir() -> Path:
@@ -115,8 +206,11 @@ class LocalRun:
         path = self.path / "run.db"
         if not path.is_file():
             raise BrokenRun(f"run {self.run_id}: its state database {path} is missing")
+        # Where nobody can write, SQLite cannot make the WAL's shared-memory file that readers
+        # need: read the file as it is (immutable), which is what it is there.
+        where = path if writable(self.path) else f"file:{quote(str(path))}?mode=ro&immutable=1"
         try:
-            conn = sqlite3.connect(path, timeout=timeout)
+            conn = sqlite3.connect(where, timeout=timeout, uri=where is not path)
         except sqlite3.Error as e:
             raise BrokenRun(f"run {self.run_id}: cannot open its state database {path} ({e})") from None
         conn.row_factory = sqlite3.Row
@@ -124,29 +218,45 @@ class LocalRun:
             with conn:
                 yield conn
         except sqlite3.DatabaseError as e:
+            if "readonly" in str(e):
+                raise read_only(self.path, "recording the change") from None
             raise BrokenRun(f"run {self.run_id}: its state database {path} cannot be used ({e})") from None
         finally:
             conn.close()
 
-    @property
+    @functools.cached_property
     def manifest(self) -> dict[str, Any]:
+        """The manifest, read once and checked for shape (opsctl.runs.MANIFEST): it never changes
+        after the run is created."""
+        path = self.path / "manifest.json"
         try:
-            data: dict[str, Any] = json.loads((self.path / "manifest.json").read_text())
-        except (OSError, ValueError) as e:
-            raise BrokenRun(
-                f"run {self.run_id}: its manifest {self.path / 'manifest.json'} is unreadable ({e})"
-            ) from None
-        return data
+            data = read_file(path, MANIFEST_LIMIT, "manifest")
+        except BadInput as e:
+            raise BadState(f"run {self.run_id}: {e}") from None
+        return read_manifest(data, self.run_id, str(path))
+
+    def rows(self, conn: sqlite3.Connection, table: str, order: str = "") -> list[sqlite3.Row]:
+        """Every row of `table` (one of ROWS), checked for shape; `BadState` naming the first
+        value out of place."""
+        rows = conn.execute(f"SELECT * FROM {table} {order}").fetchall()  # noqa: S608 - fixed names
+        shape = ROWS[table]
+        for row in rows:
+            if found := problem(dict(row), shape, table):
+                raise BadState(
+                    f"run {self.run_id}: its state database {self.path / 'run.db'} holds a row opsctl "
+                    f"did not write: {found}"
+                )
+        return rows
 
     def log_path(self, step: str, index: int) -> Path:
         return self.path / "logs" / step / f"{index}.log"
 
     def run_row(self) -> sqlite3.Row:
         with self.db() as conn:
-            row: sqlite3.Row | None = conn.execute("SELECT * FROM run").fetchone()
-        if row is None:
-            raise BrokenRun(f"run {self.run_id}: its state database has no run record")
-        return row
+            rows = self.rows(conn, "run")
+        if len(rows) != 1:
+            raise BrokenRun(f"run {self.run_id}: its state database has {len(rows)} run records, not one")
+        return rows[0]
 
     # --- the supervisor's lock --------------------------------------------------------------
 
@@ -160,12 +270,14 @@ class LocalRun:
         flock(2) locks die with the last descriptor of their open file, so the lock goes when
         the supervisor goes, however it ends; `start_supervisor` hands this fd to it.
         """
+        if not writable(self.path):
+            raise read_only(self.path, "taking the run's lock")
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise OpsctlError(
+            raise Running(
                 f"{self.run_id} is running: its supervisor (pid {self.lock_holder() or '?'}) holds "
                 f"{self.lock_path}; `opsctl kill {self.run_id}` stops it"
             ) from None
@@ -178,12 +290,18 @@ class LocalRun:
         return None
 
     def supervised(self) -> bool:
-        """True while a supervisor holds the run's lock."""
+        """True while a supervisor holds the run's lock. A shared lock tests it without writing,
+        so this works in a read-only run too (and no lock file: no supervisor ever ran)."""
         try:
-            fd = self.lock()
-        except OpsctlError:
+            fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
             return True
-        os.close(fd)
+        finally:
+            os.close(fd)
         return False
 
 
@@ -200,10 +318,10 @@ def create_run(
     each step's image there; `gpus`: False when `gpus:` steps run without GPUs (`--no-gpus`)."""
     run_id = new_run_id(pipe.name)
     base = runs_dir()
-    private_dirs(base)
     building = base / f".building-{run_id}"
     run = LocalRun(run_id, base / run_id)
     try:
+        private_dirs(base)
         private_dirs(building / "lists")
         private_dirs(building / "state")
         if engine:
@@ -249,6 +367,8 @@ def create_run(
         building.rename(run.path)
     except (OSError, sqlite3.Error) as e:
         shutil.rmtree(building, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise read_only(base, "launch") from None
         reason = getattr(e, "strerror", None) or str(e)
         raise OpsctlError(f"cannot create the run under {base}: {reason}; nothing was started") from None
     return run

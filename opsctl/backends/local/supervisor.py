@@ -4,7 +4,7 @@ Each array child is an `opsctl-worker run` subprocess in its own process group, 
 environment contract as on AWS Batch. States live in memory and are written to the run's SQLite
 database once per tick, in one transaction; a tick whose write fails (a full disk, say) is
 retried, and the next write that succeeds brings every row up to date again, so a full disk
-costs time, not state. `python -m opsctl.backends.local.supervisor RUN_DIR` starts it.
+costs time, not state. `python -m opsctl.backends.local RUN_DIR` starts it.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from opsctl.backends.local import containers
 from opsctl.backends.local.processes import STOP_GRACE, signal_group, terminate
 from opsctl.backends.local.state import LocalRun, mark_killed, migrate, open_log
 from opsctl.states import TERMINAL, JobState, settle
+from opsctl_contract import subreaper
 from opsctl_contract.environment import local_environment
 from opsctl_contract.errors import OpsctlError
 from opsctl_contract.markers import Markers
@@ -75,12 +76,11 @@ class Supervisor:
         self.conn.row_factory = sqlite3.Row
         with self.conn:
             migrate(self.conn)
-        self.max_parallel, self.generation = self.conn.execute(
-            "SELECT max_parallel, generation FROM run"
-        ).fetchone()
-        self.children = {(r["step"], r["idx"]): dict(r) for r in self.conn.execute("SELECT * FROM child")}
-        self.step_state = {r["name"]: JobState(r["state"]) for r in self.conn.execute("SELECT * FROM step")}
-        self.step_rows = {r["name"]: dict(r) for r in self.conn.execute("SELECT * FROM step")}
+        (record,) = run.rows(self.conn, "run")
+        self.max_parallel, self.generation = record["max_parallel"], record["generation"]
+        self.children = {(r["step"], r["idx"]): dict(r) for r in run.rows(self.conn, "child")}
+        self.step_rows = {r["name"]: dict(r) for r in run.rows(self.conn, "step")}
+        self.step_state = {name: JobState(r["state"]) for name, r in self.step_rows.items()}
         # What each tick looks at is kept up to date as children change, so that a tick costs
         # O(children that changed), not O(children): a 10,000-child step ticks every 20 ms.
         self.position = {name: i for i, name in enumerate(self.steps)}
@@ -94,6 +94,9 @@ class Supervisor:
             for dep in step["depends_on"]:
                 self.dependents[dep["step"]].append((name, dep["n_to_n"]))
         self.started = False  # the first tick releases whatever waits with its dependencies met
+        # Children of this process that are not the run's (none in the supervisor process; a
+        # test's servers where a test runs the supervisor in its own process).
+        self.others = set(subreaper.children(os.getpid()))
 
     def stop(self, _signum: int = 0, _frame: object = None) -> None:
         self.stopping = True
@@ -282,6 +285,7 @@ class Supervisor:
         )
 
     def _reap(self, conn: sqlite3.Connection) -> None:
+        self._end_orphans()
         now = self.clock()
         for key, child in list(self.running.items()):
             code, cpu = _reaped(child.proc)
@@ -320,6 +324,16 @@ class Supervisor:
             )
             self._attempt(key, attempt, finished=finished, exit_code=code, reason=reason, cpu=cpu)
 
+    def _end_orphans(self) -> None:
+        """End what workers that died left running. A worker ends its commands' leftovers
+        itself; those of one that was killed (a timeout's SIGKILL, the OOM killer) are
+        re-parented to this process, a subreaper, and die now, as a container's processes
+        die with it on AWS Batch."""
+        keep = self.others | {child.proc.pid for child in self.running.values()}
+        if orphans := [pid for pid in subreaper.children(os.getpid()) if pid not in keep]:
+            ended = subreaper.end(subreaper.tree(orphans), keep=keep, grace=0)
+            print(f"opsctl supervisor: ended {ended} processes left by workers that ended", file=sys.stderr)
+
     def _dependency_met(self, dep: dict[str, Any], index: int) -> bool:
         if dep["n_to_n"]:
             return bool(self.children[(dep["step"], index)]["state"] == JobState.SUCCEEDED)
@@ -348,9 +362,9 @@ class Supervisor:
         }
         engine, image = self.manifest.get("engine"), step.get("image")
         container = None
-        # -P: a `worker` in the launch directory does not stand in for opsctl's (PYTHONPATH
-        # still reaches the worker: the fault tests inject through it).
-        argv = [sys.executable, "-P", "-m", "worker", "run"]
+        # -I: a `worker` in the launch directory or on the step's PYTHONPATH does not stand in
+        # for opsctl's; the commands still get the PYTHONPATH.
+        argv = [sys.executable, "-I", "-m", "worker", "run"]
         if engine and image:
             container = containers.name(self.run.run_id, step["name"], index, attempt)
             gpus = not self.manifest.get("no_gpus")  # `--no-gpus`: a trial without GPUs or their preflight
@@ -407,6 +421,7 @@ class Supervisor:
                 containers.remove(self.manifest["engine"], child.container)
             code, cpu = _reaped(child.proc)
             self._attempt(key, self.children[key]["attempt"], finished=time.time(), exit_code=code, cpu=cpu)
+        self._end_orphans()
         self._write_attempts(conn)
         mark_killed(conn)
         return JobState.FAILED
@@ -437,6 +452,7 @@ def supervise(run_dir: Path) -> int:
     else:
         lock = run.lock()
     os.set_inheritable(lock, False)  # the workers must not keep the run locked after we end
+    subreaper.become_subreaper()  # what a killed worker leaves comes here (Supervisor._end_orphans)
     supervisor = Supervisor(run)
     signal.signal(signal.SIGTERM, supervisor.stop)
     signal.signal(signal.SIGINT, supervisor.stop)
@@ -444,11 +460,13 @@ def supervise(run_dir: Path) -> int:
     return 0 if state is JobState.SUCCEEDED else 1
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: python -m opsctl.backends.local.supervisor RUN_DIR")
+def main(argv: list[str]) -> None:
+    """`python -m opsctl.backends.local RUN_DIR` (the package's __main__.py): started through the
+    package, so this module is imported once, not run a second time as `__main__`."""
+    if len(argv) != 1:
+        raise SystemExit("usage: python -m opsctl.backends.local RUN_DIR")
     try:
-        sys.exit(supervise(Path(sys.argv[1])))
+        sys.exit(supervise(Path(argv[0])))
     except OpsctlError as e:
         print(f"opsctl supervisor: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
