@@ -1,5 +1,6 @@
 """What a run costs as it grows: storage requests per poll, per child start, per command and in
-all, against issue 16's targets, and the local supervisor's tick at 3 x 10,000 children.
+all, against issue 16's targets, and the local supervisor's tick and a local `status` at
+3 x 10,000 children.
 
 Each configuration is one real run on the AWS backend: `AwsBackend.launch`, AWS Batch played by
 tests/batch_player.py with real `opsctl-worker` processes (16 at a time), S3 on a moto server on
@@ -8,7 +9,8 @@ worker's in its ledger (the sum over the run) and, before its first command, in 
 "first command" event. Polls are counted while the step runs (about half done) and after it
 ended. The 10^6-command / 10,000-child row is projected from the measured per-unit costs.
 
-Usage: python bench/scale.py [--large]   (--large adds 10^5 commands and 1,000 children)
+Usage: python bench/scale.py [--large | --local]   (--large adds 10^5 commands and 1,000 children;
+--local measures the local backend's rows only)
 """
 
 from __future__ import annotations
@@ -111,9 +113,12 @@ def one_run(outputs: dict[str, str], work: Path, commands: int, children: int, s
     }
 
 
-def local_tick() -> float:
-    """CPU milliseconds of an idle supervisor tick over 3 steps x 10,000 children."""
+def local_costs() -> tuple[float, float, float]:
+    """Over 3 steps x 10,000 children: CPU milliseconds of an idle supervisor tick, and of a
+    `status` (every row read and checked for shape), beside its peer, the same rows fetched
+    from SQLite and nothing else."""
     import os
+    import sqlite3
 
     from opsctl import pipeline
     from opsctl.backends import local
@@ -138,14 +143,34 @@ def local_tick() -> float:
         for _ in range(ticks):
             with supervisor.conn as conn:
                 supervisor._tick(conn)
+        tick_ms = (time.process_time() - began) * 1000 / ticks
         supervisor.conn.close()
-        return (time.process_time() - began) * 1000 / ticks
+
+        def per_call(work: Any, times: int = 10) -> float:
+            work()  # the page cache and the compiled row checks warm
+            began = time.process_time()
+            for _ in range(times):
+                work()
+            return (time.process_time() - began) * 1000 / times
+
+        def fetch() -> None:
+            with sqlite3.connect(run.path / "run.db") as conn:
+                conn.row_factory = sqlite3.Row
+                for table in ("run", "step", "child"):
+                    conn.execute(f"SELECT * FROM {table}").fetchall()  # noqa: S608 - fixed names
+
+        status_ms = per_call(lambda: local.status(run.run_id))
+        return tick_ms, status_ms, per_call(fetch)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--large", action="store_true", help="add 10^5 commands and 1,000 children")
+    parser.add_argument("--local", action="store_true", help="the local backend's rows only")
     args = parser.parse_args()
+    if args.local:
+        local_results(*local_costs())
+        return
     configs = [
         (1_000, 100, "contiguous"),
         (1_000, 100, "dynamic"),
@@ -170,7 +195,7 @@ def main() -> None:
                 rows.append(one_run({**outputs, "bucket": bucket}, Path(tmp), commands, children, split))
     finally:
         moto_env.stop_server(proc)
-    tick_ms = local_tick()
+    tick_ms, status_ms, fetch_ms = local_costs()
 
     columns = ("commands", "children", "split", "launch", "poll run", "poll end", "steady", "start max")
     print(" ".join(f"{c:>9}" for c in columns), f"{'per cmd':>8} {'total':>8} {'budget':>8}")
@@ -201,8 +226,17 @@ def main() -> None:
             print(f"RESULT scale_per_command_{name} {r['per_command']:.3f} requests target <= 2.0")
         ratio = r["total"] / (2.2 * r["commands"] + 10 * r["children"])
         print(f"RESULT scale_total_{name} {ratio:.2f} ratio target <= 1.0")
+    local_results(tick_ms, status_ms, fetch_ms)
+
+
+def local_results(tick_ms: float, status_ms: float, fetch_ms: float) -> None:
     print(f"local supervisor: {tick_ms:.3f} ms of CPU per idle tick over 3 x 10,000 children")
     print(f"RESULT scale_local_tick_ms {tick_ms:.3f} ms target <= 1.0")
+    print(
+        f"local status over 3 x 10,000 children: {status_ms:.1f} ms of CPU, "
+        f"the same rows fetched alone {fetch_ms:.1f} ms"
+    )
+    print(f"RESULT scale_local_status_vs_fetch {status_ms / fetch_ms:.2f} ratio target <= 3.0")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from opsctl import pipeline
 from opsctl.backends.local import processes
 from opsctl.errors import SpecError
 from opsctl_contract.listfile import AMBIGUOUS, MAX_COMMAND_BYTES, parse_commands, render_commands
+from opsctl_contract.shapes import problem
 from tests.conftest import released_together
 from tests.helpers import OPSCTL, WORKER, cli, one_line
 
@@ -760,6 +761,10 @@ ROWS = {
     "a child index of 400 digits": "UPDATE child SET idx = 9e999",
     "a supervisor pid below 1": "UPDATE run SET supervisor_pid = -5",
     "an attempt's cpu time of infinity": "UPDATE attempt SET cpu = 9e999",
+    "a child's step name that climbs out": "UPDATE child SET step = '../../etc'",
+    "an exit code that is a fraction": "UPDATE child SET exit_code = 1.5",
+    "a reason that is bytes": "UPDATE step SET reason = x'00ff'",
+    "a column gone": "ALTER TABLE child DROP COLUMN state",
     "two run records": "INSERT INTO run (id, pipeline, state, created, max_parallel, generation) "
     "SELECT replace(id, 'ro-', 'rp-'), pipeline, state, created, 1, 1 FROM run",
 }
@@ -778,6 +783,92 @@ def test_a_database_row_of_the_wrong_shape_is_one_line_naming_it(home: Path, cas
         assert line.startswith(f"opsctl: run {run_id}: its state database "), (verb, line)
     listed = json.loads(cli("list", "--json", timeout=LIMIT).stdout)
     assert [r for r in listed if r["run_id"] == run_id], "still listed"
+
+
+# A row of each table as opsctl writes it, for the check below to bend one value of.
+GOOD_ROWS: dict[str, dict[str, object]] = {
+    "run": {
+        "id": "p-20261202-120000-0abc",
+        "pipeline": "p",
+        "state": "RUNNING",
+        "reason": None,
+        "created": 1.7e9,
+        "finished": None,
+        "supervisor_pid": 4242,
+        "max_parallel": 2,
+        "generation": 1,
+    },
+    "step": {
+        "name": "s_1",
+        "position": 0,
+        "state": "SUCCEEDED",
+        "reason": "ok",
+        "started": 1.7e9,
+        "finished": 1.7e9,
+        "done": 3,
+        "failed": 0,
+        "reexecuted": None,
+    },
+    "child": {
+        "step": "s_1",
+        "idx": 0,
+        "state": "FAILED",
+        "attempt": 1,
+        "pid": 99,
+        "exit_code": -9,
+        "reason": "x",
+        "started": 1.7e9,
+        "finished": 1.8e9,
+    },
+    "attempt": {
+        "step": "s_1",
+        "idx": 3,
+        "generation": 1,
+        "attempt": 2,
+        "started": 1.7e9,
+        "finished": None,
+        "exit_code": 143,
+        "reason": None,
+        "cpu": 0.25,
+    },
+}
+SQLITE_VALUES = st.one_of(
+    st.none(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(),
+    st.sampled_from([1.5, -0.0, 9e999, -9e999, 2**31, 0, 10**6, "s_1", "../x", "S1", "RUNNING", "running"]),
+    st.text(max_size=6),
+    st.binary(max_size=4),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(sorted(GOOD_ROWS)), st.data())
+def test_the_sql_row_check_agrees_with_the_walker(table: str, data: st.DataObject) -> None:
+    """state.py checks rows in SQL for speed and walks them (opsctl_contract/shapes.py) only for
+    the message: the two verdicts must agree on any value SQLite can hold, one column at a time."""
+    from opsctl.backends.local.state import ROWS, SCHEMA, fits
+
+    row = dict(GOOD_ROWS[table])
+    row[data.draw(st.sampled_from(sorted(row)))] = data.draw(SQLITE_VALUES)
+    with sqlite3.connect(":memory:") as conn:
+        conn.executescript(SCHEMA)
+        marks = ", ".join("?" * len(row))
+        insert = f"INSERT INTO {table} ({', '.join(row)}) VALUES ({marks})"  # noqa: S608 - ROWS' names
+        conn.execute(insert, list(row.values()))
+        cursor = conn.execute(f"SELECT * FROM {table}")  # noqa: S608
+        stored = dict(zip([c[0] for c in cursor.description], cursor.fetchone(), strict=True))
+        verdict = fits(conn, table, tuple(stored))
+    conn.close()
+    assert verdict == (problem(stored, ROWS[table], table) is None), (table, stored)
+
+
+def test_every_column_of_the_good_rows_is_checked() -> None:
+    """The rows above have every column the schema has, and have the shape."""
+    from opsctl.backends.local.state import ROWS
+
+    for table, row in GOOD_ROWS.items():
+        assert list(row) == list(ROWS[table]) and problem(row, ROWS[table]) is None, table
 
 
 def _procs(pattern: str) -> list[str]:
