@@ -19,7 +19,7 @@ NODE_STAMP := tools/node_modules/.installed-$(subst /,_,$(subst @,-,$(word 2,$(N
 WORKFLOWS := .github/workflows/ci.yml .github/workflows/deploy.yml
 DOCKERFILES := images/cpu/Dockerfile images/gpu/Dockerfile examples/tomo/Dockerfile
 
-.PHONY: venv test lint static checkov demo bench infra ami images push clean
+.PHONY: venv system test lint static checkov demo bench infra ami images push clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@if [ -z "$(PYTHON)" ]; then \
@@ -31,7 +31,13 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-test: $(STAMP) static
+# What the tests need from the machine (tools/system.sh): an OpenCL CPU driver that builds for
+# this processor, Chromium, a Docker engine with debootstrap, npm. Installed from Debian's
+# archive as root; named in one line otherwise.
+system: $(STAMP)
+	@tools/system.sh $(BIN)/python opencl chromium docker npm
+
+test: system static
 	$(BIN)/python -m pytest
 
 # Static checks of what cannot run here: Terraform (checkov), Dockerfiles (hadolint) and the
@@ -82,6 +88,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 demo: $(STAMP)
+	@tools/system.sh $(BIN)/python opencl
 	$(BIN)/opsctl validate examples/tomo/pipeline.yaml
 	$(BIN)/python examples/tomo/demo.py
 
