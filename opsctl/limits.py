@@ -6,7 +6,7 @@ import re
 
 # A pipeline's name starts its run ids, and so every SubmitJob jobName, which must start with a
 # letter or digit (AWS Batch); it also keeps a run id from reading as an option on a command line.
-PIPELINE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
+PIPELINE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 # A step's name is a folder of the run's state and logs, and part of every child's job name.
 STEP_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

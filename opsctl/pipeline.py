@@ -413,7 +413,7 @@ class _Validator:
         if not isinstance(name, str) or not PIPELINE_NAME.fullmatch(name):
             raise _At(
                 top.line_of("name"),
-                f"{_shown('name', name)} must be 1..40 characters of a-z, 0-9 and '-', "
+                f"{_shown('name', name)} must be 1..40 characters of a-z, 0-9, '-' and '_', "
                 "starting with a letter or digit",
             )
 

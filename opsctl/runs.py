@@ -27,10 +27,10 @@ if TYPE_CHECKING:  # the supervisor and the worker import this module; the YAML 
     from opsctl.pipeline import Pipeline
 
 
-# `<pipeline>-<YYYYmmdd-HHMMSS>-<4 hex>`, the pipeline name being 1..40 of [a-z0-9-] starting
+# `<pipeline>-<YYYYmmdd-HHMMSS>-<4 hex>`, the pipeline name being 1..40 of [a-z0-9_-] starting
 # with a letter or digit (opsctl.pipeline.PIPELINE_NAME): so no run id starts with '-', which
 # AWS Batch refuses at the start of a job name and a command line would read as an option.
-RUN_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,39}-[0-9]{8}-[0-9]{6}-[0-9a-f]{4}")
+RUN_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}-[0-9]{8}-[0-9]{6}-[0-9a-f]{4}")
 
 
 def check_run_id(run_id: str) -> str:
@@ -39,7 +39,7 @@ def check_run_id(run_id: str) -> str:
     if not RUN_ID.fullmatch(run_id):
         raise BadInput(
             f"run id {brief(run_id)} is not one opsctl makes: <pipeline>-<YYYYmmdd-HHMMSS>-<4 hex>, "
-            "at most 61 characters of a-z, 0-9 and '-', starting with a letter or digit "
+            "at most 61 characters of a-z, 0-9, '-' and '_', starting with a letter or digit "
             "(`opsctl list` shows the runs)"
         )
     return run_id

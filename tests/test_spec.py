@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -260,7 +261,7 @@ BAD_SPECS = [
     (
         "name-leading-dash",
         "name: -tomo  # <-\nsteps:\n" + STEP + "    command: 'true'\n",
-        "name = '-tomo' must be 1..40 characters of a-z, 0-9 and '-', starting with a letter or digit",
+        "name = '-tomo' must be 1..40 characters of a-z, 0-9, '-' and '_', starting with a letter or digit",
     ),
     (
         "timeout-past-the-api-integer",
@@ -564,3 +565,21 @@ def test_a_step_image_overrides_the_default(tmp_path: Path) -> None:
     a, b = pipeline.load(spec).steps
     assert (a.image, b.image) == ("tomo:1", "tomo-gpu:1")
     assert a.record("s3://b/l")["image"] == "tomo:1"
+
+
+def test_a_pipeline_name_with_an_underscore_runs_and_is_found_by_its_run_id(tmp_path: Path) -> None:
+    """Step names and AWS job names allow `_`; pipeline names do too (issue 28, item 7), and the
+    run id built from one is accepted back by every command that takes a run id."""
+    from tests.helpers import cli
+
+    spec = tmp_path / "p.yaml"
+    spec.write_text("name: my_pipe_2\nsteps:\n" + STEP + "    command: 'true'\n")
+    assert pipeline.load(spec).name == "my_pipe_2"
+    env = {**os.environ, "OPSCTL_HOME": str(tmp_path / "home")}
+    launched = cli("launch", str(spec), "--watch", "--json", env=env)
+    assert launched.returncode == 0, launched.stderr
+    run_id = json.loads(launched.stdout)["run_id"]
+    assert run_id.startswith("my_pipe_2-")
+    status = cli("status", run_id, "--json", env=env)
+    assert status.returncode == 0 and json.loads(status.stdout)["state"] == "SUCCEEDED", status.stderr
+    assert cli("report", run_id, "--json", env=env).returncode == 0

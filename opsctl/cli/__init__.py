@@ -51,7 +51,7 @@ app.add_typer(infra.app, name="infra")
 # argument Click would otherwise read as options ("No such option: -x"), or worse, as a cluster
 # of short options with a value (`report -tomo-...` is `-t`, then `-o mo-...`).
 RUN_COMMANDS = frozenset({"watch", "status", "kill", "resume", "logs", "report"})
-DASHED_RUN_ID = re.compile(r"-[a-z0-9-]*-[0-9]{8}-[0-9]{6}-[0-9a-f]{4}")
+DASHED_RUN_ID = re.compile(r"-[a-z0-9_-]*-[0-9]{8}-[0-9]{6}-[0-9a-f]{4}")
 
 
 def _dashed_run_id(argv: list[str]) -> str | None:
