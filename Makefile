@@ -32,10 +32,10 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 # What the tests need from the machine (tools/system.sh): an OpenCL CPU driver that builds for
-# this processor, Chromium, a Docker engine with debootstrap, npm. Installed from Debian's
+# this processor, Chromium, a Docker engine with debootstrap, npm, jq (the README's examples). Installed from Debian's
 # archive as root; named in one line otherwise.
 system: $(STAMP)
-	@tools/system.sh $(BIN)/python opencl chromium docker npm
+	@tools/system.sh $(BIN)/python opencl chromium docker npm jq
 
 test: system static
 	$(BIN)/python -m pytest

