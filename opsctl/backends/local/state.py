@@ -138,7 +138,7 @@ def _sql_check(shape: object, column: str) -> str:
     """`problem(value, shape) is None` as an SQL expression over `column`, for the scalar shapes
     a row holds: SQLite checks a table's rows in C, where the walker costs 17 µs a row (a status
     of 30,000 children reads every row at each poll). A Text shape (a regular expression) is
-    true here and checked on the column's distinct values instead (`LocalRun.rows`)."""
+    true here and checked on the column's distinct values instead (`fits`)."""
     if isinstance(shape, Maybe):
         return f"({column} IS NULL OR {_sql_check(shape.shape, column)})"
     if isinstance(shape, Int):
