@@ -76,3 +76,19 @@ def test_an_unknown_need_is_refused(tmp_path: Path) -> None:
     result = system("opencl", "gpu", path=bare_path(tmp_path))
     assert result.returncode == 2
     assert result.stderr == "tools/system.sh: unknown need 'gpu' (opencl, chromium, docker, npm, jq)\n"
+
+
+def test_a_docker_client_without_an_engine_is_not_an_engine(tmp_path: Path) -> None:
+    """Some machines ship the `docker` CLI alone (a static client in /usr/local/bin, no
+    dockerd): the engine is still missing, and docker.io is named. Played by a `docker` whose
+    `info` fails as a client with no daemon does."""
+    path = bare_path(tmp_path)
+    client = Path(path) / "docker"
+    client.write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon' >&2\nexit 1\n")
+    client.chmod(0o755)
+    (Path(path) / "debootstrap").symlink_to("/bin/true")
+    result = system("docker", path=path)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "make: this machine lacks Debian/Ubuntu packages docker.io: sudo apt-get install -y docker.io\n"
+    )

@@ -27,7 +27,8 @@ for need in "$@"; do
     opencl) opencl_ok || [ -e "${OCL_ICD_VENDORS:-/etc/OpenCL/vendors}/pocl.icd" ] || packages+=(pocl-opencl-icd) ;;
     chromium) command -v chromium >/dev/null || command -v chromium-browser >/dev/null || packages+=(chromium) ;;
     docker)
-      command -v dockerd >/dev/null || command -v docker >/dev/null || packages+=(docker.io)
+      # An engine, not a client: a `docker` CLI alone (some images ship one) cannot build.
+      docker info >/dev/null 2>&1 || command -v dockerd >/dev/null || packages+=(docker.io)
       command -v debootstrap >/dev/null || packages+=(debootstrap)
       ;;
     npm) command -v npm >/dev/null || packages+=(npm) ;;
