@@ -145,6 +145,12 @@ h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:24px 0 8px}
 table{border-collapse:collapse}
 td,th{padding:3px 10px;border-bottom:1px solid #e3e6ec;text-align:left;white-space:nowrap}
 .tl{position:relative;border-left:1px solid #999;margin:4px 0 12px}
+.axis{position:sticky;top:0;z-index:1;height:22px;margin:4px 0 6px;background:#fff;
+border-left:1px solid #999;border-bottom:1px solid #999}
+.tick{position:absolute;bottom:5px;transform:translateX(-50%);font-size:11px;color:#555;white-space:nowrap}
+.tick::after{content:"";position:absolute;left:50%;top:100%;height:5px;border-left:1px solid #999}
+.tick:first-child{transform:none} .tick:first-child::after{left:0}
+.axis-title{color:#555;font-size:12px}
 .row{position:relative;height:4px;margin:0 0 1px}
 .bar{position:absolute;top:0;height:100%;min-width:1px}
 .succeeded{background:#2e8b57} .failed{background:#c0392b} .running{background:#e0a800}
@@ -198,6 +204,7 @@ def render(report: dict[str, Any]) -> str:
             f"<td>{e(slow)}</td></tr>"
         )
     out.append("</table><h2>Timeline</h2>")
+    out.extend(_axis_html(wall))
     rows: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for bar in report["timeline"]:
         rows[(bar["step"], bar["index"])].append(bar)
@@ -248,6 +255,60 @@ def _bar_html(bar: dict[str, Any], wall: float) -> str:
         f'<div class="bar {bar["outcome"]}" data-attempt="{bar["step"]}:{bar["index"]}:{bar["generation"]}:'
         f'{bar["attempt"]}" style="left:{left:.3f}%;width:{width:.3f}%" title="{html.escape(title)}"></div>'
     )
+
+
+# The axis's tick spacings, in seconds: 1, 2 and 5 times a power of ten up to 5 s, then what a
+# clock shows (10, 15 and 30 s, minutes, quarter and half hours, hours, a day), so the labels
+# read as times.
+_STEPS = (
+    *(m * 10.0**e for e in range(-3, 1) for m in (1, 2, 5)),
+    10.0,
+    15.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    900.0,
+    1800.0,
+    3600.0,
+    7200.0,
+    10800.0,
+    21600.0,
+    43200.0,
+    86400.0,
+)
+MAX_TICKS = 8  # intervals on the axis at most
+
+
+def axis_ticks(wall: float) -> list[tuple[float, str]]:
+    """The timeline's ticks for a run of `wall` seconds: (seconds from the run's first start,
+    label), 0 first, at most MAX_TICKS intervals, spaced by the smallest of `_STEPS` that keeps
+    within that (days beyond them), every label in the unit that spacing is counted in."""
+    if wall <= 0:
+        return [(0.0, "0 s")]
+    step = next((s for s in _STEPS if wall / s <= MAX_TICKS), None)
+    if step is None:  # longer than 8 days: whole days
+        step = 86400.0 * -(-wall // (86400.0 * MAX_TICKS))
+    unit, size = ("s", 1.0) if step < 60 else ("min", 60.0) if step < 3600 else ("h", 3600.0)
+    if step >= 86400:
+        unit, size = "d", 86400.0
+    count = int(wall / step + 1e-9)
+    return [(round(k * step, 6), f"{round(k * step / size, 6):g} {unit}") for k in range(count + 1)]
+
+
+def _axis_html(wall: float) -> list[str]:
+    """The labelled time axis over the timeline's bars, placed as they are (a percentage of
+    the run's wall time); it stays in view while the bars scroll under it."""
+    ticks = "".join(
+        f'<span class="tick" data-seconds="{t:g}" style="left:{100 * t / wall if wall else 0.0:.3f}%">'
+        f"{html.escape(label)}</span>"
+        for t, label in axis_ticks(wall)
+    )
+    return [
+        "<div class=axis-title>time since the run's first attempt started</div>",
+        f'<div class="axis" id=axis>{ticks}</div>',
+    ]
 
 
 def _cost_html(cost: dict[str, Any]) -> list[str]:

@@ -113,6 +113,8 @@ _FINAL = {  # AWS: a step's job as a poll saw it end (AwsBackend._record_final)
     "state": _STATE,
     "reason": Maybe(str),
     "counts": Maybe(MapOf(_COUNT)),
+    "cancelled": Maybe(_COUNT),  # of counts' FAILED, children that never started
+    "attempts": Maybe({"total": _COUNT, "retried": _COUNT}),  # states.Attempts
     "commands": Maybe(_COMMANDS),
     "requests": Maybe(MapOf(_COUNT)),
     "started_at": Maybe(float),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
+from typing import TypedDict
 
 
 class JobState(StrEnum):
@@ -33,6 +35,30 @@ STYLE = {
     JobState.SUCCEEDED: "green",
     JobState.FAILED: "red",
 }
+
+# FAILED children that never started: cancelled by `opsctl kill`, or never run because a step
+# they depend on failed. Batch and the local supervisor both call them FAILED, and `counts`
+# keeps their word for it (scripts read it); `status` and `watch` show them apart, under this
+# word on both backends, so that a kill of a 100-child step with 2 running reads "failed 2
+# cancelled 98", not "failed 100". Not a JobState: no scheduler has such a state.
+CANCELLED = "cancelled"
+CANCELLED_STYLE = "dim"
+
+
+class Attempts(TypedDict):
+    """A step's attempts (`attempts` of each step in `status --json`), so that retries show
+    while a run goes on, not only in its report: `total`, the attempts its children have made
+    in their latest run (a resume starts a child's count again), and `retried`, how many of its
+    children are past their first attempt."""
+
+    total: int
+    retried: int
+
+
+def attempts_of(latest: Iterable[int]) -> Attempts:
+    """The step's `Attempts` from each child's latest attempt number (0: not started)."""
+    numbers = list(latest)
+    return {"total": sum(numbers), "retried": sum(1 for n in numbers if n > 1)}
 
 
 def settle(state: JobState, done: int, total: int, run_id: str) -> tuple[JobState, str | None]:

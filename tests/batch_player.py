@@ -51,7 +51,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -61,7 +60,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-WORKER = str(Path(sys.executable).parent / "opsctl-worker")
+from tests.helpers import WORKER, environ_set
+
 QUEUES = {f"arn:aws:batch:us-east-1:123456789012:job-queue/player-{q}": f"player-{q}" for q in ("cpu", "gpu")}
 DEFINITIONS = [f"arn:aws:batch:us-east-1:123456789012:job-definition/player-{q}:1" for q in ("cpu", "gpu")]
 # Each queue's compute environment: (name, capacity type, instance types or families).
@@ -783,24 +783,19 @@ def playing(work: Path, outputs: dict[str, str]) -> Iterator[BatchPlayer]:
 
     work.mkdir(parents=True, exist_ok=True)
     player = BatchPlayer(work, queues=QUEUES, definitions=DEFINITIONS, log_group=outputs["log_group"])
-    saved = os.environ.get("AWS_ENDPOINT_URL_BATCH")
-    os.environ["AWS_ENDPOINT_URL_BATCH"] = player.start()
     queues = list(QUEUES)
-    player.infra = write_infra(
-        work / "infra.json",
-        {
-            **outputs,
-            "cpu_queue": queues[0],
-            "gpu_queue": queues[1],
-            "cpu_job_definition": DEFINITIONS[0],
-            "gpu_job_definition": DEFINITIONS[1],
-        },
-    )
-    try:
-        yield player
-    finally:
-        player.stop()
-        if saved is None:
-            os.environ.pop("AWS_ENDPOINT_URL_BATCH", None)
-        else:
-            os.environ["AWS_ENDPOINT_URL_BATCH"] = saved
+    with environ_set("AWS_ENDPOINT_URL_BATCH", player.start()):
+        try:
+            player.infra = write_infra(
+                work / "infra.json",
+                {
+                    **outputs,
+                    "cpu_queue": queues[0],
+                    "gpu_queue": queues[1],
+                    "cpu_job_definition": DEFINITIONS[0],
+                    "gpu_job_definition": DEFINITIONS[1],
+                },
+            )
+            yield player
+        finally:
+            player.stop()

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real moto server over HTTP on 127.0.0.1, isolated AWS settings."""
+"""Shared fixtures: a scratch $OPSCTL_HOME, a real moto server over HTTP on 127.0.0.1, isolated
+AWS settings."""
 
 from __future__ import annotations
 
@@ -29,6 +30,14 @@ def moto_endpoint() -> Iterator[str]:
         os.environ.clear()
         os.environ.update(saved)
         moto.stop_server(proc)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A scratch folder whose `home/` is $OPSCTL_HOME for the test and every command it starts,
+    so that no run of the developer's is read or touched; returns the scratch folder."""
+    monkeypatch.setenv("OPSCTL_HOME", str(tmp_path / "home"))
+    return tmp_path
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from opsctl_contract.errors import BadInput, OpsctlError
 from opsctl_contract.markers import DONE, Markers
 from opsctl_contract.storage import s3_client
 from tests.batch_player import BatchPlayer
-from tests.helpers import WORKER, cli, one_line
+from tests.helpers import WORKER, by_name, cli, one_line
 from tests.moto_env import write_infra
 
 FIXTURES = Path(__file__).parent / "fixtures" / "batch"
@@ -194,10 +195,6 @@ def wait_for(
             return doc
         assert time.monotonic() < deadline, doc
         time.sleep(0.1)
-
-
-def by_name(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {s["name"]: s for s in doc["steps"]}
 
 
 @contextlib.contextmanager
@@ -602,8 +599,15 @@ def test_list_and_cli_with_infra_file(
     watched = cli("watch", run_id, "--backend", "aws", "--infra", str(player.infra), "--json", env=fresh)
     assert watched.returncode == 0 and json.loads(watched.stdout)["state"] == "SUCCEEDED"
     other = played.launch(three)
+    # A manifest's `created`, like a run id, has the resolution of a second, and two launches can
+    # share one. The run launched last, made an hour older: only an order by time passes.
+    manifest = json.loads(played.store(other).read("manifest.json"))
+    created = json.loads(played.store(run_id).read("manifest.json"))["created"]
+    manifest["created"] = (datetime.fromisoformat(created) - timedelta(hours=1)).isoformat(timespec="seconds")
+    played.store(other).write("manifest.json", json.dumps(manifest).encode())
     rows = played.list_runs()
-    assert [r["run_id"] for r in rows][:2] in ([other, run_id], [run_id, other])
+    assert [r["run_id"] for r in rows] == [run_id, other], "newest first"
+    assert [r["created"] for r in rows] == [created, manifest["created"]]
     assert {r["backend"] for r in rows} == {"aws"}
     assert {r["run_id"]: r["state"] for r in rows}[run_id] == "SUCCEEDED", "recorded by the watch"
 
@@ -1192,7 +1196,9 @@ def test_watch_prints_the_last_lines_of_a_long_failed_log(player: BatchPlayer, t
     shown = [line for line in watched.stderr.splitlines() if line.startswith("    ")]
     assert len(shown) == 10, watched.stderr
     assert "    11999" in shown and "    12000" in shown, shown
-    assert '"event": "finished"' in shown[-1], "the worker's last event ends the stream"
+    assert shown[-1] == "    [worker] finished: ran 1, failed 1, skipped 0", (
+        "the worker's last event ends the stream"
+    )
 
 
 class DenyPut:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,16 +13,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-
-OPSCTL = str(Path(sys.executable).parent / "opsctl")
-
-
-def opsctl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([OPSCTL, *args], capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+from tests.helpers import OPSCTL, cli
 
 
 def test_validate_json_from_a_shell() -> None:
-    result = opsctl("validate", "examples/hello.yaml", "--json")
+    result = cli("validate", "examples/hello.yaml", "--json", cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["pipeline"] == "hello"
 
@@ -62,20 +58,30 @@ def test_help_does_not_import_boto3_or_yaml() -> None:
     ],
 )
 def test_every_verb_is_registered_with_its_options(verb: str, options: list[str]) -> None:
-    result = opsctl(verb, "--help")
+    result = cli(verb, "--help")
     assert result.returncode == 0
     for option in options:
         assert option in result.stdout, f"{verb} lacks {option}"
 
 
 def test_infra_subcommands_are_registered() -> None:
-    result = opsctl("infra", "--help")
-    for sub in ("plan", "apply", "destroy", "output", "push", "definitions"):
-        assert sub in result.stdout
+    """`opsctl infra --help` exits 0 and lists exactly its commands, each summed up by the start
+    of its own help, which it gives under its own name. A name found anywhere in the text proves
+    nothing: `apply` is in `plan`'s summary, which stays when `apply` is gone."""
+    result = cli("infra", "--help")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split(None, 1) for line in result.stdout.split("\nCommands:\n", 1)[1].splitlines()]
+    assert [row[0] for row in rows] == ["plan", "apply", "destroy", "output", "push", "definitions"]
+    for name, summary in rows:
+        own = cli("infra", name, "--help")
+        assert own.returncode == 0, own.stderr
+        usage, description = own.stdout.split("\n\n")[:2]
+        assert usage == f"Usage: opsctl infra {name} [OPTIONS]", own.stdout
+        assert " ".join(description.split()).startswith(summary.strip().removesuffix("...")), (name, summary)
 
 
 def test_aws_backend_without_infra_file_is_bad_input(tmp_path: Path) -> None:
-    result = opsctl(
+    result = cli(
         "status", "hello-20261128-120000-abcd", "--backend", "aws", "--infra", str(tmp_path / "no.json")
     )
     assert result.returncode == 2
@@ -84,22 +90,20 @@ def test_aws_backend_without_infra_file_is_bad_input(tmp_path: Path) -> None:
 
 
 def test_usage_errors_exit_2() -> None:
-    assert opsctl("validate").returncode == 2
-    assert opsctl("launch", "examples/hello.yaml", "--backend", "gcp").returncode == 2
-    assert opsctl("frobnicate").returncode == 2
+    assert cli("validate").returncode == 2
+    assert cli("launch", "examples/hello.yaml", "--backend", "gcp", cwd=ROOT).returncode == 2
+    assert cli("frobnicate").returncode == 2
 
 
 def test_version() -> None:
-    result = opsctl("--version")
+    result = cli("--version")
     assert result.returncode == 0 and result.stdout.startswith("opsctl ")
 
 
-def complete(words: str, env: dict[str, str]) -> list[str]:
+def complete(words: str, env: dict[str, str], bash: str) -> list[str]:
     """What Tab offers after `words` in a bash that sourced opsctl's completion script, as
     `opsctl --install-completion` installs it."""
-    script = subprocess.run(
-        [OPSCTL, "--show-completion", "bash"], capture_output=True, text=True, timeout=60, env=env
-    ).stdout
+    script = cli("--show-completion", "bash", env=env).stdout
     assert "complete -o default -F _opsctl_completion opsctl" in script
     typed = words.split(" ")
     shell = (
@@ -107,13 +111,22 @@ def complete(words: str, env: dict[str, str]) -> list[str]:
         '_opsctl_completion opsctl\nprintf "%s\\n" "${COMPREPLY[@]}"\n'
     )
     result = subprocess.run(
-        ["bash", "--norc", "-c", shell], capture_output=True, text=True, timeout=60, env=env
+        [bash, "--norc", "-c", shell], capture_output=True, text=True, timeout=60, env=env
     )
     assert result.returncode == 0, result.stderr
     return [line for line in result.stdout.splitlines() if line]
 
 
 def test_tab_completes_commands_options_and_run_ids(tmp_path: Path) -> None:
+    """Run in bash, which the test needs and skips without, with a PATH of exactly what the
+    completion script calls: `opsctl` and `env`. Whatever else /usr/bin holds plays no part."""
+    bash, env_tool = shutil.which("bash"), shutil.which("env")
+    if bash is None or env_tool is None:
+        pytest.skip("bash completion needs bash and env (coreutils) on PATH")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "opsctl").symlink_to(OPSCTL)
+    (bin_dir / "env").symlink_to(env_tool)
     home = tmp_path / "home"
     local = ["tomo-20261128-101500-a1b2", "tomo-20261128-120000-c3d4", "hello-20261127-090000-0001"]
     for run_id in local:
@@ -121,22 +134,16 @@ def test_tab_completes_commands_options_and_run_ids(tmp_path: Path) -> None:
     (home / "runs" / ".building-tomo-20261128-130000-ffff").mkdir()  # not a run yet
     (home / "aws-runs").mkdir()
     (home / "aws-runs" / "tomo-20261128-140000-e5f6.json").write_text("{}")
-    bin_dir = str(Path(sys.executable).parent)
-    env = {
-        "PATH": f"{bin_dir}:/usr/bin:/bin",
-        "OPSCTL_HOME": str(home),
-        "SHELL": "/bin/bash",
-        "HOME": str(tmp_path),
-    }
+    env = {"PATH": str(bin_dir), "OPSCTL_HOME": str(home), "SHELL": bash, "HOME": str(tmp_path)}
 
-    assert {"launch", "status", "resume", "prune"} <= set(complete("opsctl ", env))
-    assert "--containers" in complete("opsctl launch --c", env)
-    assert complete("opsctl status tomo-", env) == [
+    assert {"launch", "status", "resume", "prune"} <= set(complete("opsctl ", env, bash))
+    assert "--containers" in complete("opsctl launch --c", env, bash)
+    assert complete("opsctl status tomo-", env, bash) == [
         "tomo-20261128-140000-e5f6",
         "tomo-20261128-120000-c3d4",
         "tomo-20261128-101500-a1b2",
     ]
-    assert complete("opsctl resume hel", env) == ["hello-20261127-090000-0001"]
+    assert complete("opsctl resume hel", env, bash) == ["hello-20261127-090000-0001"]
 
 
 @pytest.mark.parametrize(
@@ -145,7 +152,7 @@ def test_tab_completes_commands_options_and_run_ids(tmp_path: Path) -> None:
 def test_docs_name_every_option_of_the_run_commands(verb: str) -> None:
     """docs/cli.md's synopsis spells each option `--help` lists (the infra commands have their
     own check in test_infra.py)."""
-    result = opsctl(verb, "--help", env={**os.environ, "COLUMNS": "200"})
+    result = cli(verb, "--help", env={**os.environ, "COLUMNS": "200"})
     assert result.returncode == 0, result.stderr
     options = sorted(set(re.findall(r"(--[a-z][a-z-]+)", result.stdout)) - {"--help"})
     synopsis = (ROOT / "docs" / "cli.md").read_text().split("\n## ", 1)[0]

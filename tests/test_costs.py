@@ -8,7 +8,6 @@ tests/price_list.py in the shape of its API Reference.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 
@@ -18,6 +17,7 @@ import pytest
 from opsctl.backends.prices import Prices
 from opsctl.costs import Rate, estimate, parse_prices
 from opsctl_contract.errors import BadInput
+from tests.helpers import environ_set
 from tests.price_list import PriceList, product, serving
 
 REGION = "us-east-1"
@@ -32,16 +32,8 @@ LISTED = [
 @pytest.fixture
 def price_list() -> Iterator[PriceList]:
     played = PriceList(LISTED)
-    saved = os.environ.get("AWS_ENDPOINT_URL_PRICING")
-    with serving(played) as url:
-        os.environ["AWS_ENDPOINT_URL_PRICING"] = url
-        try:
-            yield played
-        finally:
-            if saved is None:
-                os.environ.pop("AWS_ENDPOINT_URL_PRICING", None)
-            else:
-                os.environ["AWS_ENDPOINT_URL_PRICING"] = saved
+    with serving(played) as url, environ_set("AWS_ENDPOINT_URL_PRICING", url):
+        yield played
 
 
 @pytest.fixture

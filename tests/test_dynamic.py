@@ -8,33 +8,27 @@ SIGKILL by its own command, at a moment the test chooses.
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 from pathlib import Path
-from typing import Any
 
 from opsctl.runs import write_work
 from opsctl_contract.markers import Markers, ledgers
 from opsctl_contract.storage import open_store
 from opsctl_contract.work import blocks
-from tests.test_worker import WORKER, appender, lines, markers, write_list
+from tests.helpers import WORKER, events, worker_env
+from tests.test_worker import appender, lines, markers, write_list
 
 
 def dynamic(place: str, index: int, size: int, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_BATCH_", "OPSCTL_"))}
-    env.update(
-        {
-            "LIST_FILE_S3_PATH": f"{place}/lists/step.txt",
-            "OPSCTL_STATE_URI": f"{place}/state",
-            "OPSCTL_STEP": "step",
-            "OPSCTL_SPLIT": "dynamic",
-            "AWS_BATCH_JOB_ARRAY_INDEX": str(index),
-            "ARRAY_SIZE": str(size),
-            **extra,
-        }
+    return worker_env(
+        LIST_FILE_S3_PATH=f"{place}/lists/step.txt",
+        OPSCTL_STATE_URI=f"{place}/state",
+        OPSCTL_STEP="step",
+        OPSCTL_SPLIT="dynamic",
+        AWS_BATCH_JOB_ARRAY_INDEX=str(index),
+        ARRAY_SIZE=str(size),
+        **extra,
     )
-    return env
 
 
 def packed(place: str, commands: list[str], size: int, generation: int = 1) -> None:
@@ -48,11 +42,6 @@ def worker(place: str, index: int, size: int, **extra: str) -> subprocess.Comple
     return subprocess.run(
         [WORKER, "run"], env=dynamic(place, index, size, **extra), capture_output=True, text=True, timeout=120
     )
-
-
-def events(stderr: str, name: str) -> list[dict[str, Any]]:
-    found = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
-    return [e for e in found if e.get("event") == name]
 
 
 def dies_once(out: Path, k: int) -> str:

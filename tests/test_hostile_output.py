@@ -40,18 +40,12 @@ from opsctl.backends.local.backend import _whole, tail
 from opsctl.cli.render import status_table
 from opsctl.infra import load_outputs
 from opsctl.visible import VisibleStream, visible
-from tests.helpers import OPSCTL, cli, one_line
+from tests.helpers import OPSCTL, cli, one_line, one_step_run
 from tests.test_aws import fixture, stubbed
 
 LIMIT = 20  # seconds any single command here may take
 MAX_STEP_NAME = 40  # opsctl/pipeline.py's step name rule: 1..40 characters (checked below)
 MAX_PIPELINE_NAME = 40  # and a pipeline's, which starts every run id
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("OPSCTL_HOME", str(tmp_path / "home"))
-    return tmp_path
 
 
 def cli_bytes(
@@ -195,7 +189,8 @@ def test_watch_status_and_report_show_failure_lines_visibly(home: Path, escaping
     no_traceback(watched, 1)
     out, err = watched.stdout.decode(), watched.stderr.decode()
     assert "\x1b" not in out, "the table off a terminal: no escape at all"
-    assert err.startswith("s[0] failed: worker exited 1\\x1b]0;from the db\\x07 (attempt 1"), err
+    assert err.startswith("s[0] command 0 failed (exit 3): printf "), err
+    assert "\n  s[0] failed: worker exited 1\\x1b]0;from the db\\x07 (attempt 1" in err, err
     assert_visible(err)
     facts = cli_bytes("report", escaping_run, "--json")
     no_traceback(facts, 0)
@@ -602,36 +597,7 @@ def test_list_lines_fit_in_80_columns(home: Path) -> None:
 def test_a_report_of_attempts_that_end_before_they_begin_has_no_negative_time() -> None:
     """A wall clock stepped back during an attempt records it ending before it began: the
     report counts it as taking no time, in the step, its slowest children and the timeline."""
-    doc = {
-        "run_id": "r",
-        "pipeline": "p",
-        "backend": "local",
-        "state": "SUCCEEDED",
-        "reason": None,
-        "steps": [
-            {
-                "name": "s",
-                "queue": "cpu",
-                "state": "SUCCEEDED",
-                "array_size": 2,
-                "commands": {"total": 2, "done": 2, "failed": 0, "reexecuted": 0},
-            }
-        ],
-    }
-    attempts = [
-        {
-            "step": "s",
-            "index": i,
-            "generation": 1,
-            "attempt": 1,
-            "started": start,
-            "finished": end,
-            "exit_code": 0,
-            "reason": None,
-            "cpu_seconds": None,
-        }
-        for i, (start, end) in enumerate([(1000.0, 1010.0), (1005.0, 1005.0 - 86398)])
-    ]
+    doc, attempts = one_step_run([(1000.0, 1010.0), (1005.0, 1005.0 - 86398)])
     facts = report.facts(doc, attempts, [])
     step = facts["steps"][0]
     assert facts["wall_seconds"] == 10.0 and step["wall_seconds"] == 10.0

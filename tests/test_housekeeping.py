@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from opsctl_contract.storage import STAGING
-from tests.helpers import cli, host_python, one_line
+from tests.helpers import cli, host_python, marker_indices, one_line
 
 # Plays a host that dies at the worst moment: the worker's first done marker is staged, and the
 # process is SIGKILLed before it is renamed into place. Loaded by every Python process of the
@@ -61,11 +61,17 @@ def staged(tmp_path: Path, run_id: object) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
 
+def done_markers(tmp_path: Path, run_id: object) -> list[int]:
+    """Step s's done markers; anything else in its done/ fails the test (`marker_indices`)."""
+    return marker_indices(tmp_path / "home" / "runs" / str(run_id) / "state" / "s" / "done")
+
+
 def test_a_retry_sweeps_what_its_killed_attempt_left_staged(tmp_path: Path, host: str) -> None:
     env = dying_env(tmp_path)
     doc = launched(env, spec(tmp_path, retries=1), host)
     assert (tmp_path / "died").exists(), "the first attempt was killed writing its marker"
     assert doc["state"] == "SUCCEEDED", doc
+    assert done_markers(tmp_path, doc["run_id"]) == [0, 1, 2]
     assert staged(tmp_path, doc["run_id"]) == []
 
 
@@ -74,12 +80,12 @@ def test_resume_sweeps_what_a_killed_worker_left_staged(tmp_path: Path, host: st
     doc = launched(env, spec(tmp_path, retries=0), host)
     run_id = doc["run_id"]
     assert doc["state"] == "FAILED"
+    assert done_markers(tmp_path, run_id) == [], "the killed marker is not among the markers, nor is its file"
     left = staged(tmp_path, run_id)
     assert len(left) == 1 and left[0].startswith("s.0.1-"), left  # step s, child 0, attempt 1
-    markers = tmp_path / "home" / "runs" / str(run_id) / "state" / "s"
-    assert not [p for p in markers.rglob("*") if p.is_file() and "tmp" in p.name], "never among markers"
     assert cli("resume", str(run_id), env=env, python=host).returncode == 0
     assert json.loads(cli("watch", str(run_id), "--json", env=env).stdout)["state"] == "SUCCEEDED"
+    assert done_markers(tmp_path, run_id) == [0, 1, 2]
     assert staged(tmp_path, run_id) == []
 
 

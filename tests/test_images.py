@@ -209,7 +209,9 @@ def test_a_derived_definition_an_active_job_uses_is_kept() -> None:
 # Plays docker with the NVIDIA runtime: records its arguments; `image inspect` knows the images in
 # $ENGINE_IMAGES; `run --entrypoint true` (launch's GPU probe) succeeds; any other `run` plays the
 # container: the image's ENTRYPOINT (opsctl-worker) with the arguments after the image, seeing only
-# the environment that --env names, as a container would.
+# the environment that --env names, as a container would. Its OpenCL is broken whatever this host
+# has ($ENGINE_OPENCL_VENDORS: a vendor file naming a library that is not there), so a GPU step's
+# preflight fails on a machine with a GPU as on one without.
 STANDIN = """#!{python}
 import json, os, sys
 args = sys.argv[1:]
@@ -227,7 +229,8 @@ if args[0] == "run" and "--entrypoint" in args:
 if args[0] == "run":
     names = [args[i + 1] for i, a in enumerate(args) if a == "--env"]
     env = {{n: os.environ[n] for n in names if n in os.environ}}
-    env["PATH"] = "/usr/bin:/bin"
+    env["PATH"] = "/usr/bin:/bin"  # the image's; commands run with /bin/sh
+    env["OCL_ICD_VENDORS"] = os.environ["ENGINE_OPENCL_VENDORS"]
     image = next(i for i, a in enumerate(args) if a in images)
     os.execve({worker!r}, [{worker!r}, *args[image + 1:]], env)
 """
@@ -254,15 +257,21 @@ steps:
 
 
 def engine_env(tmp_path: Path, images: str = "tomo:1 opsctl-cpu:local opsctl-gpu:local") -> dict[str, str]:
+    """opsctl's environment with the stand-in engine: a PATH of the stand-in alone, so that no
+    docker or podman installed here is found instead of it."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     engine = bin_dir / "docker"
     engine.write_text(STANDIN.format(python=sys.executable, worker=WORKER))
     engine.chmod(0o755)
+    vendors = tmp_path / "opencl-vendors"
+    vendors.mkdir(exist_ok=True)
+    (vendors / "broken.icd").write_text("libno-such-opencl.so\n")
     return {
         **os.environ,
-        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "PATH": str(bin_dir),
         "ENGINE_LOG": str(tmp_path / "engine.log"),
+        "ENGINE_OPENCL_VENDORS": str(vendors),
         "ENGINE_IMAGES": images,
         "OPSCTL_HOME": str(tmp_path / "home"),
     }
@@ -286,9 +295,11 @@ def test_containers_run_every_child_in_its_image_as_batch_would(tmp_path: Path) 
     ]
     assert (tmp_path / "outside").read_text() == "worker image\n"
     run_dir = tmp_path / "home" / "runs" / doc["run_id"]
-    # This host has no GPU, so the GPU step's preflight fails every attempt before its command.
+    # The played container's OpenCL is broken, so the GPU step's preflight fails every attempt
+    # before its command, whatever GPU this host has.
     assert not (tmp_path / "gpu").exists()
-    assert "UNHEALTHY" in (run_dir / "logs" / "fbp" / "0.log").read_text()
+    preflight = (run_dir / "logs" / "fbp" / "0.log").read_text()
+    assert "UNHEALTHY" in preflight and "names libno-such-opencl.so, which cannot be loaded" in preflight
 
     calls = [json.loads(line) for line in (tmp_path / "engine.log").read_text().splitlines()]
     assert calls[:3] == [

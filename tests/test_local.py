@@ -9,9 +9,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
-
-import pytest
 
 from opsctl import pipeline
 from opsctl.backends import local
@@ -20,28 +19,19 @@ from opsctl.runs import write_work
 from opsctl.states import JobState
 from opsctl_contract.markers import Markers
 from opsctl_contract.storage import open_store
+from tests.helpers import by_name, cli, wait_until
 
-OPSCTL = str(Path(sys.executable).parent / "opsctl")
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("OPSCTL_HOME", str(tmp_path / "home"))
-    return tmp_path
-
-
-def opsctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([OPSCTL, *args], capture_output=True, text=True, timeout=120, env=os.environ)
+# `home` (tests/conftest.py): a scratch $OPSCTL_HOME for each test and the commands it runs.
 
 
 def launch(spec: Path, *args: str) -> str:
-    result = opsctl("launch", str(spec), "--json", *args)
+    result = cli("launch", str(spec), "--json", *args)
     assert result.returncode == 0, result.stderr
     return str(json.loads(result.stdout)["run_id"])
 
 
 def watch(run_id: str) -> tuple[int, dict[str, object], str]:
-    result = opsctl("watch", run_id, "--json", "--interval", "0.1")
+    result = cli("watch", run_id, "--json", "--interval", "0.1")
     return result.returncode, json.loads(result.stdout), result.stderr
 
 
@@ -49,10 +39,6 @@ def write_spec(tmp_path: Path, text: str) -> Path:
     spec = tmp_path / "pipeline.yaml"
     spec.write_text(text)
     return spec
-
-
-def steps_by_name(doc: dict[str, object]) -> dict[str, dict[str, object]]:
-    return {s["name"]: s for s in doc["steps"]}  # type: ignore[attr-defined,index]
 
 
 def test_dag_runs_in_order(home: Path) -> None:
@@ -80,14 +66,14 @@ steps:
     code, doc, _ = watch(launch(spec))
     assert code == 0 and doc["state"] == "SUCCEEDED"
     assert [line[0] for line in log.read_text().split()] == ["a"] * 6 + ["b"] + ["c"] * 4
-    c = steps_by_name(doc)["c"]
+    c = by_name(doc)["c"]
     assert c["counts"] == {"SUCCEEDED": 2} and c["commands"] == {
         "total": 4,
         "done": 4,
         "failed": 0,
         "reexecuted": 0,
     }
-    assert steps_by_name(doc)["a"]["elapsed"] >= 0.2, "two 0.1 s commands a child, one after the other"
+    assert by_name(doc)["a"]["elapsed"] >= 0.2, "two 0.1 s commands a child, one after the other"
 
 
 def test_concurrency_bound(home: Path) -> None:
@@ -142,14 +128,14 @@ steps:
     run_id = launch(spec)
     code, doc, _ = watch(run_id)
     assert code == 1 and doc["state"] == "FAILED"
-    steps = steps_by_name(doc)
+    steps = by_name(doc)
     assert steps["bad"]["state"] == "FAILED" and steps["bad"]["counts"] == {"SUCCEEDED": 1, "FAILED": 1}
     assert steps["bad"]["commands"] == {"total": 2, "done": 1, "failed": 1, "reexecuted": 0}
     assert steps["after-bad"]["state"] == "FAILED" and steps["after-bad"]["reason"] == "dependency failed"
     assert steps["good"]["state"] == "SUCCEEDED"
-    assert "must not run" not in opsctl("logs", run_id, "after-bad").stdout
+    assert "must not run" not in cli("logs", run_id, "after-bad").stdout
 
-    text = opsctl("watch", run_id)
+    text = cli("watch", run_id)
     assert text.returncode == 1
     assert "bad[1] failed: worker exited 1" in text.stderr and "broken input" in text.stderr
 
@@ -172,7 +158,7 @@ steps:
     state = open_store(str(home / "home" / "runs" / run_id / "state"))
     done = Markers(state, "flaky").read("done", 0)
     assert done["attempt"] == 3
-    assert "attempt 3" in opsctl("logs", run_id, "flaky", "--index", "0").stdout
+    assert "attempt 3" in cli("logs", run_id, "flaky", "--index", "0").stdout
 
 
 def test_n_to_n_starts_child_i_after_child_i(home: Path) -> None:
@@ -216,13 +202,10 @@ steps:
 """,
     )
     run_id = launch(spec, "--max-parallel", "2")
-    deadline = time.monotonic() + 20
-    while len(list(out.iterdir())) < 2:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(lambda: len(list(out.iterdir())) >= 2, 20, "both children's first commands")
     run_dir = home / "home" / "runs" / run_id
     started = time.monotonic()
-    result = opsctl("kill", run_id)
+    result = cli("kill", run_id)
     assert result.returncode == 0 and "killed" in result.stdout
     conn = sqlite3.connect(run_dir / "run.db")
     pids = [r[0] for r in conn.execute("SELECT pid FROM child WHERE pid IS NOT NULL")]
@@ -230,12 +213,12 @@ steps:
     conn.close()
     assert time.monotonic() - started < 10
     assert not [p for p in pids if pid_alive(p)], "every process of the run is gone"
-    doc = json.loads(opsctl("status", run_id, "--json").stdout)
+    doc = json.loads(cli("status", run_id, "--json").stdout)
     assert doc["state"] == "FAILED" and doc["reason"] == "killed by user"
-    assert opsctl("kill", run_id).returncode == 0, "kill is idempotent"
+    assert cli("kill", run_id).returncode == 0, "kill is idempotent"
 
     (home / "go").touch()
-    assert opsctl("resume", run_id).returncode == 0
+    assert cli("resume", run_id).returncode == 0
     code, doc, _ = watch(run_id)
     assert code == 0 and doc["state"] == "SUCCEEDED"
     runs = [len((out / str(k)).read_text().split()) for k in range(6)]
@@ -245,15 +228,29 @@ steps:
 
 
 def test_list_and_unknown_run(home: Path) -> None:
+    """`list` is newest first by creation time. Two launches can share a second, the resolution
+    of run ids, so the test sets the times an hour apart, the later on the run launched first:
+    only an order taken from the times passes, not one from the ids or the launch order."""
     spec = write_spec(home, "name: one\nsteps:\n  - name: s\n    queue: cpu\n    command: 'true'\n")
     first = launch(spec)
     second = launch(spec)
     watch(first)
     watch(second)
-    rows = json.loads(opsctl("list", "--json").stdout)
-    assert [r["run_id"] for r in rows][:2] in ([second, first], [first, second])
+    now = time.time()
+    created = {first: now - 600, second: now - 4200}
+    for run_id, when in created.items():
+        with sqlite3.connect(home / "home" / "runs" / run_id / "run.db") as db:
+            db.execute("UPDATE run SET created = ?", (when,))
+    listed = cli("list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert [r["run_id"] for r in rows] == [first, second], "newest first"
+    assert [r["created"] for r in rows] == [
+        datetime.fromtimestamp(created[run_id], UTC).isoformat(timespec="seconds")
+        for run_id in (first, second)
+    ]
     assert set(rows[0]) == {"run_id", "pipeline", "backend", "state", "created"}
-    missing = opsctl("status", "nope-20260101-000000-0000")
+    missing = cli("status", "nope-20260101-000000-0000")
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1
 
 
@@ -338,7 +335,7 @@ def test_children_that_exit_0_with_commands_not_done_fail_the_step(home: Path) -
     assert local.resume(run.run_id) == f"{run.run_id} resumed: a, b in generation 2"
     code, doc, _ = watch(run.run_id)
     assert code == 0 and doc["state"] == "SUCCEEDED"
-    assert steps_by_name(doc)["a"]["commands"]["done"] == 4
+    assert by_name(doc)["a"]["commands"]["done"] == 4
 
 
 def test_ten_thousand_commands(home: Path) -> None:
@@ -349,7 +346,7 @@ def test_ten_thousand_commands(home: Path) -> None:
     )
     code, doc, _ = watch(launch(spec, "--max-parallel", "2"))
     assert code == 0
-    step = steps_by_name(doc)["s"]
+    step = by_name(doc)["s"]
     assert step["commands"] == {"total": 10000, "done": 10000, "failed": 0, "reexecuted": 0}
     assert step["counts"] == {"SUCCEEDED": 4}
 
@@ -363,22 +360,19 @@ def test_dead_supervisor_is_reported_and_resume_finishes_the_run(home: Path) -> 
         f"    commands: {{template: 'echo ran >> {out}/{{i}}; test -e {home}/go || sleep 30', range: 4}}\n",
     )
     run_id = launch(spec, "--max-parallel", "2")
-    deadline = time.monotonic() + 20
-    while len(list(out.iterdir())) < 2:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(lambda: len(list(out.iterdir())) >= 2, 20, "both children's first commands")
     run = local.LocalRun.find(run_id)
     os.kill(run.run_row()["supervisor_pid"], signal.SIGKILL)
     time.sleep(0.2)
 
-    doc = json.loads(opsctl("status", run_id, "--json").stdout)
+    doc = json.loads(cli("status", run_id, "--json").stdout)
     assert doc["state"] == "RUNNING"
     assert doc["reason"].startswith("supervisor died")
     code, _, _ = watch(run_id)
     assert code == 1, "watch does not wait for a run nobody drives"
 
     (home / "go").touch()
-    assert opsctl("resume", run_id).returncode == 0
+    assert cli("resume", run_id).returncode == 0
     code, doc, _ = watch(run_id)
     assert code == 0 and doc["reason"] is None
     assert [len((out / str(k)).read_text().split()) for k in range(4)] == [2, 1, 2, 1]
@@ -391,22 +385,22 @@ def test_text_status_and_logs_follow(home: Path) -> None:
         "    commands: ['echo hello from zero; sleep 1', 'echo hello from one; sleep 1']\n",
     )
     run_id = launch(spec)
-    follow = opsctl("logs", run_id, "first-step", "--follow")
+    follow = cli("logs", run_id, "first-step", "--follow")
     assert follow.returncode == 0
     assert "hello from zero" in follow.stdout and "hello from one" in follow.stdout
     assert '"event": "finished"' in follow.stdout, "follow stops only after the run ended"
-    text = opsctl("status", run_id)
+    text = cli("status", run_id)
     assert text.returncode == 0
     assert run_id in text.stdout and "first-step" in text.stdout and "2/2" in text.stdout
-    listed = opsctl("list")
+    listed = cli("list")
     assert run_id in listed.stdout and "SUCCEEDED" in listed.stdout
-    missing = opsctl("logs", run_id, "nope")
+    missing = cli("logs", run_id, "nope")
     assert missing.returncode == 2 and "step 'nope' is not in run" in missing.stderr
 
 
 def test_launch_watch_json_prints_one_document(home: Path) -> None:
     spec = write_spec(home, "name: both\nsteps:\n  - name: s\n    queue: cpu\n    command: 'true'\n")
-    result = opsctl("launch", str(spec), "--watch", "--json")
+    result = cli("launch", str(spec), "--watch", "--json")
     assert result.returncode == 0
     doc = json.loads(result.stdout)
     assert doc["state"] == "SUCCEEDED" and doc["run_id"].startswith("both-")
@@ -415,7 +409,10 @@ def test_launch_watch_json_prints_one_document(home: Path) -> None:
 def test_kill_never_signals_a_process_that_only_shares_a_recorded_pid(home: Path) -> None:
     spec = write_spec(home, "name: reuse\nsteps:\n  - name: s\n    queue: cpu\n    command: 'true'\n")
     run = local.create_run(pipeline.load(spec))
-    bystander = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    # A Python of this venv, not /usr/bin/sleep: the test needs a process, not a system tool.
+    bystander = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True
+    )
     try:
         with sqlite3.connect(run.path / "run.db") as conn:  # as if its pid had been reused
             conn.execute("UPDATE run SET state = 'RUNNING', supervisor_pid = ?", (bystander.pid,))

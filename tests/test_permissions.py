@@ -37,7 +37,7 @@ import pytest
 from tests import batch_player, moto_env
 from tests.batch_player import BatchPlayer
 from tests.conftest import ROOT
-from tests.helpers import OPSCTL
+from tests.helpers import OPSCTL, moto_client
 from tests.iam.actions import Authorization, World, authorizations
 from tests.iam.evaluate import Principal, decisions, unused_grants
 from tests.iam.requests import Call, read
@@ -107,16 +107,7 @@ class Stack:
         return {k: v["value"] for k, v in json.loads(self.infra_file.read_text()).items()}
 
     def boto(self, service: str, party: str = "admin") -> Any:
-        import boto3
-
-        return boto3.client(
-            service,
-            endpoint_url=self.endpoint,
-            verify=str(self.cert),
-            region_name=REGION,
-            aws_access_key_id=KEYS[party],
-            aws_secret_access_key="testing",  # noqa: S106 - moto's fake key
-        )
+        return moto_client(service, self.endpoint, KEYS[party], cert=self.cert, region=REGION)
 
     def opsctl(
         self, party: str, *args: str, timeout: float = 600, **extra: str
@@ -570,16 +561,14 @@ def _actions_only(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def _enforcing_clients(endpoint: str, key: dict[str, str] | None = None) -> dict[str, Any]:
-    import boto3
-
     credentials = key or {"AWS_ACCESS_KEY_ID": "AKIASETUP00000000000", "AWS_SECRET_ACCESS_KEY": "setup"}
     return {
-        service: boto3.client(
+        service: moto_client(
             service,
-            endpoint_url=endpoint,
-            region_name=REGION,
-            aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
+            endpoint,
+            credentials["AWS_ACCESS_KEY_ID"],
+            credentials["AWS_SECRET_ACCESS_KEY"],
+            region=REGION,
         )
         for service in ("s3", "iam", "logs", "ecr")
     }

@@ -70,7 +70,11 @@ def bar_ids(facts: dict[str, Any]) -> list[str]:
 def in_chromium(page: Path, tmp_path: Path) -> Dom:
     """The page as headless Chromium renders it: a screenshot taken, the DOM read back."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "Debian's chromium is needed (.ci/run installs it)"
+    if chromium is None:  # a browser this machine may not have: said, and failed only in CI
+        why = "no chromium on PATH: the page is checked in Debian's chromium (`make system` sees to it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(why)
+        pytest.skip(why)
     browser = [
         chromium,
         "--headless",

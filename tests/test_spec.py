@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -314,8 +315,34 @@ def expected_line(text: str) -> int:
     return 1
 
 
-def test_there_are_at_least_25_cases() -> None:
-    assert len(BAD_SPECS) >= 25
+def test_every_key_a_spec_accepts_has_a_case_refusing_a_bad_value(tmp_path: Path) -> None:
+    """The validator names the keys it accepts in its own words (`unknown key 'x' (allowed:
+    ...)`, at the top, in defaults, in a step, in a template); every one of them must be what
+    some case's error is about, the first word of a part of the message (`step 'pre': retries =
+    10 ...`). A key added to the spec without a case of a bad value fails here: the table's size
+    said nothing of what it covers."""
+    (tmp_path / "empty.txt").write_text("# only a comment\n\n   \n")
+    (tmp_path / "binary.txt").write_bytes(b"echo \xff\xfe\n")
+    messages = []
+    for case, text, _ in BAD_SPECS:
+        with pytest.raises(SpecError) as refused:
+            pipeline.parse(text, "p.yaml", tmp_path)
+        messages.append(str(refused.value))
+        assert messages[-1].startswith(f"p.yaml:{expected_line(text)}: "), case
+    allowed = [
+        key
+        for message in messages
+        for listed in re.findall(r"unknown key '[^']*' \(allowed: ([^)]*)\)", message)
+        for key in listed.split(", ")
+    ]
+    assert {"name", "defaults", "steps", "queue", "commands", "retries", "template"} <= set(allowed)
+    subjects = {
+        found.group(0)
+        for message in messages
+        for part in message.split(": ")[1:]
+        if (found := re.match(r"\w+", part))
+    }
+    assert sorted(set(allowed) - subjects) == [], "keys the spec accepts that no case refuses a value of"
 
 
 @pytest.mark.parametrize(("text", "fragment"), [c[1:] for c in BAD_SPECS], ids=[c[0] for c in BAD_SPECS])

@@ -34,7 +34,7 @@ import pytest
 
 from tests import moto_env
 from tests.conftest import ROOT
-from tests.helpers import OPSCTL, one_line
+from tests.helpers import OPSCTL, environ_set, moto_client, one_line
 
 MIRROR_ROOTS = (
     "/opt/tf-plugins",
@@ -71,13 +71,8 @@ def tls_moto(work: Path, record: Path | None = None) -> tuple[Path, subprocess.P
     """A moto server over TLS with AWS's managed policies loaded (to attach, and to read back):
     its certificate (the clients' CA bundle), process and endpoint."""
     cert, key = moto_env.certificate(work)
-    saved = os.environ.get("MOTO_IAM_LOAD_MANAGED_POLICIES")
-    os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
-    try:
+    with environ_set("MOTO_IAM_LOAD_MANAGED_POLICIES", "true"):
         proc, endpoint = moto_env.start_server((cert, key), record=record)
-    finally:
-        if saved is None:
-            os.environ.pop("MOTO_IAM_LOAD_MANAGED_POLICIES")
     moto_env.configure(endpoint, cert, {"batch": {"use_docker": False}})
     return cert, proc, endpoint
 
@@ -197,16 +192,7 @@ def infra(stack: dict[str, Any], verb: str, *args: str) -> subprocess.CompletedP
 
 
 def boto(stack: dict[str, Any], service: str) -> Any:
-    import boto3
-
-    return boto3.client(
-        service,
-        endpoint_url=stack["endpoint"],
-        verify=stack["env"]["AWS_CA_BUNDLE"],
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",  # noqa: S106 - moto's fake key
-    )
+    return moto_client(service, stack["endpoint"], cert=stack["env"]["AWS_CA_BUNDLE"])
 
 
 def test_real_terraform_applies_the_stack_and_opsctl_runs_on_it(

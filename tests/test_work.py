@@ -4,8 +4,6 @@ counted where they happen (the worker's "first command" event), not timed."""
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,8 @@ from opsctl.runs import write_work
 from opsctl_contract import work
 from opsctl_contract.markers import Markers
 from opsctl_contract.storage import LocalStore, open_store
-from tests.test_worker import WORKER, write_list
+from tests.helpers import WORKER, events, worker_env
+from tests.test_worker import write_list
 
 # Tabs, non-ASCII and shell syntax inside commands; lengths from 1 byte to several chunks.
 COMMANDS = [
@@ -91,8 +90,7 @@ def test_a_damaged_pack_stops_the_worker_with_one_line_and_exit_2(tmp_path: Path
     )
     key = tmp_path / "run" / "state" / "step" / "work" / "1"
     key.write_bytes(key.read_bytes().replace(b"\t-\t", b" "))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_BATCH_", "OPSCTL_"))}
-    env.update(
+    env = worker_env(
         LIST_FILE_S3_PATH=f"{place}/lists/step.txt",
         OPSCTL_STATE_URI=f"{place}/state",
         OPSCTL_STEP="step",
@@ -108,8 +106,7 @@ def test_a_damaged_pack_stops_the_worker_with_one_line_and_exit_2(tmp_path: Path
 
 
 def first_command(stderr: str) -> dict[str, Any]:
-    events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
-    return next(e for e in events if e.get("event") == "first command")
+    return events(stderr, "first command")[0]
 
 
 @pytest.mark.parametrize(("split", "attempt"), [("contiguous", 1), ("contiguous", 2), ("dynamic", 1)])
@@ -133,8 +130,7 @@ def test_a_child_start_costs_at_most_4_requests_and_its_share_of_the_list(
         ]
         for k in done:
             Markers(state, "step").mark("done", k, {})
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_BATCH_", "OPSCTL_"))}
-    env.update(
+    env = worker_env(
         LIST_FILE_S3_PATH=f"{place}/lists/step.txt",
         OPSCTL_STATE_URI=f"{place}/state",
         OPSCTL_STEP="step",

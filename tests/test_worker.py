@@ -7,15 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from opsctl_contract.storage import open_store
-
-WORKER = str(Path(sys.executable).parent / "opsctl-worker")
+from tests.helpers import WORKER, events, wait_until, worker_env
 
 
 @dataclass
@@ -25,13 +23,13 @@ class Result:
     stderr: str
 
     def events(self) -> list[dict[str, object]]:
-        return [json.loads(line) for line in self.stderr.splitlines() if line.startswith("{")]
+        return events(self.stderr)
 
 
 def run_worker(env: dict[str, str], *args: str) -> Result:
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_BATCH_", "OPSCTL_"))}
-    full.update(env)
-    proc = subprocess.run([WORKER, "run", *args], env=full, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [WORKER, "run", *args], env=worker_env(**env), capture_output=True, text=True, timeout=60
+    )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -197,14 +195,12 @@ def test_sigterm_stops_the_command_and_leaves_it_unmarked(tmp_path: Path) -> Non
     place = str(tmp_path / "run")
     pid_file = tmp_path / "pid"
     write_list(place, ["true", f"echo $$ > {pid_file}; exec sleep 60"])
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_BATCH_", "OPSCTL_"))}
     proc = subprocess.Popen(
-        [WORKER, "run"], env={**env, **contract(place)}, stderr=subprocess.PIPE, text=True
+        [WORKER, "run"], env=worker_env(**contract(place)), stderr=subprocess.PIPE, text=True
     )
-    deadline = time.monotonic() + 20
-    while not pid_file.exists() or not pid_file.read_text().strip():
-        assert time.monotonic() < deadline, "the long command never started"
-        time.sleep(0.05)
+    wait_until(
+        lambda: pid_file.exists() and bool(pid_file.read_text().strip()), 20, "the long command's start"
+    )
     command_pid = int(pid_file.read_text())
     proc.send_signal(signal.SIGTERM)  # like Batch's TerminateJob, to the worker only
     _, err = proc.communicate(timeout=20)

@@ -31,6 +31,7 @@ from opsctl.backends.definitions import DERIVED_FROM, IMAGE_TAG, Definitions
 from opsctl.backends.prices import Prices
 from opsctl.costs import HandPrices, Rate, estimate
 from opsctl.errors import LaunchIncomplete
+from opsctl.failures import child_failure, failed_indices, log_lines, summary
 from opsctl.infra import InfraOutputs
 from opsctl.limits import MAX_ARRAY_SIZE, MAX_INTEGER, STEP_NAME
 from opsctl.runs import (
@@ -43,11 +44,12 @@ from opsctl.runs import (
     read_manifest,
     write_work,
 )
-from opsctl.states import TERMINAL, JobState, settle
+from opsctl.states import TERMINAL, Attempts, JobState, attempts_of, settle
 from opsctl.visible import visible
+from opsctl_contract.awsclient import aws_call
 from opsctl_contract.errors import BadInput, OpsctlError
 from opsctl_contract.listfile import parse_commands, render_commands
-from opsctl_contract.markers import step_figures
+from opsctl_contract.markers import Entry, ledgers, step_figures
 from opsctl_contract.shapes import Int, ListOf, MapOf, Maybe, Text, problem
 from opsctl_contract.storage import REQUESTS, NotFound, S3Store, request_cost
 
@@ -505,14 +507,18 @@ class AwsBackend:
         if final and (job is None or state in TERMINAL):
             # Counted once when the step ended: no listing.
             commands, requests = final["commands"], final.get("requests", {})
+            attempts = final.get("attempts")  # a record before opsctl kept them: None
         elif not job_id:
             commands, requests = _no_commands(step), {}
+            attempts = attempts_of([])
         else:
             # A step that ended is counted exactly, from its markers; a running one from its
             # children's ledgers: one LIST, a page per 1,000 children, however much is done.
+            # The same listing gives its attempts (`_ListedOnce`).
             exact = job is None or state in TERMINAL
-            store = self.state_store(doc["run_id"])
+            store = _ListedOnce.of(self.state_store(doc["run_id"]))
             commands, requests = step_figures(store, step["name"], step["commands"], exact=exact)
+            attempts = _ledger_attempts(ledgers(store, step["name"]))
         entry: dict[str, Any] = {
             "name": name,
             "queue": step["queue"],
@@ -522,12 +528,18 @@ class AwsBackend:
             "requests": requests,
             "job_id": job_id,
             "gone": False,
+            "cancelled": 0,  # of counts' FAILED: children that never started (states.CANCELLED)
+            "attempts": attempts,
         }
         done = commands["done"]
         final = _final(doc, name)
         if job is not None and state is not None:
             state, short = settle(state, done, step["commands"], doc["run_id"])
             summary = job.get("arrayProperties", {}).get("statusSummary")
+            if final and state in TERMINAL:
+                entry["cancelled"] = final.get("cancelled") or 0
+            elif state is JobState.FAILED:
+                entry["cancelled"] = self._cancelled(job, step["array_size"])
             return {
                 **entry,
                 "state": state.value,
@@ -545,6 +557,7 @@ class AwsBackend:
             return {
                 **entry,
                 **{k: final[k] for k in ("state", "counts", "commands")},
+                "cancelled": final.get("cancelled") or 0,
                 "reason": final["reason"],
                 "elapsed": _elapsed(final.get("started_at"), final.get("stopped_at")),
                 "gone": True,
@@ -568,6 +581,30 @@ class AwsBackend:
             "gone": True,
         }
 
+    def _cancelled(self, job: dict[str, Any], array_size: int) -> int:
+        """How many children of a FAILED step's job never started: those Batch ended FAILED
+        with no attempt (TerminateJob or CancelJob before they ran, "Dependent Job failed").
+        Asked once, when a poll first sees the step ended (the final record keeps it): an array's
+        FAILED children listed, 1,000 a page, and described, 100 a call; a single job says so
+        itself."""
+        if array_size == 1 or "statusSummary" not in job.get("arrayProperties", {}):
+            return int(_never_started(job))
+        if not job["arrayProperties"]["statusSummary"].get(JobState.FAILED.value):
+            return 0
+        return sum(_never_started(child) for child in self._failed_children(job["jobId"]))
+
+    @functools.cache  # noqa: B019 - one backend per command; an ended job's children do not change
+    def _failed_children(self, array_job_id: str) -> list[dict[str, Any]]:
+        """Every FAILED child of an ended array job, described: ListJobs (1,000 a page) and
+        DescribeJobs (100 a call). Kept for the process: `watch` and `report` then print the
+        failures from the same answers."""
+        with aws_call("AWS Batch", f"failed children of {array_job_id}", self.infra.region):
+            pages = self.api.batch.get_paginator("list_jobs").paginate(
+                arrayJobId=array_job_id, jobStatus="FAILED", PaginationConfig={"PageSize": 1000}
+            )
+            ids = [job["jobId"] for page in pages for job in page.get("jobSummaryList", [])]
+        return list(self.api.describe(ids).values()) if ids else []
+
     def _record_final(self, record: Manifest, steps: list[dict[str, Any]]) -> None:
         """Write each step's final state to the manifest the first time it is seen ended.
 
@@ -578,7 +615,17 @@ class AwsBackend:
         reader without s3:PutObject still gets its answer: a denied write is one warning (in
         `status`'s warnings), and this process does not try again (the change stays in its copy).
         """
-        kept = ("state", "reason", "counts", "commands", "requests", "started_at", "stopped_at")
+        kept = (
+            "state",
+            "reason",
+            "counts",
+            "cancelled",
+            "attempts",
+            "commands",
+            "requests",
+            "started_at",
+            "stopped_at",
+        )
         new = {
             s["name"]: {
                 "job_id": s["job_id"],
@@ -616,32 +663,52 @@ class AwsBackend:
             self.warnings.append(warning)
 
     def failures(self, run_id: str, doc: dict[str, Any]) -> list[str]:
-        """Each failed child's reasons, exit code and last log lines (for `watch`), the lines
-        read from the end of its stream (batch.BatchAPI.log_tail)."""
+        """Each failed child's failed command and its stderr (from its marker and the work
+        pack: opsctl/failures.py), its reasons and exit code, and its last log lines (for
+        `watch`), read from the end of its stream (batch.BatchAPI.log_tail). Children that
+        never started (`cancelled`) are not failures: where a step has some, its FAILED children
+        are all described to find the ones that ran, else up to 10 are."""
+        store = self.state_store(run_id)
         lines = []
         for step in doc["steps"]:
             if step["state"] != JobState.FAILED or not step["job_id"]:
                 continue
             if step["gone"]:
                 children = []
+            elif step["array_size"] > 1 and step.get("cancelled"):
+                ran = [c for c in self._failed_children(step["job_id"]) if not _never_started(c)]
+                children = sorted(ran, key=_index)[:10]
             elif step["array_size"] > 1:
                 children = self.api.failed_children(step["job_id"])
             else:
                 job = self.api.describe([step["job_id"]]).get(step["job_id"])
-                children = [job] if job and job["status"] == JobState.FAILED else []
+                children = (
+                    [job] if job and job["status"] == JobState.FAILED and not _never_started(job) else []
+                )
             if not children or step["gone"]:
                 lines.append(f"{step['name']}: {step['reason'] or 'failed'}")
+            failed = failed_indices(store, step["name"]) if children else []
+            # The manifest's record of the step (its split, its commands), read once there are
+            # failed commands to find: it is in this process already after a status.
+            record = self._record(run_id).doc if failed else {}
+            known = next((s for s in record.get("steps", []) if s["name"] == step["name"]), None)
             for child in children:
                 container = child.get("container", {})
-                index = child.get("arrayProperties", {}).get("index", 0)
+                index = _index(child)
                 reason = child.get("statusReason", "no reason given")
-                lines.append(
-                    f"{step['name']}[{index}] failed: {reason} (container: {container.get('reason', '-')}, "
-                    f"exit code {container.get('exitCode', '-')})"
-                )
                 stream = container.get("logStreamName")
-                if stream:  # its last lines, however long the stream
-                    lines.extend(f"    {m}" for m in self.api.log_tail(self.infra.log_group, stream))
+                # its last lines, however long the stream
+                tail = self.api.log_tail(self.infra.log_group, stream) if stream else []
+                lines += summary(
+                    f"{step['name']}[{index}]",
+                    f"{reason} (container: {container.get('reason', '-')}, "
+                    f"exit code {container.get('exitCode', '-')})",
+                    child_failure(store, known, index, record.get("generation", 1), failed)
+                    if known and failed
+                    else None,
+                    log_lines(tail, len(tail)),
+                    f"opsctl logs {run_id} {step['name']} --index {index}",
+                )
         return [visible(line) for line in lines]  # log lines and reasons: shown, never obeyed
 
     # --- kill, logs, list -----------------------------------------------------------------
@@ -649,7 +716,7 @@ class AwsBackend:
     def kill(self, run_id: str) -> str:
         """TerminateJob for every step whose job has not ended; array parents cascade to their
         children. It stops the children STARTING or RUNNING and cancels those not started (API
-        Reference, "TerminateJob"). CancelJob, for jobs not started (DESIGN.md §4), would not
+        Reference, "TerminateJob"). CancelJob, for jobs not started (docs/cli.md, `kill`), would not
         do: it succeeds without stopping a child that started between the DescribeJobs and it.
         Says how many children were running, from each array parent's statusSummary."""
         doc = self.read_manifest(run_id)
@@ -802,8 +869,12 @@ def _attempts_of(job: dict[str, Any], step: str, index: int, generation: int) ->
     asked = {r["type"]: float(r["value"]) for r in container.get("resourceRequirements", [])}
     shape = {"vcpus": asked.get("VCPU", container.get("vcpus")), "gpus": asked.get("GPU", 0.0)}
     rows = []
-    for n, attempt in enumerate(job.get("attempts", []), start=1):
+    tried = job.get("attempts", [])
+    for n, attempt in enumerate(tried, start=1):
         ended = attempt.get("container", {})
+        reason = attempt.get("statusReason") or ended.get("reason")
+        if n == len(tried) and job.get("status") == JobState.FAILED:
+            reason = _last_reason(job.get("statusReason"), reason)
         rows.append(
             {
                 "step": step,
@@ -813,7 +884,7 @@ def _attempts_of(job: dict[str, Any], step: str, index: int, generation: int) ->
                 "started": _seconds_or_none(attempt.get("startedAt")),
                 "finished": _seconds_or_none(attempt.get("stoppedAt")),
                 "exit_code": ended.get("exitCode"),
-                "reason": attempt.get("statusReason") or ended.get("reason"),
+                "reason": reason,
                 "cpu_seconds": None,
                 **shape,
             }
@@ -834,6 +905,55 @@ def _attempts_of(job: dict[str, Any], step: str, index: int, generation: int) ->
             }
         )
     return rows
+
+
+def _last_reason(job_reason: str | None, attempt_reason: str | None) -> str | None:
+    """The reason of a FAILED job's last attempt: the job's own status reason first, which is
+    what ended it (the reason `opsctl kill` gave TerminateJob, "killed by user"), where the
+    attempt's (its container's end, "Essential container in task exited") says something else."""
+    if not job_reason or job_reason == attempt_reason:
+        return attempt_reason
+    return job_reason if not attempt_reason else f"{job_reason} ({attempt_reason})"
+
+
+def _never_started(job: dict[str, Any]) -> bool:
+    """A FAILED job (or array child) that Batch ended before it ran: no attempt, no start."""
+    return job.get("status") == JobState.FAILED and not job.get("attempts") and not job.get("startedAt")
+
+
+def _index(job: dict[str, Any]) -> int:
+    return int(job.get("arrayProperties", {}).get("index", 0))
+
+
+class _ListedOnce(S3Store):
+    """A run's state store for one step of one poll, each listing made once: the ledger listing
+    that counts a running step's commands (markers.step_figures) gives its attempts too
+    (`_ledger_attempts`) without a second LIST."""
+
+    def __init__(self, bucket: str, prefix: str) -> None:
+        super().__init__(bucket, prefix)
+        self._listed: dict[tuple[str, str, str], list[str]] = {}
+
+    @classmethod
+    def of(cls, store: S3Store) -> _ListedOnce:
+        return cls(store.bucket, store.prefix)
+
+    def list(self, folder: str = "", *, after: str = "", upto: str = "") -> list[str]:
+        key = (folder, after, upto)
+        if key not in self._listed:
+            self._listed[key] = super().list(folder, after=after, upto=upto)
+        return list(self._listed[key])
+
+
+def _ledger_attempts(entries: list[Entry]) -> Attempts:
+    """A step's attempts from its children's ledgers (one per child attempt that ran the
+    worker): each child's attempt number in its newest generation. An attempt that ended
+    before the worker ran (an image not pulled, a failed GPU preflight) counts once a later
+    attempt of its child has run."""
+    newest: dict[int, tuple[int, int]] = {}
+    for e in entries:
+        newest[e.child] = max(newest.get(e.child, (0, 0)), (e.generation, e.attempt))
+    return attempts_of(attempt for _, attempt in newest.values())
 
 
 def _seconds_or_none(ms: float | None) -> float | None:

@@ -4,6 +4,10 @@ Every text of a run goes in as rich `Text`, never as markup (a reason holding `[
 as written), and made visible first (opsctl.visible: an escape sequence in a reason is shown,
 not obeyed). The table is laid out at the width it is drawn in: in 80 columns each step's name,
 state and commands done/total stay whole, and the other columns give way first (`LAYOUTS`).
+
+Children that never started are shown as cancelled, apart from those that failed (states.CANCELLED),
+and once a child of any step has been retried the table has an attempts column: a retry is
+otherwise seen only when the run's report is made.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from opsctl.states import ORDER, STYLE, JobState
+from opsctl.states import CANCELLED, CANCELLED_STYLE, ORDER, STYLE, JobState
 from opsctl.visible import visible
 
 BAR = 12  # the progress bar's width
@@ -26,28 +30,36 @@ BAR = 12  # the progress bar's width
 @dataclass(frozen=True)
 class Layout:
     """Which optional columns the table shows, and which cells go on several lines: children
-    one state a line (`stack_children`), a step's failed commands under its done/total."""
+    one state a line (`stack_children`), a step's retried children under its attempts
+    (`stack_attempts`), its failed commands under its done/total (`stack_commands`)."""
 
     bar: bool = True
     queue: bool = True
     elapsed: bool = True
+    attempts: bool = True  # drawn only where a child was retried
     children: bool = True
     stack_children: bool = False
+    stack_attempts: bool = False
     stack_commands: bool = False
 
 
-# Tried in turn; the first that fits the width is drawn. The last keeps step, state and
-# commands only, and folds a step name onto lines where even those do not fit.
-_NARROW = Layout(bar=False, queue=False, stack_children=True, stack_commands=True)
+# Tried in turn; the first that fits the width is drawn: the bar goes first, then the queue;
+# children, retried children and failed commands go one to a line; then elapsed, the attempts
+# and the children go. The last keeps step, state and commands only, and folds a step name
+# onto lines where even those do not fit.
+_NARROW = Layout(bar=False, queue=False, stack_children=True, stack_attempts=True, stack_commands=True)
+_BARE = replace(_NARROW, elapsed=False, attempts=False, children=False)
 LAYOUTS = (
     Layout(),
     Layout(bar=False),
     Layout(bar=False, queue=False),
     Layout(bar=False, queue=False, stack_children=True),
+    Layout(bar=False, queue=False, stack_children=True, stack_attempts=True),
     _NARROW,
     replace(_NARROW, elapsed=False),
-    replace(_NARROW, elapsed=False, children=False, stack_commands=False),
-    replace(_NARROW, elapsed=False, children=False),
+    replace(_NARROW, elapsed=False, attempts=False),
+    replace(_BARE, stack_commands=False),
+    _BARE,
 )
 
 
@@ -64,15 +76,22 @@ class Row:
     failed: str  # "(n failed)", or ""
     bar: ProgressBar
     elapsed: Text
+    attempts: str  # attempts made, or "-" where unknown
+    retried: str  # "(n retried)", or ""
 
     @classmethod
     def of(cls, step: dict[str, Any]) -> Row:
         state = JobState(step["state"])
-        counts = [
-            Text(f"{s.value.lower()} {n}", style=STYLE[s])
-            for s in ORDER
-            if (n := step["counts"].get(s.value))
-        ]
+        # `counts` is the scheduler's: its FAILED holds the children that never started.
+        cancelled = step.get("cancelled") or 0
+        shown = {
+            **step["counts"],
+            JobState.FAILED.value: max(0, step["counts"].get(JobState.FAILED.value, 0) - cancelled),
+        }
+        counts = [Text(f"{s.value.lower()} {n}", style=STYLE[s]) for s in ORDER if (n := shown.get(s.value))]
+        if cancelled:
+            counts.append(Text(f"{CANCELLED} {cancelled}", style=CANCELLED_STYLE))
+        made = step.get("attempts")
         commands = step["commands"]
         return cls(
             name=Text(visible(step["name"])),
@@ -84,10 +103,15 @@ class Row:
             failed=f"({commands['failed']} failed)" if commands["failed"] else "",
             bar=ProgressBar(total=max(commands["total"], 1), completed=commands["done"], width=BAR),
             elapsed=Text("-" if step["elapsed"] is None else f"{step['elapsed']:.1f} s"),
+            attempts="-" if made is None else str(made["total"]),
+            retried=f"({made['retried']} retried)" if made and made["retried"] else "",
         )
 
     def commands(self, stacked: bool) -> Text:
         return Text(("\n" if stacked else " ").join(filter(None, (self.done, self.failed))))
+
+    def tries(self, stacked: bool) -> Text:
+        return Text(("\n" if stacked else " ").join(filter(None, (self.attempts, self.retried))))
 
 
 def _columns(layout: Layout, rows: list[Row]) -> list[tuple[str, list[Text | ProgressBar]]]:
@@ -100,6 +124,8 @@ def _columns(layout: Layout, rows: list[Row]) -> list[tuple[str, list[Text | Pro
         columns.append(
             ("children", [r.children_stacked if layout.stack_children else r.children for r in rows])
         )
+    if layout.attempts and any(r.retried for r in rows):
+        columns.append(("attempts", [r.tries(layout.stack_attempts) for r in rows]))
     columns.append(("commands", [r.commands(layout.stack_commands) for r in rows]))
     if layout.bar:
         columns.append(("", [r.bar for r in rows]))
@@ -121,8 +147,9 @@ def _width(columns: list[tuple[str, list[Text | ProgressBar]]]) -> int:
 
 class StatusView:
     """The live table of a status document, laid out when drawn: step, queue, state, children
-    by state, commands done/total, a progress bar, elapsed; `cost` (watch on AWS) joins the
-    header; the steps' images and the document's warnings follow it."""
+    by state, attempts (once a child was retried), commands done/total, a progress bar,
+    elapsed; `cost` (watch on AWS) joins the header; the steps' images and the document's
+    warnings follow it."""
 
     def __init__(self, doc: dict[str, Any], cost: str | None = None) -> None:
         self.doc, self.cost = doc, cost

@@ -121,7 +121,8 @@ def watch(
     """Follow a run until it ends.
 
     A live table, refreshed every --interval seconds; exit 0 if the run succeeded, 1 if it failed.
-    On AWS its header shows the cost so far, the estimate of `opsctl report`.
+    At the end, each failed child's failed command and its stderr, its reason and its log's last
+    lines. On AWS its header shows the cost so far, the estimate of `opsctl report`.
     """
     _watch(get_backend(backend, infra, run_id), run_id, interval, as_json, stuck_after, cost_every)
 
@@ -207,7 +208,8 @@ def status(
 ) -> None:
     """Print a run's state once.
 
-    Each step with its children by state and its commands done.
+    Each step with its children by state (those that never started as cancelled), its attempts
+    once a child was retried, and its commands done.
     """
     doc = get_backend(backend, infra, run_id).status(run_id, stuck_after=stuck_after * 60)
     if as_json:

@@ -16,16 +16,15 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tests.helpers import cli, marker_indices
+
 if TYPE_CHECKING:
     from tests.batch_player import BatchPlayer
-
-OPSCTL = str(Path(sys.executable).parent / "opsctl")
 
 
 @dataclass
@@ -59,8 +58,9 @@ def _workload(work: Path, seed: int, commands: int) -> tuple[random.Random, Path
     return rng, out, [f"echo ran >> {out}/{k}; sleep {d:.3f}" for k, d in enumerate(durations)]
 
 
-def _opsctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([OPSCTL, *args], env=env, capture_output=True, text=True, timeout=120)
+def _ok(result: subprocess.CompletedProcess[str]) -> None:
+    """A command of the round succeeded; if not, the failure shows what opsctl said."""
+    assert result.returncode == 0, (result.args, result.returncode, result.stderr[-3000:])
 
 
 def _live_children(db: Path, run_id: str) -> list[int]:
@@ -89,7 +89,7 @@ def run_round(work: Path, seed: int, split: str, commands: int = 40, kills: int 
     env = {**os.environ, "OPSCTL_HOME": str(work / "home")}
     result = Round(commands=commands, split=split)
     started = time.monotonic()
-    launched = _opsctl(env, "launch", str(spec), "--json", "--max-parallel", "4")
+    launched = cli("launch", str(spec), "--json", "--max-parallel", "4", env=env)
     assert launched.returncode == 0, launched.stderr
     run_id = json.loads(launched.stdout)["run_id"]
     run_dir = work / "home" / "runs" / run_id
@@ -97,7 +97,7 @@ def run_round(work: Path, seed: int, split: str, commands: int = 40, kills: int 
 
     for _ in range(kills):
         time.sleep(rng.uniform(0.1, 0.6))
-        status = json.loads(_opsctl(env, "status", run_id, "--json").stdout)
+        status = json.loads(cli("status", run_id, "--json", env=env).stdout)
         if status["state"] in ("SUCCEEDED", "FAILED"):
             break
         live = _live_children(db, run_id)
@@ -108,7 +108,7 @@ def run_round(work: Path, seed: int, split: str, commands: int = 40, kills: int 
             result.kills.append("supervisor")
             result.in_flight_at_kills += len(live)  # stopped for good by the resume below
             time.sleep(0.1)
-            assert _opsctl(env, "resume", run_id).returncode == 0
+            _ok(cli("resume", run_id, env=env))
         elif live:
             victim = rng.choice(live)
             os.killpg(victim, signal.SIGKILL)  # the worker and the command it runs
@@ -117,21 +117,19 @@ def run_round(work: Path, seed: int, split: str, commands: int = 40, kills: int 
 
     deadline = time.monotonic() + 120
     while True:
-        status = json.loads(_opsctl(env, "status", run_id, "--json").stdout)
+        status = json.loads(cli("status", run_id, "--json", env=env).stdout)
         if status["state"] == "SUCCEEDED":
             break
         if status["state"] == "FAILED" or status.get("reason"):
             result.in_flight_at_kills += len(_live_children(db, run_id))
-            assert _opsctl(env, "resume", run_id).returncode == 0
+            _ok(cli("resume", run_id, env=env))
         assert time.monotonic() < deadline, "the run never finished"
         time.sleep(0.2)
     result.seconds = time.monotonic() - started
 
     # A worker killed between staging a marker and renaming it leaves its file in
     # state/.opsctl-staging/ (swept by the child's next attempt or a resume), never in done/.
-    done = list((run_dir / "state" / "s" / "done").iterdir())
-    assert all(p.name.isdigit() for p in done), "only markers in done/"
-    result.tally([int(p.name) for p in done], out)
+    result.tally(marker_indices(run_dir / "state" / "s" / "done"), out)  # only markers in done/
     result.status_reexecuted = status["steps"][0]["commands"]["reexecuted"]
     return result
 
@@ -155,7 +153,7 @@ def run_batch_round(
     env = {**os.environ, "OPSCTL_HOME": str(work / "home")}
     result = Round(commands=commands, split=split)
     started = time.monotonic()
-    launched = _opsctl(env, "launch", str(spec), "--backend", "aws", "--infra", str(player.infra), "--json")
+    launched = cli("launch", str(spec), "--backend", "aws", "--infra", str(player.infra), "--json", env=env)
     assert launched.returncode == 0, launched.stderr
     run_id = json.loads(launched.stdout)["run_id"]
 
@@ -165,11 +163,11 @@ def run_batch_round(
         if not running:
             break
         if rng.random() < 0.3:
-            assert _opsctl(env, "kill", run_id).returncode == 0
+            _ok(cli("kill", run_id, env=env))
             result.kills.append("step")
             result.in_flight_at_kills += len(running)
             player.wait_until(player.idle)
-            assert _opsctl(env, "resume", run_id).returncode == 0
+            _ok(cli("resume", run_id, env=env))
         else:
             player.reclaim(rng.choice(running))
             result.kills.append("child")
@@ -177,11 +175,11 @@ def run_batch_round(
 
     deadline = time.monotonic() + 120
     while True:
-        status = json.loads(_opsctl(env, "status", run_id, "--json").stdout)
+        status = json.loads(cli("status", run_id, "--json", env=env).stdout)
         if status["state"] == "SUCCEEDED":
             break
         if status["state"] == "FAILED":  # a child out of attempts: nothing of it runs any more
-            assert _opsctl(env, "resume", run_id).returncode == 0
+            _ok(cli("resume", run_id, env=env))
         assert time.monotonic() < deadline, f"the run never finished; player logs in {player.workdir}"
         time.sleep(0.2)
     result.seconds = time.monotonic() - started

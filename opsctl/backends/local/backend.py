@@ -9,6 +9,7 @@ first and hands it over.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sqlite3
@@ -43,8 +44,9 @@ from opsctl.backends.local.state import (
 )
 from opsctl.backends.local.supervisor import DEPENDENCY_FAILED, LOCK_FD
 from opsctl.costs import HandPrices, estimate
+from opsctl.failures import child_failure, failed_indices, list_file_text, log_lines, summary
 from opsctl.runs import BadState, check_run_id, opsctl_home, plan_resume, write_work
-from opsctl.states import TERMINAL, JobState, settle
+from opsctl.states import TERMINAL, JobState, attempts_of, settle
 from opsctl.visible import visible
 from opsctl_contract.errors import BadInput, OpsctlError
 from opsctl_contract.files import LIST_FILE_LIMIT, read_text
@@ -281,6 +283,9 @@ def status(run_id: str) -> dict[str, Any]:
         else:
             figures, requests = step_figures(store, step["name"], total, exact=ended)
         step_state, short = settle(JobState(step["state"]), figures["done"], total, run_id)
+        # A child's attempt is 0 until it starts (again 0 after a resume resets it): a FAILED
+        # child at 0 was killed, or failed by a dependency, before it ran (states.CANCELLED).
+        cancelled = sum(1 for kid in kids if kid["state"] == JobState.FAILED and not kid["attempt"])
         doc_steps.append(
             {
                 "name": step["name"],
@@ -290,6 +295,8 @@ def status(run_id: str) -> dict[str, Any]:
                 "reason": short or step["reason"],
                 "array_size": len(kids),
                 "counts": counts,
+                "cancelled": cancelled,  # of counts' FAILED
+                "attempts": attempts_of(kid["attempt"] for kid in kids),
                 "elapsed": _elapsed(step["started"], step["finished"] or now) if step["started"] else None,
                 "commands": figures,
                 "requests": requests,
@@ -301,7 +308,7 @@ def status(run_id: str) -> dict[str, Any]:
                         "reason": k["reason"],
                     }
                     for k in kids
-                    if k["state"] == JobState.FAILED and k["reason"] != DEPENDENCY_FAILED
+                    if k["state"] == JobState.FAILED and k["reason"] != DEPENDENCY_FAILED and k["attempt"]
                 ],
             }
         )
@@ -369,11 +376,19 @@ def _elapsed(started: float, ended: float) -> float:
     return max(0.0, round(ended - started, 1))
 
 
+def _or_dash(value: object) -> str:
+    """A figure as the failure lines show it: `-` where there is none (a killed child has no
+    exit code of its own), as on AWS."""
+    return "-" if value is None else str(value)
+
+
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
 LOG_CHUNK = 1 << 20  # bytes read at a time: memory stays flat however long a log grows
+LOG_TAIL = 10  # lines of a failed child's log in the failure summary, as on AWS (batch.LOG_TAIL)
+LOG_WINDOW = 40  # lines read for them: the worker's accounting events are left out
 
 
 def logs(run_id: str, step: str, index: int | None, *, follow: bool, poll: float = 0.5) -> Iterator[bytes]:
@@ -463,7 +478,12 @@ class LocalBackend:
         return {**status(run_id), "warnings": []}
 
     def failures(self, run_id: str, doc: dict[str, Any]) -> list[str]:
+        """Each failed child's failed command, its stderr, its reason and its log's last lines
+        (opsctl/failures.py); a failed step with no failed child, its reason."""
         run = LocalRun.find(run_id)
+        store = LocalStore(run.path / "state")
+        recorded = {s["name"]: s for s in run.manifest["steps"]}
+        generation = run.run_row()["generation"] if any(s["failed_children"] for s in doc["steps"]) else 1
         lines = []
         for step in doc["steps"]:
             reason = step["reason"]
@@ -473,12 +493,17 @@ class LocalBackend:
                 and reason != DEPENDENCY_FAILED
             ):
                 lines.append(f"{step['name']}: {reason}")
+            failed = failed_indices(store, step["name"]) if step["failed_children"] else []
+            text_of = functools.partial(list_file_text, run.path / "lists" / f"{step['name']}.txt")
             for child in step["failed_children"]:
-                lines.append(
-                    f"{step['name']}[{child['index']}] failed: {child['reason']} "
-                    f"(attempt {child['attempt']}, exit code {child['exit_code']})"
+                index, code = child["index"], _or_dash(child["exit_code"])
+                lines += summary(
+                    f"{step['name']}[{index}]",
+                    f"{child['reason']} (attempt {child['attempt']}, exit code {code})",
+                    child_failure(store, recorded[step["name"]], index, generation, failed, text_of),
+                    log_lines(tail(run.log_path(step["name"], index), LOG_WINDOW), LOG_TAIL),
+                    f"opsctl logs {run_id} {step['name']} --index {index}",
                 )
-                lines.extend(f"    {line}" for line in tail(run.log_path(step["name"], child["index"])))
         return [visible(line) for line in lines]  # reasons too: text read back from the run's database
 
     def kill(self, run_id: str) -> str:

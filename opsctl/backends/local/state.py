@@ -54,6 +54,8 @@ if TYPE_CHECKING:  # the supervisor process starts without the YAML parser: it r
     from opsctl import pipeline as spec
 
 KILLED = "killed by user"
+# An attempt `opsctl kill` stopped says so: its exit code alone (143, SIGTERM) reads as a failure.
+KILLED_ATTEMPT = f"{KILLED} (opsctl kill)"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS run (
@@ -444,8 +446,10 @@ def migrate(conn: sqlite3.Connection) -> None:
 
 
 def mark_killed(conn: sqlite3.Connection) -> None:
-    """Everything not finished ends FAILED, "killed by user"."""
-    conn.execute("UPDATE attempt SET reason = ?, finished = ? WHERE finished IS NULL", (KILLED, time.time()))
+    """Everything not finished ends FAILED, "killed by user"; an attempt cut short says whose kill."""
+    conn.execute(
+        "UPDATE attempt SET reason = ?, finished = ? WHERE finished IS NULL", (KILLED_ATTEMPT, time.time())
+    )
     for table in ("child", "step", "run"):
         conn.execute(
             f"UPDATE {table} SET state = ?, reason = ?, finished = ? WHERE state NOT IN (?, ?)",  # noqa: S608 - fixed names

@@ -25,7 +25,7 @@ from typing import IO, Any
 
 from opsctl.backends.local import containers
 from opsctl.backends.local.processes import STOP_GRACE, signal_group, terminate
-from opsctl.backends.local.state import LocalRun, mark_killed, migrate, open_log
+from opsctl.backends.local.state import KILLED_ATTEMPT, LocalRun, mark_killed, migrate, open_log
 from opsctl.states import TERMINAL, JobState, settle
 from opsctl_contract import subreaper
 from opsctl_contract.environment import local_environment
@@ -420,7 +420,8 @@ class Supervisor:
             if child.container:
                 containers.remove(self.manifest["engine"], child.container)
             code, cpu = _reaped(child.proc)
-            self._attempt(key, self.children[key]["attempt"], finished=time.time(), exit_code=code, cpu=cpu)
+            attempt = self.children[key]["attempt"]
+            self._attempt(key, attempt, finished=time.time(), exit_code=code, reason=KILLED_ATTEMPT, cpu=cpu)
         self._end_orphans()
         self._write_attempts(conn)
         mark_killed(conn)
