@@ -163,6 +163,32 @@ def local_costs() -> tuple[float, float, float]:
         return tick_ms, status_ms, per_call(fetch)
 
 
+def empty_children(children: int = 10_000, rounds: int = 3) -> tuple[float, float]:
+    """Wall seconds from `opsctl launch` until the run is over, medians of `rounds`: a step of
+    `children` children for one command (all but one with nothing to run), against its peer,
+    the same command as a single job, alternating in the same run."""
+    import os
+    import statistics
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from _localrun import launch_and_wait
+
+    wide, one = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["OPSCTL_HOME"] = tmp
+        specs = {}
+        for size in (children, 1):
+            specs[size] = Path(tmp) / f"s{size}.yaml"
+            specs[size].write_text(
+                "name: idle\nsteps:\n  - name: s\n    queue: cpu\n"
+                f"    array_size: {size}\n    command: 'true'\n"
+            )
+        for _ in range(rounds):
+            wide.append(launch_and_wait(specs[children], dict(os.environ), max_parallel=2)[0])
+            one.append(launch_and_wait(specs[1], dict(os.environ), max_parallel=2)[0])
+    return statistics.median(wide), statistics.median(one)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--large", action="store_true", help="add 10^5 commands and 1,000 children")
@@ -170,6 +196,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.local:
         local_results(*local_costs())
+        empty_results(*empty_children())
         return
     configs = [
         (1_000, 100, "contiguous"),
@@ -237,6 +264,14 @@ def local_results(tick_ms: float, status_ms: float, fetch_ms: float) -> None:
         f"the same rows fetched alone {fetch_ms:.1f} ms"
     )
     print(f"RESULT scale_local_status_vs_fetch {status_ms / fetch_ms:.2f} ratio target <= 3.0")
+
+
+def empty_results(wide_s: float, one_s: float) -> None:
+    print(
+        f"local run of 10,000 children for 1 command: {wide_s:.2f} s from launch to its end; "
+        f"the command as one job: {one_s:.2f} s"
+    )
+    print(f"RESULT scale_local_empty_children_vs_one_job {wide_s / one_s:.2f} ratio target <= 2.0")
 
 
 if __name__ == "__main__":

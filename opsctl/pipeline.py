@@ -132,11 +132,7 @@ class Pipeline:
         for step in self.steps:
             low, high = slice_sizes(len(step.commands), step.array_size)
             if low == 0:
-                idle = step.array_size - len(step.commands)
-                notes.append(
-                    f"step '{step.name}' has {step.array_size} children for {len(step.commands)} "
-                    f"commands: {idle} children get none and exit at once"
-                )
+                notes.append(self._idle_note(step))
             steps.append(
                 {
                     "name": step.name,
@@ -144,6 +140,7 @@ class Pipeline:
                     "array_size": step.array_size,
                     "commands": len(step.commands),
                     "commands_per_child": {"min": low, "max": high},
+                    "children_with_work": min(step.array_size, len(step.commands)),
                     "split": step.split.value,
                     "source": step.source,
                     "depends_on": [
@@ -163,6 +160,35 @@ class Pipeline:
             "steps": steps,
             "notes": notes,
         }
+
+    def _idle_note(self, step: Step) -> str:
+        """What `validate` says of a step with more children than commands: how many have
+        none, what they cost, and the array size that would do. An N_TO_N dependency ties the
+        sizes of the steps it joins (child i waits for child i), so the size that would do is
+        the most commands of any of them, and it is said of them all."""
+        tied, pending = {step.name}, [step.name]
+        while pending:
+            name = pending.pop()
+            for other in self.steps:
+                joined = any(d.n_to_n and d.step == name for d in other.depends_on) or any(
+                    d.n_to_n and d.step == other.name for d in self.step(name).depends_on
+                )
+                if joined and other.name not in tied:
+                    tied.add(other.name)
+                    pending.append(other.name)
+        needed = min(step.array_size, max(len(self.step(name).commands) for name in tied))
+        commands = len(step.commands)
+        head = (
+            f"step '{step.name}' has {step.array_size} children for {commands} "
+            f"command{'s' if commands > 1 else ''}: {step.array_size - commands} have none "
+            "(the local backend does not start them; AWS Batch starts each, which exits at once)"
+        )
+        others = ", ".join(sorted(tied - {step.name}))
+        if needed == step.array_size:
+            return f"{head}; its N_TO_N dependencies ({others}) keep array_size at {needed}"
+        if others:
+            return f"{head}: array_size: {needed} would do, here and in {others} (N_TO_N)"
+        return f"{head}: array_size: {needed} would do"
 
 
 def load(path: str | Path) -> Pipeline:

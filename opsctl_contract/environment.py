@@ -20,6 +20,7 @@ STATE_URI = "OPSCTL_STATE_URI"
 SPLIT = "OPSCTL_SPLIT"
 GENERATION = "OPSCTL_GENERATION"  # bumped by each `opsctl resume` (dynamic split's claims)
 COMMAND_INDEX = "OPSCTL_COMMAND_INDEX"  # set by the worker for each command it runs
+SCRATCH_DIR = "OPSCTL_SCRATCH_DIR"  # set by the worker: the empty directory its commands start in
 
 # Index sources in order of preference: AWS Batch, then Slurm and Kubernetes indexed jobs, so
 # the same image also runs under those schedulers.

@@ -164,12 +164,20 @@ def test_the_cpu_image_meets_the_worker_contract(
     broken = f"test -e {flag}" if flag else 'test "$AWS_BATCH_JOB_ATTEMPT" = 2'
     write_list(
         uri,
-        [f'test "$(id -u)" = {WORKER_UID}', f"{broken} || {{ echo 'input missing' >&2; exit 3; }}", "true"],
+        [
+            # The image's user; the attempt's scratch directory in the container's /tmp.
+            f'test "$(id -u)" = {WORKER_UID} && test "$PWD" = "$OPSCTL_SCRATCH_DIR"'
+            ' && test "${PWD%/*}" = /tmp',
+            f"{broken} || {{ echo 'input missing' >&2; exit 3; }}",
+            "true",
+        ],
     )
     env = {**contract(uri), **aws_names()}
     first = batch_run(engine, CPU, env, folder)
     assert first.returncode == 1, first.stderr
-    assert markers(uri, "done") == [0, 2], "the image's user is 10001, and it writes its markers"
+    assert markers(uri, "done") == [0, 2], (
+        "the image's user is 10001 in /tmp/opsctl-*, and it writes its markers"
+    )
     assert markers(uri, "failed") == [1]
     if flag:
         Path(flag).touch()

@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -482,3 +483,122 @@ def test_status_reads_ledgers_and_counts_not_markers(home: Path) -> None:
     assert REQUESTS["put"] - before == 1, "one listing: the step's ledgers, for its requests"
     assert again["steps"][0]["commands"]["done"] == 3000
     assert again["requests"]["put"] >= 3000, "every done marker was a write"
+
+
+def test_children_with_nothing_to_run_are_not_started(home: Path) -> None:
+    """1,000 children for one command start one worker: the others have an empty shard and
+    are counted SUCCEEDED with no attempt and no log, as soon as their dependencies are met.
+    Through an N_TO_N dependency child i of `t` still waits for child i of `s`, and a step
+    after a failed one is failed by it, its empty children included (nothing is ready)."""
+    spec = write_spec(
+        home,
+        """
+name: idle
+defaults: {retries: 0}
+steps:
+  - name: s
+    queue: cpu
+    array_size: 1000
+    command: echo only
+  - name: t
+    queue: cpu
+    array_size: 1000
+    commands: [echo zero, echo one]
+    depends_on: [{step: s, type: N_TO_N}]
+  - name: f
+    queue: cpu
+    command: exit 3
+  - name: g
+    queue: cpu
+    array_size: 4
+    command: echo never
+    depends_on: [f]
+""",
+    )
+    run_id = launch(spec)
+    code, doc, _ = watch(run_id)
+    steps = by_name(doc)
+    assert code == 1 and (steps["s"]["state"], steps["t"]["state"]) == ("SUCCEEDED", "SUCCEEDED")
+    assert steps["s"]["counts"] == steps["t"]["counts"] == {"SUCCEEDED": 1000}
+    assert (steps["s"]["attempts"], steps["t"]["attempts"]) == (
+        {"total": 1, "retried": 0},
+        {"total": 2, "retried": 0},
+    )
+    assert (steps["g"]["counts"], steps["g"]["cancelled"]) == ({"FAILED": 4}, 4), "not ready: not done"
+    run_dir = home / "home" / "runs" / run_id
+    logs = sorted(str(p.relative_to(run_dir / "logs")) for p in (run_dir / "logs").rglob("*.log"))
+    # The seed's slices: one command goes to child 999 of 1,000, two to children 499 and 999.
+    assert logs == ["f/0.log", "s/999.log", "t/499.log", "t/999.log"], "one worker per child with work"
+    with sqlite3.connect(run_dir / "run.db") as db:
+        rows = db.execute("SELECT step, idx FROM attempt ORDER BY step, idx").fetchall()
+        # Child i of t started after child i of s had succeeded, whether s's child ran or not.
+        order = db.execute(
+            "SELECT t.idx, t.started >= s.finished FROM attempt t "
+            "JOIN child s ON s.step = 's' AND s.idx = t.idx WHERE t.step = 't'"
+        ).fetchall()
+    assert rows == [("f", 0), ("s", 999), ("t", 499), ("t", 999)]
+    assert order == [(499, 1), (999, 1)]
+
+
+def test_a_resume_starts_only_the_children_dealt_commands(home: Path) -> None:
+    """Dynamic split: a resume runs every child again, over a pack of the commands left. After
+    one command of eight failed, that pack deals it to one child of four (the last: cuts at
+    1*i//4), and that child alone starts; the others' shards are empty."""
+    flag = home / "fixed"
+    spec = write_spec(
+        home,
+        f"""
+name: again
+defaults: {{retries: 0}}
+steps:
+  - name: s
+    queue: cpu
+    array_size: 4
+    split: dynamic
+    commands: {{template: "test {{i}} != 5 || test -e {flag}", range: 8}}
+""",
+    )
+    run_id = launch(spec)
+    assert watch(run_id)[0] == 1
+    flag.touch()
+    assert cli("resume", run_id).returncode == 0
+    code, doc, _ = watch(run_id)
+    assert code == 0 and by_name(doc)["s"]["commands"]["done"] == 8
+    with sqlite3.connect(home / "home" / "runs" / run_id / "run.db") as db:
+        again = db.execute("SELECT idx FROM attempt WHERE generation = 2").fetchall()
+    assert again == [(3,)]
+
+
+def test_commands_start_in_their_attempts_scratch_directory(home: Path, tmp_path: Path) -> None:
+    """Not the launch directory: an empty directory of the attempt's own, named by
+    OPSCTL_SCRATCH_DIR, shared by the attempt's commands in turn and removed when it ends; a
+    retry gets a new one. What a command keeps goes under OPSCTL_RUN_URI."""
+    launched_from = tmp_path / "launch"
+    launched_from.mkdir()
+    (launched_from / "data.txt").write_text("the launch directory's\n")
+    record = 'd="$OPSCTL_RUN_URI/seen"; mkdir -p "$d"; echo "$PWD $OPSCTL_SCRATCH_DIR $(ls -A | wc -l)"'
+    spec = write_spec(
+        home,
+        f"""
+name: where
+defaults: {{retries: 1}}
+steps:
+  - name: s
+    queue: cpu
+    commands:
+      - '{record} > "$d/0"; touch mine'
+      - '{record} > "$d/1.$AWS_BATCH_JOB_ATTEMPT"; test "$AWS_BATCH_JOB_ATTEMPT" = 2'
+""",
+    )
+    result = cli("launch", str(spec), "--json", cwd=launched_from)
+    assert result.returncode == 0, result.stderr
+    run_id = json.loads(result.stdout)["run_id"]
+    code, doc, _ = watch(run_id)
+    assert code == 0, doc
+    seen = home / "home" / "runs" / run_id / "seen"
+    first, second, retried = ((seen / name).read_text().split() for name in ("0", "1.1", "1.2"))
+    assert first[0] == first[1] != str(launched_from) and first[2] == "0", "empty, its own"
+    assert second == [first[0], first[0], "1"], "the next command of the attempt: the same, with `mine`"
+    assert retried[0] == retried[1] != first[0] and retried[2] == "0", "a retry starts again, empty"
+    assert Path(first[0]).parent == Path(tempfile.gettempdir())
+    assert not Path(first[0]).exists() and not Path(retried[0]).exists(), "removed with the attempt"

@@ -443,6 +443,38 @@ def test_example_plan(capsys: pytest.CaptureFixture[str]) -> None:
     assert any("reconstruct" in note for note in plan["notes"])
 
 
+def test_the_plan_says_how_many_children_a_step_needs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`children_with_work` per step; a note for each step with children left without work,
+    naming the array size that would do, which an N_TO_N dependency ties across its steps."""
+    spec = tmp_path / "p.yaml"
+    spec.write_text(
+        "name: p\nsteps:\n"
+        "  - {name: a, queue: cpu, array_size: 1000, command: echo a}\n"
+        "  - {name: b, queue: cpu, array_size: 50, commands: {template: 'echo {i}', range: 20}}\n"
+        "  - name: c\n    queue: cpu\n    array_size: 50\n    commands: {template: 'echo {i}', range: 7}\n"
+        "    depends_on: [{step: b, type: N_TO_N}]\n"
+        "  - {name: d, queue: cpu, array_size: 8, commands: {template: 'echo {i}', range: 8}}\n"
+        "  - name: e\n    queue: cpu\n    array_size: 8\n    command: echo e\n"
+        "    depends_on: [{step: d, type: N_TO_N}]\n"
+    )
+    code, out, err = run_cli(["validate", str(spec), "--json"], capsys)
+    assert (code, err) == (0, "")
+    plan = json.loads(out)
+    assert [s["children_with_work"] for s in plan["steps"]] == [1, 20, 7, 8, 1]
+    idle = "(the local backend does not start them; AWS Batch starts each, which exits at once)"
+    assert plan["notes"] == [
+        f"step 'a' has 1000 children for 1 command: 999 have none {idle}: array_size: 1 would do",
+        f"step 'b' has 50 children for 20 commands: 30 have none {idle}: array_size: 20 would do, "
+        "here and in c (N_TO_N)",
+        f"step 'c' has 50 children for 7 commands: 43 have none {idle}: array_size: 20 would do, "
+        "here and in b (N_TO_N)",
+        f"step 'e' has 8 children for 1 command: 7 have none {idle}; its N_TO_N dependencies (d) "
+        "keep array_size at 8",
+    ]
+
+
 def test_table_output(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(["validate", str(ROOT / "examples" / "hello.yaml")], capsys)
     assert code == 0

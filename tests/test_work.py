@@ -45,6 +45,22 @@ def test_each_child_reads_back_exactly_its_shard(tmp_path: Path, split: str) -> 
         assert [(c.index, c.text, c.rerun) for c in read] == [(k, COMMANDS[k], k in (8, 9)) for k in shard]
 
 
+def test_a_packs_index_gives_every_shards_size_in_one_read(tmp_path: Path, split: str) -> None:
+    """What the local supervisor reads to leave children with nothing to run unstarted."""
+    store = LocalStore(tmp_path)
+    owned = work.shards(len(COMMANDS), [0, 1, 2, 40, 59], split, 8)  # more children than commands
+    store.write("s/work/1", work.pack(COMMANDS, owned))
+    assert work.Pack(store, "s", 1).sizes(8) == [len(shard) for shard in owned]
+    assert 0 in work.Pack(store, "s", 1).sizes(8)
+    with pytest.raises(work.DamagedWork, match="not an index of 9 shards"):
+        work.Pack(store, "s", 1).sizes(9)
+    data = bytearray(work.pack(COMMANDS, owned))
+    data[16 + 16 * 3 + 8 : 16 + 16 * 3 + 16] = (10**6).to_bytes(8, "little")  # child 3 counts back
+    store.write("s/work/2", bytes(data))
+    with pytest.raises(work.DamagedWork, match="counts backwards"):
+        work.Pack(store, "s", 2).sizes(8)
+
+
 def test_a_tail_read_from_the_back_in_small_chunks_is_the_shard(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -211,6 +211,25 @@ def test_sigterm_stops_the_command_and_leaves_it_unmarked(tmp_path: Path) -> Non
         os.kill(command_pid, 0)
 
 
+def test_the_scratch_directory_is_removed_when_a_kill_stops_the_attempt(tmp_path: Path) -> None:
+    place = str(tmp_path / "run")
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    write_list(place, ['echo "$PWD" > ../where; mkdir -p deep/er; touch deep/er/f; exec sleep 60'])
+    env = worker_env(**contract(place), TMPDIR=str(temp))
+    proc = subprocess.Popen([WORKER, "run"], env=env, stderr=subprocess.PIPE, text=True)
+    wait_until(
+        lambda: (temp / "where").exists() and (temp / "where").read_text().strip() != "", 20, "its start"
+    )
+    scratch = Path((temp / "where").read_text().strip())
+    assert scratch.parent == temp and scratch.name.startswith("opsctl-step-0-1-")
+    wait_until(lambda: (scratch / "deep" / "er" / "f").exists(), 20, "its files")
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=20)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert sorted(p.name for p in temp.iterdir()) == ["where"], "the scratch directory is gone"
+
+
 def test_worker_process_runs_without_rich(tmp_path: Path) -> None:
     """A worker started through its entry point runs and logs with rich kept out of the process
     (structlog would import it: 40 ms of every child's start)."""

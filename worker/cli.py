@@ -11,12 +11,14 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
 
 import structlog
 
 from opsctl_contract import logging as opsctl_logging
 from opsctl_contract import subreaper
+from opsctl_contract.environment import SCRATCH_DIR
 from opsctl_contract.errors import BadInput, OpsctlError
 from opsctl_contract.listfile import parse_commands
 from opsctl_contract.markers import DONE, Ledger, Markers
@@ -100,9 +102,37 @@ def _run(env: WorkerEnv, store: Store, markers: Markers, ledger: Ledger, fail_fa
     log = structlog.get_logger()
     first, last = (own[0].index, own[-1].index) if own else (None, None)
     log.info("shard", split=env.split, commands=len(own), first=first, last=last)
-    summary = run_commands(env, texts, mine, markers, done=done, fail_fast=fail_fast, ledger=ledger)
+    with scratch(env) as where:
+        summary = run_commands(
+            env, texts, mine, markers, done=done, fail_fast=fail_fast, ledger=ledger, cwd=where
+        )
     log.info("finished", ran=summary.ran, failed=summary.failed, skipped=summary.skipped)
     return summary.exit_code
+
+
+@contextlib.contextmanager
+def scratch(env: WorkerEnv) -> Iterator[str]:
+    """The directory this attempt's commands start in: made empty in the temporary directory
+    (tempfile's: $TMPDIR where usable, else /tmp) before the first command, removed with what
+    is in it when the attempt ends, and named to them by OPSCTL_SCRATCH_DIR.
+
+    One rule wherever the worker runs: in a container on AWS Batch or under `--containers`
+    (whose /tmp is the container's own), on a local host, on a cluster node (where $TMPDIR is
+    often the job's own). A command cannot count on the launch directory, which no container
+    has, nor on the image's WORKDIR, which a host run has not; what must outlive the attempt
+    goes under $OPSCTL_RUN_URI (docs/worker.md, "Where commands run")."""
+    prefix = f"opsctl-{env.step}-{env.index}-{env.attempt}-"  # the step's name is checked: no "/"
+    try:
+        folder = tempfile.TemporaryDirectory(prefix=prefix, ignore_cleanup_errors=True)
+    except OSError as e:
+        # Exit 1: another host may have room. tempfile names the places it tried.
+        raise OpsctlError(f"cannot make the commands' scratch directory: {e}") from None
+    with folder as where:
+        os.environ[SCRATCH_DIR] = where
+        try:
+            yield where
+        finally:
+            os.environ.pop(SCRATCH_DIR, None)
 
 
 def gpu_check(*, as_json: bool, require_gpu: bool) -> int:

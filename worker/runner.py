@@ -72,9 +72,11 @@ def run_commands(
     stderr: BinaryIO | None = None,
     clock: Callable[[], float] = time.monotonic,
     ledger: Ledger | None = None,
+    cwd: str | None = None,
 ) -> Summary:
-    """Run `commands[k]` for each k in `indices` that is not in `done`. `commands` may grow
-    while `indices` is consumed: a dynamic-split child learns a stolen command as it claims it.
+    """Run `commands[k]` for each k in `indices` that is not in `done`, each started in `cwd`
+    (the attempt's scratch directory: worker/cli.py, `scratch`). `commands` may grow while
+    `indices` is consumed: a dynamic-split child learns a stolen command as it claims it.
 
     Commands inherit this process's environment, plus OPSCTL_COMMAND_INDEX, which is set in
     `os.environ` itself: a child that inherits the environment as it is costs nothing, while
@@ -96,7 +98,7 @@ def run_commands(
             # What this attempt cost before its first command (bench/scale.py reads it).
             log.info("first command", index=k, requests=dict(REQUESTS), read_bytes=READ_BYTES["read"])
         os.environ[COMMAND_INDEX] = str(k)
-        outcome = _run_one(commands[k], out, clock, others)
+        outcome = _run_one(commands[k], out, clock, others, cwd)
         exit_code, tail, seconds = outcome.exit_code, outcome.tail, outcome.seconds
         if outcome.leftovers:
             log.warning("leftover processes ended", index=k, count=outcome.leftovers)
@@ -135,7 +137,11 @@ class Outcome:
 
 
 def _run_one(
-    command: str, out: BinaryIO, clock: Callable[[], float] = time.monotonic, others: Sequence[int] = ()
+    command: str,
+    out: BinaryIO,
+    clock: Callable[[], float] = time.monotonic,
+    others: Sequence[int] = (),
+    cwd: str | None = None,
 ) -> Outcome:
     """Run `command` with /bin/sh; stdout passes through, stderr is passed on and its tail kept.
 
@@ -151,7 +157,7 @@ def _run_one(
     """
     started = clock()
     try:
-        proc = subprocess.Popen(["/bin/sh", "-c", command], stderr=subprocess.PIPE)
+        proc = subprocess.Popen(["/bin/sh", "-c", command], stderr=subprocess.PIPE, cwd=cwd)
     except (OSError, ValueError) as e:
         message = f"opsctl-worker: cannot start the command: {e}\n"
         out.write(message.encode())
