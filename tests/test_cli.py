@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import re
 import shutil
 import subprocess
 import sys
@@ -144,17 +142,3 @@ def test_tab_completes_commands_options_and_run_ids(tmp_path: Path) -> None:
         "tomo-20261128-101500-a1b2",
     ]
     assert complete("opsctl resume hel", env, bash) == ["hello-20261127-090000-0001"]
-
-
-@pytest.mark.parametrize(
-    "verb", ["launch", "watch", "status", "kill", "resume", "logs", "list", "prune", "report"]
-)
-def test_docs_name_every_option_of_the_run_commands(verb: str) -> None:
-    """docs/cli.md's synopsis spells each option `--help` lists (the infra commands have their
-    own check in test_infra.py)."""
-    result = cli(verb, "--help", env={**os.environ, "COLUMNS": "200"})
-    assert result.returncode == 0, result.stderr
-    options = sorted(set(re.findall(r"(--[a-z][a-z-]+)", result.stdout)) - {"--help"})
-    synopsis = (ROOT / "docs" / "cli.md").read_text().split("\n## ", 1)[0]
-    missing = [option for option in options if option not in synopsis]
-    assert not missing, f"docs/cli.md's synopsis does not name {missing} of `opsctl {verb}`"

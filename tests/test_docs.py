@@ -630,8 +630,7 @@ REGISTERED = registered()
 def test_the_synopsis_names_every_registered_option_and_no_other(path: tuple[str, ...]) -> None:
     """docs/cli.md's synopsis line of each command lists its arguments and every option it
     registers, and no option it does not: drift either way (an option added to the code, or one
-    documented but refused) fails here, naming it. Subsumes test_cli.py's and test_infra.py's
-    `test_docs_name_every_option_of_*`, which checked one way and not per command."""
+    documented but refused) fails here, naming it."""
     arguments, options = REGISTERED[path]
     lines = documented()
     assert path in lines, f"docs/cli.md's synopsis has no line for `opsctl {' '.join(path)}`"

@@ -29,10 +29,11 @@ def host_compiles() -> bool:
 
 
 def worker_argv(*args: str) -> list[str]:
-    if not host_compiles():
-        pytest.fail(
-            "no OpenCL driver here builds for this CPU: `make system` installs Debian's pocl-opencl-icd"
-        )
+    if not host_compiles():  # said, and failed in CI, where `make system` has run
+        why = "no OpenCL driver here builds for this CPU: `make system` installs Debian's pocl-opencl-icd"
+        if os.environ.get("CI") == "true":
+            pytest.fail(why)
+        pytest.skip(why)
     return [sys.executable, "-m", "worker", *args]
 
 

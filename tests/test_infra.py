@@ -959,25 +959,6 @@ def test_the_default_tag_is_the_commit_of_a_clean_tree(tmp_path: Path) -> None:
         commit_tag(tmp_path)
 
 
-@pytest.mark.parametrize("command", ["plan", "apply", "destroy", "output", "push"])
-def test_docs_name_every_option_of_the_infra_commands(command: str) -> None:
-    """docs/cli.md's infra section spells each option `--help` lists, and the help says what
-    each new option does."""
-    result = subprocess.run(
-        [OPSCTL, "infra", command, "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    assert result.returncode == 0, result.stderr
-    options = sorted(set(re.findall(r"(--[a-z][a-z-]+)", result.stdout)) - {"--help"})
-    assert "--dir" in options
-    docs = (ROOT / "docs" / "cli.md").read_text().split("## opsctl infra", 1)[1]
-    missing = [option for option in options if option not in docs]
-    assert not missing, f"docs/cli.md does not name {missing} of `opsctl infra {command}`"
-
-
 def test_readme_names_every_variable_and_output() -> None:
     readme = (ROOT / "README.md").read_text()
     names = [*blocks(TERRAFORM / "variables.tf", "variable"), *blocks(TERRAFORM / "outputs.tf", "output")]

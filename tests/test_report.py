@@ -67,21 +67,27 @@ def bar_ids(facts: dict[str, Any]) -> list[str]:
     return sorted(f"{b['step']}:{b['index']}:{b['generation']}:{b['attempt']}" for b in facts["timeline"])
 
 
-def in_chromium(page: Path, tmp_path: Path) -> Dom:
-    """The page as headless Chromium renders it: a screenshot taken, the DOM read back."""
+def headless_chromium(tmp_path: Path) -> list[str]:
+    """The command line of a headless Chromium with a profile of its own under `tmp_path`; a
+    machine without one skips the test with the reason, except in CI, where it fails."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:  # a browser this machine may not have: said, and failed only in CI
+    if chromium is None:
         why = "no chromium on PATH: the page is checked in Debian's chromium (`make system` sees to it)"
         if os.environ.get("CI") == "true":
             pytest.fail(why)
         pytest.skip(why)
-    browser = [
+    return [
         chromium,
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
         f"--user-data-dir={tmp_path / 'profile'}",
     ]
+
+
+def in_chromium(page: Path, tmp_path: Path) -> Dom:
+    """The page as headless Chromium renders it: a screenshot taken, the DOM read back."""
+    browser = headless_chromium(tmp_path)
     shot = page.with_suffix(".png")
     subprocess.run(
         [*browser, f"--screenshot={shot}", "--window-size=1200,900", page.as_uri()],

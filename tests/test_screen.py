@@ -21,7 +21,6 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from opsctl_contract.storage import s3_client
 from tests.batch_player import BatchPlayer
 from tests.helpers import cli, one_step_run
 from tests.test_aws import Calls, a_step, fixture, stubbed
+from tests.test_report import headless_chromium
 
 LIMIT = 60  # seconds any one CLI call here may take
 
@@ -479,8 +479,7 @@ def test_the_reports_timeline_has_a_labelled_time_axis(tmp_path: Path) -> None:
 def test_the_axis_lines_up_with_the_bars_in_a_browser(tmp_path: Path) -> None:
     """Headless Chromium lays the page out; a script added to a copy of it (the report has none)
     measures where the 1-minute tick's mark and the bar that starts at 1 minute are."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "Debian's chromium is needed (.ci/run installs it)"
+    browser = headless_chromium(tmp_path)
     measure = """<script>
 const tick = [...document.querySelectorAll('.tick')].find(t => t.dataset.seconds === '60');
 const bar = document.querySelector('[data-attempt="s:1:1:1"]');
@@ -496,16 +495,7 @@ document.body.dataset.bartop = bar.getBoundingClientRect().top;
     page = tmp_path / "measured.html"
     page.write_text(report.render(_facts(250.0)).replace("</body>", measure))
     dumped = subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--window-size=1200,900",
-            "--dump-dom",
-            page.as_uri(),
-        ],
+        [*browser, "--window-size=1200,900", "--dump-dom", page.as_uri()],
         capture_output=True,
         text=True,
         timeout=120,

@@ -10,7 +10,27 @@ import typer
 
 from opsctl.backends import BackendName
 
-Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+# `--json` on each command that has it, its help saying what that command prints instead.
+PlanJson = Annotated[bool, typer.Option("--json", help="Print the plan as JSON instead of a table.")]
+LaunchJson = Annotated[
+    bool,
+    typer.Option("--json", help='Print {"run_id": ...} as JSON (with --watch: the final status document).'),
+]
+WatchJson = Annotated[
+    bool,
+    typer.Option(
+        "--json", help="Print nothing while the run goes on, then its final status document as JSON."
+    ),
+]
+StatusJson = Annotated[
+    bool, typer.Option("--json", help="Print the status document as JSON (docs/cli.md) instead of a table.")
+]
+ListJson = Annotated[
+    bool, typer.Option("--json", help="Print the runs as a JSON list instead of a line each.")
+]
+ReportJson = Annotated[
+    bool, typer.Option("--json", help="Print the report's facts as JSON instead of writing the HTML page.")
+]
 Backend = Annotated[
     BackendName | None,
     typer.Option(

@@ -19,7 +19,18 @@ import typer
 from opsctl.backends.base import Backend, get_backend, remember
 from opsctl.backends.local.containers import Containers
 from opsctl.cli.options import Backend as BackendOption
-from opsctl.cli.options import Infra, Json, RunId, Spec, StuckAfter, finite
+from opsctl.cli.options import (
+    Infra,
+    LaunchJson,
+    ListJson,
+    ReportJson,
+    RunId,
+    Spec,
+    StatusJson,
+    StuckAfter,
+    WatchJson,
+    finite,
+)
 from opsctl.errors import LaunchIncomplete
 from opsctl.states import TERMINAL
 from opsctl_contract.errors import BadInput
@@ -64,7 +75,7 @@ def launch(
             "on a machine whose engine has none.",
         ),
     ] = False,
-    as_json: Json = False,
+    as_json: LaunchJson = False,
 ) -> None:
     """Start a run and print its id.
 
@@ -116,7 +127,7 @@ def watch(
             "Each refresh lists the children (about 1 call per 100).",
         ),
     ] = COST_EVERY,
-    as_json: Json = False,
+    as_json: WatchJson = False,
 ) -> None:
     """Follow a run until it ends.
 
@@ -204,7 +215,7 @@ def status(
     backend: BackendOption = None,
     infra: Infra = None,
     stuck_after: StuckAfter = 15.0,
-    as_json: Json = False,
+    as_json: StatusJson = False,
 ) -> None:
     """Print a run's state once.
 
@@ -276,7 +287,7 @@ def logs(
         out.flush()
 
 
-def list_runs(backend: BackendOption = None, infra: Infra = None, as_json: Json = False) -> None:
+def list_runs(backend: BackendOption = None, infra: Infra = None, as_json: ListJson = False) -> None:
     """List runs, newest first.
 
     One line a run: its id, state and creation time; in a terminal too narrow for the time
@@ -310,7 +321,7 @@ def report(
         Path | None,
         typer.Option("--output", "-o", help="Where to write the HTML page (default RUN.html here)."),
     ] = None,
-    as_json: Json = False,
+    as_json: ReportJson = False,
     price: Annotated[
         str | None,
         typer.Option(

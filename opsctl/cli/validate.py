@@ -7,10 +7,10 @@ from typing import Any
 
 import typer
 
-from opsctl.cli.options import Json, Spec
+from opsctl.cli.options import PlanJson, Spec
 
 
-def validate(spec: Spec, as_json: Json = False) -> None:
+def validate(spec: Spec, as_json: PlanJson = False) -> None:
     """Check a spec and print its plan.
 
     The plan lists the steps in the order they run, with queue, array size, command count,
