@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import boto3
 import pytest
 
-from opsctl.backends.prices import Prices
+from opsctl.backends.aws import AwsBackend
+from opsctl.backends.prices import NoPrice, Prices
 from opsctl.costs import Rate, estimate, parse_prices
+from opsctl.infra import load_outputs
 from opsctl_contract.errors import BadInput
 from tests.helpers import environ_set
 from tests.price_list import PriceList, product, serving
@@ -93,10 +96,10 @@ def test_a_spot_queue_is_priced_from_the_spot_price_history(
 def test_a_queue_that_cannot_be_priced_says_why(
     batch_env: dict[str, str], price_list: PriceList, prices: Prices
 ) -> None:
-    with pytest.raises(LookupError, match=r"^no instance type of queue .* has 4 vCPUs and 9 GPUs$"):
+    with pytest.raises(NoPrice, match=r"^no instance type of queue .* has 4 vCPUs and 9 GPUs$"):
         prices.rate(batch_env["gpu_queue"], 4, 9, *hour())
     price_list.products = []  # a region the list has no price for
-    with pytest.raises(LookupError, match="the price list has no Linux price in us-east-1 for g5"):
+    with pytest.raises(NoPrice, match="the price list has no Linux price in us-east-1 for g5"):
         prices.rate(batch_env["gpu_queue"], 4, 1, *hour())
 
 
@@ -242,3 +245,31 @@ def test_optimal_in_a_region_without_the_current_families() -> None:
         "p3.2xlarge",
         "c5",
     }
+
+
+def test_a_bug_in_pricing_is_not_read_as_no_price(
+    infra_file: Path, price_list: PriceList, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report's cost says "unavailable" for a queue that cannot be priced (NoPrice, an AWS
+    refusal), and nothing else: a KeyError from a bug in prices.py surfaces, not as a price
+    missing. The bug is played by making Prices.rate raise one."""
+    backend = AwsBackend(load_outputs(infra_file))
+    doc = {"steps": [{"name": "s", "queue": "cpu", "commands": {"done": 1}}], "requests": None}
+    attempts = [
+        {"step": "s", "index": 0, "generation": 1, "attempt": 1, "started": 1.0, "finished": 61.0}
+        | {"exit_code": 0, "reason": None, "cpu_seconds": None, "vcpus": 1.0, "gpus": 0.0}
+    ]
+
+    def no_price(*_: object) -> Rate:
+        raise NoPrice("the price list has no Linux price in us-east-1 for c5")
+
+    monkeypatch.setattr(Prices, "rate", no_price)
+    cost = backend.cost("r", doc, attempts, None)
+    assert cost["dollars"] is None and cost["unavailable"].startswith("the price list has no Linux price")
+
+    def bug(*_: object) -> Rate:
+        return {}["instanceTypes"]  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(Prices, "rate", bug)
+    with pytest.raises(KeyError):
+        backend.cost("r", doc, attempts, None)

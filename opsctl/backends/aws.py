@@ -424,7 +424,7 @@ class AwsBackend:
 
         try:
             return estimate(attempts, queues, rate_of, doc.get("requests"), now)
-        except (LookupError, OpsctlError) as e:  # no price to be had: no permission, say
+        except OpsctlError as e:  # no price to be had (prices.NoPrice), no permission, EC2 unreachable
             by_hand_hint = "`--price vcpu=DOLLARS,gpu=DOLLARS` prices it by hand"
             return {"dollars": None, "unavailable": f"{e}; {by_hand_hint}"}
 

@@ -26,6 +26,14 @@ from typing import Any
 
 from opsctl.costs import Rate
 from opsctl_contract.awsclient import aws_call, client
+from opsctl_contract.errors import OpsctlError
+
+
+class NoPrice(OpsctlError):
+    """A queue that cannot be priced (no instance type fits, the price list has no price, the
+    queue or its capacity is not what a price needs): the report goes on without a cost, saying
+    why. Its own type, so that a KeyError of a bug is not read as "no price"."""
+
 
 # The Price List's API has endpoints in these regions only (botocore's endpoints.json).
 PRICING_REGION = "us-east-1"
@@ -76,7 +84,7 @@ class Prices:
                 family = name.split(".")[0]
                 smallest[family] = min(smallest.get(family, (v, g, name)), (v, g, name))
         if not smallest:
-            raise LookupError(f"no instance type of queue {queue} has {vcpus:g} vCPUs and {gpus:g} GPUs")
+            raise NoPrice(f"no instance type of queue {queue} has {vcpus:g} vCPUs and {gpus:g} GPUs")
         best: Rate | None = None
         for v, g, name in sorted(smallest.values()):
             share = max(vcpus / v, gpus / g if g else 0.0)
@@ -95,7 +103,7 @@ class Prices:
             if best is None or rate.dollars_per_hour < best.dollars_per_hour:
                 best = rate
         if best is None:
-            raise LookupError(f"the price list has no Linux price in {self.region} for {', '.join(smallest)}")
+            raise NoPrice(f"the price list has no Linux price in {self.region} for {', '.join(smallest)}")
         return best
 
     # --- the calls -------------------------------------------------------------------------
@@ -105,7 +113,7 @@ class Prices:
             with aws_call("AWS Batch", f"job queue {queue}", self.region):
                 found = self.batch.describe_job_queues(jobQueues=[queue])["jobQueues"]
             if not found:
-                raise LookupError(f"job queue {queue} does not exist")
+                raise NoPrice(f"job queue {queue} does not exist")
             order = sorted(found[0]["computeEnvironmentOrder"], key=lambda e: e["order"])
             with aws_call("AWS Batch", f"compute environments of {queue}", self.region):
                 ces = self.batch.describe_compute_environments(
@@ -113,7 +121,7 @@ class Prices:
                 )["computeEnvironments"]
             resources = ces[0].get("computeResources", {}) if ces else {}
             if resources.get("type") not in ("SPOT", "EC2"):
-                raise LookupError(f"queue {queue}'s compute environment is not EC2 or SPOT capacity")
+                raise NoPrice(f"queue {queue}'s compute environment is not EC2 or SPOT capacity")
             self._environments[queue] = (resources["type"], list(resources.get("instanceTypes", [])))
         return self._environments[queue]
 
