@@ -341,8 +341,11 @@ def test_hello_runs_in_the_worker_images_once_its_gpu_step_is_run_without_gpus(
     assert doc["state"] == "SUCCEEDED"
     assert [s["image"] for s in doc["steps"]] == [CPU, CPU, CPU, GPU], "each step in its queue's worker image"
     assert [s["commands"]["done"] for s in doc["steps"]] == [10, 64, 1, 4]
-    log = (tmp_path / "home" / "runs" / doc["run_id"] / "logs" / "reconstruct" / "0.log").read_text()
-    assert "OpenCL" not in log, "--no-gpus: no GPU preflight either"
+    # 4 commands over 8 children: child 0 has none and never starts; child 1 runs command 0.
+    logs = tmp_path / "home" / "runs" / doc["run_id"] / "logs" / "reconstruct"
+    assert sorted(p.name for p in logs.iterdir()) == ["1.log", "3.log", "5.log", "7.log"]
+    log = (logs / "1.log").read_text()
+    assert "reconstructing block 0" in log and "OpenCL" not in log, "--no-gpus: no GPU preflight either"
 
 
 def test_the_tomography_pipeline_in_containers_gives_the_host_runs_outputs(
