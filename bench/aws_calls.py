@@ -60,7 +60,7 @@ def main() -> None:
         moto_env.point_boto3_at(endpoint)
         import boto3
 
-        from opsctl.backends.aws import AwsBackend
+        from opsctl.backends.aws.backend import AwsBackend
         from opsctl.infra import load_outputs
         from opsctl_contract.storage import s3_client
 

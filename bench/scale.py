@@ -43,7 +43,7 @@ def storage(calls: Counter[str]) -> int:
 
 
 def one_run(outputs: dict[str, str], work: Path, commands: int, children: int, split: str) -> dict[str, Any]:
-    from opsctl.backends.aws import AwsBackend
+    from opsctl.backends.aws.backend import AwsBackend
     from opsctl.infra import load_outputs
     from opsctl_contract.markers import ledger_totals
     from opsctl_contract.storage import s3_client

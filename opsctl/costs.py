@@ -3,7 +3,7 @@
 A child attempt costs its duration times the hourly rate of its step: the share of an instance
 it could run on (vCPUs asked ÷ the type's vCPUs, or GPUs ÷ GPUs where it asks for GPUs, the larger)
 times that type's price; or, with `--price vcpu=…,gpu=…`, its vCPUs and GPUs at the prices
-given. The rates come from the backend (opsctl/backends/prices.py for AWS); this module only
+given. The rates come from the backend (opsctl/backends/aws/prices.py for AWS); this module only
 adds up. Storage requests are counted by the run itself and priced at S3 Standard's request
 prices (opsctl_contract.storage.PRICE_PER_1000).
 
@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opsctl_contract.errors import BadInput
 from opsctl_contract.storage import PRICE_PER_1000, request_cost
+
+if TYPE_CHECKING:
+    from opsctl.records import AttemptRecord
 
 CAVEATS = (
     "an estimate: each child attempt's duration x its share of the cheapest instance type of its "
@@ -85,10 +88,10 @@ RateOf = Callable[[str, float, float], Rate]  # (queue, vCPUs, GPUs) -> Rate
 
 
 def estimate(
-    attempts: list[dict[str, Any]],
-    queues: dict[str, str],
+    attempts: Sequence[AttemptRecord],
+    queues: Mapping[str, str],
     rate_of: RateOf,
-    requests: dict[str, Any] | None,
+    requests: Mapping[str, Any] | None,
     now: float | None = None,
 ) -> dict[str, Any]:
     """Dollars by step and in total, with the rates used; an attempt still running counts up

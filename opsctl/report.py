@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import html
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 from opsctl.costs import dollars
+from opsctl.records import AttemptRecord, StatusDocument, StatusStep
 from opsctl.visible import visible
 
 SLOWEST = 5  # children listed per step
 
 
 def facts(
-    status: dict[str, Any],
-    attempts: list[dict[str, Any]],
+    status: StatusDocument,
+    attempts: Sequence[AttemptRecord],
     failures: list[str],
     cost: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -29,13 +31,8 @@ def facts(
     the cost estimate of opsctl.costs where the backend made one."""
     # Times are wall-clock records: a clock stepped back mid-attempt would end it before it
     # began. Such an attempt took no time, so no duration, wall time or bar is negative.
-    attempts = [
-        {**a, "finished": max(a["finished"], a["started"])}
-        if a["started"] is not None and a["finished"] is not None
-        else a
-        for a in attempts
-    ]
-    by_step: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    attempts = [_clamped(a) for a in attempts]
+    by_step: dict[str, list[AttemptRecord]] = defaultdict(list)
     for a in attempts:
         by_step[a["step"]].append(a)
     starts = [a["started"] for a in attempts if a["started"] is not None]
@@ -45,7 +42,7 @@ def facts(
     commands = {
         k: sum(s["commands"][k] for s in status["steps"]) for k in ("total", "done", "failed", "reexecuted")
     }
-    cpu = [a["cpu_seconds"] for a in attempts if a.get("cpu_seconds") is not None]
+    cpu = [seconds for a in attempts if (seconds := a["cpu_seconds"]) is not None]
     return {
         "run_id": status["run_id"],
         "pipeline": status["pipeline"],
@@ -66,19 +63,30 @@ def facts(
     }
 
 
+def _clamped(a: AttemptRecord) -> AttemptRecord:
+    """`a`, ended no earlier than it began."""
+    if a["started"] is None or a["finished"] is None:
+        return a
+    return {**a, "finished": max(a["finished"], a["started"])}
+
+
 def _shown(text: str | None) -> str | None:
     """A reason as the report shows it: control characters written out (opsctl.visible), in
     the page and `--json` alike."""
     return None if text is None else visible(text)
 
 
-def _step(step: dict[str, Any], attempts: list[dict[str, Any]]) -> dict[str, Any]:
-    timed = [a for a in attempts if a["started"] is not None and a["finished"] is not None]
-    wall = max(a["finished"] for a in timed) - min(a["started"] for a in timed) if timed else None
-    busy = sum(a["finished"] - a["started"] for a in timed)
+def _step(step: StatusStep, attempts: list[AttemptRecord]) -> dict[str, Any]:
+    timed = [
+        (a["index"], began, ended)
+        for a in attempts
+        if (began := a["started"]) is not None and (ended := a["finished"]) is not None
+    ]
+    wall = max(ended for _, _, ended in timed) - min(began for _, began, _ in timed) if timed else None
+    busy = sum(ended - began for _, began, ended in timed)
     per_child: dict[int, float] = defaultdict(float)
-    for a in timed:
-        per_child[a["index"]] += a["finished"] - a["started"]
+    for index, began, ended in timed:
+        per_child[index] += ended - began
     slowest = sorted(per_child.items(), key=lambda item: (-item[1], item[0]))[:SLOWEST]
     retries = [
         {
@@ -111,7 +119,7 @@ def _step(step: dict[str, Any], attempts: list[dict[str, Any]]) -> dict[str, Any
     }
 
 
-def _bar(a: dict[str, Any], begin: float | None) -> dict[str, Any]:
+def _bar(a: AttemptRecord, begin: float | None) -> dict[str, Any]:
     def offset(t: float | None) -> float | None:
         return None if t is None or begin is None else round(t - begin, 3)
 

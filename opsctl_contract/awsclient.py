@@ -18,9 +18,17 @@ import contextlib
 import functools
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from opsctl_contract.errors import BadInput, OpsctlError
+
+if TYPE_CHECKING:  # the boto3-stubs packages, for mypy only: the images do not install them
+    from mypy_boto3_batch import BatchClient
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ecr import ECRClient
+    from mypy_boto3_logs import CloudWatchLogsClient
+    from mypy_boto3_pricing import PricingClient
+    from mypy_boto3_s3 import S3Client
 
 # Error codes that mean "these credentials may not do this", across S3, Batch, Logs and STS.
 DENIED = frozenset(
@@ -44,8 +52,23 @@ class AwsUnavailable(OpsctlError):
     """An AWS service could not be reached, or kept failing after retries (exit 1)."""
 
 
+@overload
+def client(service: Literal["batch"], region: str | None = None) -> BatchClient: ...
+@overload
+def client(service: Literal["ec2"], region: str | None = None) -> EC2Client: ...
+@overload
+def client(service: Literal["ecr"], region: str | None = None) -> ECRClient: ...
+@overload
+def client(service: Literal["logs"], region: str | None = None) -> CloudWatchLogsClient: ...
+@overload
+def client(service: Literal["pricing"], region: str | None = None) -> PricingClient: ...
+@overload
+def client(service: Literal["s3"], region: str | None = None) -> S3Client: ...
+
+
 def client(service: str, region: str | None = None) -> Any:
-    """A boto3 client with adaptive retries: 10 attempts, or AWS_MAX_ATTEMPTS when set.
+    """A boto3 client, typed by service (the boto3-stubs packages), with adaptive retries: 10
+    attempts, or AWS_MAX_ATTEMPTS when set.
 
     It honours AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_<SERVICE> (how tests reach their servers).
     """
@@ -55,8 +78,9 @@ def client(service: str, region: str | None = None) -> Any:
     attempts = int(os.environ.get("AWS_MAX_ATTEMPTS") or 10)
     config = Config(region_name=region, retries={"mode": "adaptive", "max_attempts": attempts})
     shown = {"s3": "S3", "batch": "AWS Batch", "logs": "CloudWatch Logs"}.get(service, service)
+    make: Any = boto3.client  # `service` is any name here; the overloads give callers its type
     with aws_call(shown, "a client", region):
-        return boto3.client(service, config=config)
+        return make(service, config=config)
 
 
 def error_code(error: BaseException) -> str:

@@ -31,8 +31,9 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.stub import Stubber
 
-from opsctl.backends.aws import AwsBackend
-from opsctl.backends.batch import RETRY_RULES, BatchAPI
+from opsctl.backends.aws.api import BatchAPI
+from opsctl.backends.aws.backend import AwsBackend
+from opsctl.backends.aws.batch import RETRY_RULES
 from opsctl.errors import LaunchIncomplete
 from opsctl.infra import load_outputs
 from opsctl_contract.errors import BadInput, OpsctlError

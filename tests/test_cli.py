@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.helpers import OPSCTL, cli
+from tests.helpers import OPSCTL, cli, one_line
 
 
 def test_validate_json_from_a_shell() -> None:
@@ -142,3 +142,24 @@ def test_tab_completes_commands_options_and_run_ids(tmp_path: Path) -> None:
         "tomo-20261128-101500-a1b2",
     ]
     assert complete("opsctl resume hel", env, bash) == ["hello-20261127-090000-0001"]
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        (
+            ["--backend", "aws", "--containers"],
+            "--containers is for the local backend: on AWS every child runs",
+        ),
+        (["--image-tag", "v1"], "--image-tag is an option of --containers"),
+        (["--no-gpus"], "--no-gpus is an option of --containers"),
+    ],
+)
+def test_container_options_where_they_mean_nothing_are_one_line(
+    options: list[str], says: str, tmp_path: Path
+) -> None:
+    """Refused before any backend is built (the registry says which backends take
+    --containers), so `--backend aws --containers` needs no infra file to be told so."""
+    result = cli("launch", "examples/hello.yaml", *options, cwd=ROOT, env={"OPSCTL_HOME": str(tmp_path)})
+    assert says in one_line(result, 2)
+    assert not (tmp_path / "runs").exists(), "nothing launched"

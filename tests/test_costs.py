@@ -15,8 +15,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from opsctl.backends.aws import AwsBackend
-from opsctl.backends.prices import NoPrice, Prices
+from opsctl.backends.aws.backend import AwsBackend
+from opsctl.backends.aws.prices import NoPrice, Prices
 from opsctl.costs import Rate, estimate, parse_prices
 from opsctl.infra import load_outputs
 from opsctl_contract.errors import BadInput
@@ -227,7 +227,7 @@ def test_the_instance_type_keywords_stand_for_their_families(
 def test_optimal_in_a_region_without_the_current_families() -> None:
     """Where a region offers none of default_x86_64's families, `optimal` keeps its older
     meaning: c4, m4 and r4 where the region has them, else c5, m5 and r5."""
-    from opsctl.backends.prices import allowed
+    from opsctl.backends.aws.prices import allowed
 
     assert allowed(("optimal",), {"c4", "m4", "r4", "c5", "m5", "r5", "m6i", "c6i"}) == {
         "m6i",

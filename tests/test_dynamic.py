@@ -11,7 +11,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from opsctl.runs import write_work
+from opsctl.run.plan import write_work
 from opsctl_contract.markers import Markers, ledgers
 from opsctl_contract.storage import open_store
 from opsctl_contract.work import blocks

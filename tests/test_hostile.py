@@ -854,7 +854,7 @@ SQLITE_VALUES = st.one_of(
 def test_the_sql_row_check_agrees_with_the_walker(table: str, data: st.DataObject) -> None:
     """state.py checks rows in SQL for speed and walks them (opsctl_contract/shapes.py) only for
     the message: the two verdicts must agree on any value SQLite can hold, one column at a time."""
-    from opsctl.backends.local.state import ROWS, SCHEMA, fits
+    from opsctl.backends.local.schema import ROWS, SCHEMA, fits
 
     row = dict(GOOD_ROWS[table])
     row[data.draw(st.sampled_from(sorted(row)))] = data.draw(SQLITE_VALUES)
@@ -872,7 +872,7 @@ def test_the_sql_row_check_agrees_with_the_walker(table: str, data: st.DataObjec
 
 def test_every_column_of_the_good_rows_is_checked() -> None:
     """The rows above have every column the schema has, and have the shape."""
-    from opsctl.backends.local.state import ROWS
+    from opsctl.backends.local.schema import ROWS
 
     for table, row in GOOD_ROWS.items():
         assert list(row) == list(ROWS[table]) and problem(row, ROWS[table]) is None, table

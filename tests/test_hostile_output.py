@@ -34,9 +34,9 @@ from rich.cells import cell_len
 from rich.console import Console
 
 from opsctl import report
-from opsctl.backends import aws
-from opsctl.backends.aws import AwsBackend
-from opsctl.backends.local.backend import _whole, tail
+from opsctl.backends.aws import status as aws_status
+from opsctl.backends.aws.backend import AwsBackend
+from opsctl.backends.local.logs import _whole, tail
 from opsctl.cli.render import status_table
 from opsctl.infra import load_outputs
 from opsctl.visible import VisibleStream, visible
@@ -354,9 +354,9 @@ def test_aws_logs_yield_each_page_as_it_is_read(infra_file: Path, tmp_path: Path
 
 def test_aws_elapsed_is_never_below_zero() -> None:
     now = time.time() * 1000
-    assert aws._elapsed(now + 86_400_000, None) == 0.0, "started a day ahead of this machine's clock"
-    assert aws._elapsed(now, now - 5_000) == 0.0
-    assert aws._elapsed(now - 5_000, now) == 5.0
+    assert aws_status.elapsed(now + 86_400_000, None) == 0.0, "started a day ahead of this machine's clock"
+    assert aws_status.elapsed(now, now - 5_000) == 0.0
+    assert aws_status.elapsed(now - 5_000, now) == 5.0
 
 
 # --- a log of 200 MB -----------------------------------------------------------------------------

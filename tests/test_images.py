@@ -15,9 +15,9 @@ from typing import Any
 import boto3
 from botocore.stub import Stubber
 
-from opsctl.backends.aws import AwsBackend
-from opsctl.backends.batch import BatchAPI
-from opsctl.backends.definitions import DERIVED_FROM, IMAGE_TAG, derive, derived
+from opsctl.backends.aws.api import BatchAPI
+from opsctl.backends.aws.backend import AwsBackend
+from opsctl.backends.aws.definitions import DERIVED_FROM, IMAGE_TAG, derive, derived
 from opsctl.infra import load_outputs
 from tests.helpers import WORKER, cli, one_line
 from tests.test_aws import Calls, submitted_requests

@@ -104,7 +104,7 @@ def test_job_definitions_carry_the_retry_rules() -> None:
         ("RETRY", "*"),
         ("EXIT", "*"),
     ]
-    from opsctl.backends.batch import RETRY_RULES
+    from opsctl.backends.aws.batch import RETRY_RULES
 
     sent = [
         (r["action"], r.get("onStatusReason") or r.get("onReason") or r.get("onExitCode"))

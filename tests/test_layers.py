@@ -3,7 +3,8 @@
 opsctl_contract/ (what both sides rely on) imports nothing else of the project; worker/ (the
 container side) imports the contract and never the operator side; opsctl/ (the operator side)
 imports the contract and never the worker: it starts the worker by its entry point. Every
-import counts, those inside functions and under TYPE_CHECKING too.
+import counts, those inside functions and under TYPE_CHECKING too; the one thing the container
+side may import under TYPE_CHECKING alone is the boto3-stubs packages (mypy's client types).
 """
 
 from __future__ import annotations
@@ -28,12 +29,21 @@ FORBIDDEN = {
 # What the worker side may import beyond the standard library: the base install's dependencies
 # (and the GPU extra's, inside the GPU check). The operator CLI's extra is not among them.
 WORKER_THIRD_PARTY = {"boto3", "botocore", "structlog", "pyopencl", "numpy"}
+# The boto3-stubs packages (a dev dependency) give mypy the clients' types: allowed only under
+# TYPE_CHECKING, which is False whenever the code runs, so the images never need them.
+TYPES_ONLY = re.compile(r"mypy_boto3_[a-z0-9_]+")
 
 
-def imports(path: Path) -> set[str]:
-    """Top-level names of every module `path` imports."""
+def imports(path: Path, *, at_run_time: bool = False) -> set[str]:
+    """Top-level names of every module `path` imports; `at_run_time`: leaving out those under
+    `if TYPE_CHECKING:`, which never run."""
+    tree = ast.parse(path.read_text())
+    if at_run_time:
+        for block in [n for n in ast.walk(tree) if isinstance(n, ast.If)]:
+            if ast.unparse(block.test) == "TYPE_CHECKING":
+                block.body = []
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -62,6 +72,7 @@ def test_the_container_side_needs_none_of_the_cli_extra(package: str) -> None:
         f"{path.relative_to(ROOT)}: {name}"
         for path in sources(package)
         for name in imports(path) - stdlib - PROJECT - WORKER_THIRD_PARTY - {"__future__"}
+        if not (TYPES_ONLY.fullmatch(name) and name not in imports(path, at_run_time=True))
     }
     assert not third_party, sorted(third_party)
 

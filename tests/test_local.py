@@ -16,8 +16,8 @@ from pathlib import Path
 from opsctl import pipeline
 from opsctl.backends import local
 from opsctl.backends.local import pid_alive
-from opsctl.runs import write_work
-from opsctl.states import JobState
+from opsctl.run.plan import write_work
+from opsctl.run.states import JobState
 from opsctl_contract.markers import Markers
 from opsctl_contract.storage import open_store
 from tests.helpers import by_name, cli, wait_until

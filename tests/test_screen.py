@@ -35,8 +35,8 @@ from rich.console import Console
 
 from opsctl import report
 from opsctl.cli.render import status_table
-from opsctl.failures import log_lines, worker_line
 from opsctl.report import axis_ticks
+from opsctl.run.failures import log_lines, worker_line
 from opsctl_contract.markers import DONE, Ledger
 from opsctl_contract.storage import s3_client
 from tests.batch_player import BatchPlayer
@@ -508,3 +508,26 @@ document.body.dataset.bartop = bar.getBoundingClientRect().top;
     assert abs(float(placed["data-tick"]) - float(placed["data-bar"])) <= 1.0, placed
     assert placed["data-mark"] == "1px", "the tick has its mark"
     assert float(placed["data-axistop"]) <= float(placed["data-bartop"]), "the axis is above the bars"
+
+
+# --- the backend's notes under the table ---------------------------------------------------------
+
+
+def test_a_step_image_run_without_containers_is_said_under_the_table(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The local backend runs a step's `image:` only under --containers; without it, `status`
+    says so under its table (Backend.notes), and says nothing of the kind where no step has one."""
+    text = (
+        "name: img\nsteps:\n  - name: s\n    queue: cpu\n    image: example.org/own:1\n    command: 'true'\n"
+    )
+    env, run_id, _ = _run_of(tmp_path_factory, text)
+    run_cli(env, "watch", run_id, "--json", "--interval", "0.1")
+    shown = run_cli(env, "status", run_id).stdout
+    assert "s: image example.org/own:1" in shown
+    assert "(images not used: launched without --containers, so on this host)" in shown
+    plain, other, _ = _run_of(
+        tmp_path_factory, "name: plain\nsteps:\n  - {name: s, queue: cpu, command: 'true'}\n"
+    )
+    run_cli(plain, "watch", other, "--json", "--interval", "0.1")
+    assert "images not used" not in run_cli(plain, "status", other).stdout

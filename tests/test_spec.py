@@ -380,13 +380,14 @@ def test_the_most_env_a_step_may_carry_fits_every_aws_limit(tmp_path: Path) -> N
     """The widest step's env may take about 6.4 KB: one character more and ECS would refuse its
     container overrides, which validate says at the step's line. Its SubmitJob request is then
     far under Batch's 30 KiB, which is why that limit has no check of its own."""
-    from opsctl.backends.batch import (
+    from opsctl.backends.aws.batch import (
         MAX_ECS_OVERRIDES,
         MAX_SUBMIT_BYTES,
         ecs_overrides,
         overrides_chars,
         request_bytes,
     )
+    from opsctl.backends.aws.limits import longest_submit_request
 
     low, high = 0, 10_000
     while low < high:  # the most env that validates
@@ -400,7 +401,7 @@ def test_the_most_env_a_step_may_carry_fits_every_aws_limit(tmp_path: Path) -> N
     with pytest.raises(SpecError, match="container overrides as ECS receives them would be 8,193 characters"):
         pipeline.parse(_widest(low + 1), "p.yaml", tmp_path)
     pipe = pipeline.parse(_widest(low), "p.yaml", tmp_path)
-    request, added = pipeline.longest_submit_request(pipe.name, pipe.step("s" * 40))
+    request, added = longest_submit_request(pipe.name, pipe.step("s" * 40).record(""))
     assert overrides_chars(ecs_overrides(request, added)) == MAX_ECS_OVERRIDES
     assert request_bytes(request) < 12 * 1024 < MAX_SUBMIT_BYTES
 
@@ -408,8 +409,8 @@ def test_the_most_env_a_step_may_carry_fits_every_aws_limit(tmp_path: Path) -> N
 def test_the_longest_job_name_fits_aws_batch() -> None:
     """A resubmitted step of a 40-character pipeline's 40-character step: 111 characters, within
     SubmitJob's 128 of letters, digits, '-' and '_', starting with a letter or digit."""
-    from opsctl.backends.batch import JOB_NAME, job_name
-    from opsctl.runs import RUN_ID, new_run_id
+    from opsctl.backends.aws.batch import JOB_NAME, job_name
+    from opsctl.run.ids import RUN_ID, new_run_id
 
     run_id = new_run_id("p" * 40)
     assert RUN_ID.fullmatch(run_id) and pipeline.PIPELINE_NAME.fullmatch("p" * 40)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from opsctl.runs import write_work
+from opsctl.run.plan import write_work
 from opsctl_contract import work
 from opsctl_contract.markers import Markers
 from opsctl_contract.storage import LocalStore, open_store

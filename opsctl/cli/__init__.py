@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         dashed = _dashed_run_id(sys.argv[1:] if argv is None else argv)
         if dashed is not None:
-            from opsctl.runs import check_run_id
+            from opsctl.run.ids import check_run_id
 
             check_run_id(dashed)
         app(args=argv, prog_name="opsctl")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from opsctl.cli.options import Infra
-from opsctl.infra import Stack, write_outputs
+from opsctl.stack import Stack, write_outputs
 
 app = typer.Typer(help="Manage the AWS infrastructure (Terraform in terraform/).")
 
@@ -171,8 +171,8 @@ def definitions(
     ended on the stack's queues use it. A derived definition is re-registered by the next launch
     or resume that needs it, so deregistering unused ones loses nothing.
     """
-    from opsctl.backends.batch import BatchAPI
-    from opsctl.backends.definitions import derived
+    from opsctl.backends.aws.api import BatchAPI
+    from opsctl.backends.aws.definitions import derived
     from opsctl.infra import load_outputs
 
     outputs = load_outputs(infra)

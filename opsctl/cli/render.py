@@ -13,7 +13,6 @@ otherwise seen only when the run's report is made.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
 
 from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, RenderResult
@@ -21,7 +20,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from opsctl.states import CANCELLED, CANCELLED_STYLE, ORDER, STYLE, JobState
+from opsctl.records import StatusDocument, StatusStep
+from opsctl.run.states import CANCELLED, CANCELLED_STYLE, ORDER, STYLE, JobState
 from opsctl.visible import visible
 
 BAR = 12  # the progress bar's width
@@ -80,7 +80,7 @@ class Row:
     retried: str  # "(n retried)", or ""
 
     @classmethod
-    def of(cls, step: dict[str, Any]) -> Row:
+    def of(cls, step: StatusStep) -> Row:
         state = JobState(step["state"])
         # `counts` is the scheduler's: its FAILED holds the children that never started.
         cancelled = step.get("cancelled") or 0
@@ -148,11 +148,11 @@ def _width(columns: list[tuple[str, list[Text | ProgressBar]]]) -> int:
 class StatusView:
     """The live table of a status document, laid out when drawn: step, queue, state, children
     by state, attempts (once a child was retried), commands done/total, a progress bar,
-    elapsed; `cost` (watch on AWS) joins the header; the steps' images and the document's
-    warnings follow it."""
+    elapsed; `cost` (watch on AWS) joins the header; the steps' images, the backend's `notes`
+    (Backend.notes) and the document's warnings follow it."""
 
-    def __init__(self, doc: dict[str, Any], cost: str | None = None) -> None:
-        self.doc, self.cost = doc, cost
+    def __init__(self, doc: StatusDocument, cost: str | None = None, notes: list[str] | None = None) -> None:
+        self.doc, self.cost, self.notes = doc, cost, notes or []
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         doc = self.doc
@@ -162,8 +162,8 @@ class StatusView:
             title.append(f"  {doc['elapsed']:.0f} s")
         if self.cost:
             title.append(f"  {visible(self.cost)}")
-        if doc.get("reason"):
-            title.append(f"  ({visible(doc['reason'])})")
+        if reason := doc.get("reason"):
+            title.append(f"  ({visible(reason)})")
         rows = [Row.of(step) for step in doc["steps"]]
         layouts = (_columns(layout, rows) for layout in LAYOUTS)
         columns = next((c for c in layouts if _width(c) <= options.max_width), _columns(LAYOUTS[-1], rows))
@@ -183,11 +183,10 @@ class StatusView:
         yield from (
             Text(visible(f"{s['name']}: image {s['image']}"), style="dim") for s in steps if s.get("image")
         )
-        if any(s.get("image") for s in steps) and doc.get("backend") == "local" and not doc.get("engine"):
-            yield Text("(images not used: launched without --containers, so on this host)", style="dim")
+        yield from (Text(visible(note), style="dim") for note in self.notes)
         yield from (Text(visible(f"warning: {w}"), style="yellow") for w in doc.get("warnings", []))
 
 
-def status_table(doc: dict[str, Any], cost: str | None = None) -> StatusView:
+def status_table(doc: StatusDocument, cost: str | None = None, notes: list[str] | None = None) -> StatusView:
     """The live table of `doc` (`StatusView`), for `status` and each refresh of `watch`."""
-    return StatusView(doc, cost)
+    return StatusView(doc, cost, notes)

@@ -12,12 +12,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from opsctl.backends.base import Backend, get_backend, remember
-from opsctl.backends.local.containers import Containers
+from opsctl.backends.base import Backend, get_backend, registered, remember
+from opsctl.backends.options import Containers
 from opsctl.cli.options import Backend as BackendOption
 from opsctl.cli.options import (
     Infra,
@@ -32,7 +32,8 @@ from opsctl.cli.options import (
     finite,
 )
 from opsctl.errors import LaunchIncomplete
-from opsctl.states import TERMINAL
+from opsctl.records import StatusDocument
+from opsctl.run.states import STUCK_AFTER, TERMINAL
 from opsctl_contract.errors import BadInput
 
 COST_EVERY = 300.0  # seconds between the header's cost estimates (each lists the run's children)
@@ -82,8 +83,10 @@ def launch(
     Validates SPEC first; the local backend is the default. With --json: {"run_id": ...}, or
     with --watch as well, the final status document (which holds the run id).
     """
-    if containers and backend is not None and backend.value != "local":
-        raise BadInput("--containers is for the local backend: on AWS every child runs in a container")
+    if containers and not (chosen_entry := registered(backend)).containers:
+        raise BadInput(
+            f"--containers is for the local backend: on {chosen_entry.title} every child runs in a container"
+        )
     for given, option in ((image_tag is not None, "--image-tag"), (no_gpus, "--no-gpus")):
         if given and not containers:
             raise BadInput(f"{option} is an option of --containers: without it, children run on this host")
@@ -92,17 +95,17 @@ def launch(
         boxed = Containers.chosen(image_tag, gpus=not no_gpus) if containers else None
         run_id = chosen.launch(spec, max_parallel, containers=boxed)
     except LaunchIncomplete as e:
-        remember(chosen, e.run_id, infra)  # the run exists: `opsctl resume` finds it by its id
+        remember(chosen, e.run_id)  # the run exists: `opsctl resume` finds it by its id
         raise
-    remember(chosen, run_id, infra)
+    where = remember(chosen, run_id)
     if not as_json:
         typer.echo(run_id)
-        if chosen.name == "local":
-            from opsctl.backends.local import runs_dir
-
-            typer.echo(f"run directory (logs, markers): {runs_dir() / run_id}", err=True)
+        if where:
+            typer.echo(where, err=True)
     if watch_run:
-        _watch(chosen, run_id, 1.0, as_json, 15.0, COST_EVERY)  # with --json: the final status document
+        _watch(
+            chosen, run_id, 1.0, as_json, STUCK_AFTER / 60, COST_EVERY
+        )  # with --json: the final status document
     elif as_json:
         typer.echo(json.dumps({"run_id": run_id}))
 
@@ -115,7 +118,7 @@ def watch(
         float,
         typer.Option("--interval", min=0.1, max=3600, callback=finite, help="Seconds between refreshes."),
     ] = 1.0,
-    stuck_after: StuckAfter = 15.0,
+    stuck_after: StuckAfter = STUCK_AFTER / 60,
     cost_every: Annotated[
         float,
         typer.Option(
@@ -152,10 +155,13 @@ def _watch(
         from opsctl.cli.render import status_table
 
         console = Console()
-        cost = CostSoFar(chosen, run_id, cost_every if chosen.name == "aws" else 0)
+        cost = CostSoFar(chosen, run_id, cost_every if chosen.priced else 0)
         with Live(console=console, auto_refresh=False) as live:
             doc = _follow(
-                poll, run_id, interval, lambda d: live.update(status_table(d, cost(d)), refresh=True)
+                poll,
+                run_id,
+                interval,
+                lambda d: live.update(status_table(d, cost(d), chosen.notes(d)), refresh=True),
             )
         if not console.is_terminal:
             console.line()  # off a terminal, Live leaves its last frame without a line break
@@ -175,7 +181,7 @@ class CostSoFar:
         self.final = False
         self.text: str | None = None
 
-    def __call__(self, doc: dict[str, Any]) -> str | None:
+    def __call__(self, doc: StatusDocument) -> str | None:
         ended = doc["state"] in TERMINAL
         due = ended or time.monotonic() - self.made >= self.every
         if not self.every or self.final or not due:
@@ -192,11 +198,11 @@ class CostSoFar:
 
 
 def _follow(
-    poll: Callable[[str], dict[str, Any]],
+    poll: Callable[[str], StatusDocument],
     run_id: str,
     interval: float,
-    show: Callable[[dict[str, Any]], None] = lambda _: None,
-) -> dict[str, Any]:
+    show: Callable[[StatusDocument], None] = lambda _: None,
+) -> StatusDocument:
     """Poll the status until the run will not change by itself, showing each document.
 
     That is when it ended, or when nothing drives it any more (the status then carries a
@@ -214,7 +220,7 @@ def status(
     run_id: RunId,
     backend: BackendOption = None,
     infra: Infra = None,
-    stuck_after: StuckAfter = 15.0,
+    stuck_after: StuckAfter = STUCK_AFTER / 60,
     as_json: StatusJson = False,
 ) -> None:
     """Print a run's state once.
@@ -222,7 +228,8 @@ def status(
     Each step with its children by state (those that never started as cancelled), its attempts
     once a child was retried, and its commands done.
     """
-    doc = get_backend(backend, infra, run_id).status(run_id, stuck_after=stuck_after * 60)
+    chosen = get_backend(backend, infra, run_id)
+    doc = chosen.status(run_id, stuck_after=stuck_after * 60)
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
         return
@@ -230,7 +237,7 @@ def status(
 
     from opsctl.cli.render import status_table
 
-    Console().print(status_table(doc))
+    Console().print(status_table(doc, notes=chosen.notes(doc)))
 
 
 def kill(run_id: RunId, backend: BackendOption = None, infra: Infra = None) -> None:
@@ -352,10 +359,10 @@ def report(
     attempts = chosen.attempts(run_id)
     cost = chosen.cost(run_id, doc, attempts, by_hand)
     facts = pages.facts(doc, attempts, chosen.failures(run_id, doc), cost)
-    for warning in getattr(chosen, "warnings", []):  # AWS: a record it could not write
+    for warning in chosen.warnings:  # a record it could not write
         typer.echo(f"opsctl: warning: {warning}", err=True)
-    calls = getattr(chosen, "calls", None)
-    if calls is not None:  # AWS: what the report cost in calls
+    calls = chosen.calls
+    if calls is not None:  # what the report cost in calls, where the backend counts them
         facts["aws_calls"] = dict(calls)
         made = ", ".join(f"{k} {v}" for k, v in sorted(calls.items()))
         typer.echo(f"{sum(calls.values())} AWS calls: {made}", err=True)
@@ -388,7 +395,7 @@ def prune(
     A dry run unless --yes: prints each run directory (finished more than --older-than days ago)
     and each run's stale staged files, with their size. Running runs are never touched.
     """
-    from opsctl.backends.local.prune import prune as prune_runs
+    from opsctl.backends.local import prune_runs
 
     prune_runs(older_than, apply=yes, say=typer.echo)
 

@@ -1,22 +1,19 @@
 """The local backend: the whole pipeline on this machine, no cloud and no server.
 
-backend.py holds the operations the CLI calls (launch, status, kill, resume, logs, list);
-supervisor.py the detached process that runs a run's DAG; state.py the run directory, its
-SQLite state and its lock; processes.py how a run's processes are found and stopped.
+backend.py holds the operations the CLI calls (launch, kill, resume, and `LocalBackend`), status.py
+the reads (status, list, attempts and cost), logs.py the logs and the failure lines;
+supervisor.py the detached process that runs a run's DAG, and dag.py that DAG's states in
+memory and what a child's change of state means for the rest; state.py the run directory, its
+SQLite state and its lock, and schema.py that database's tables, migration and row shapes;
+processes.py how a run's processes are found and stopped.
 """
 
-from opsctl.backends.local.backend import (
-    LocalBackend,
-    kill,
-    launch,
-    list_runs,
-    logs,
-    resume,
-    start_supervisor,
-    status,
-)
+from opsctl.backends.local.backend import LocalBackend, kill, launch, resume, start_supervisor
+from opsctl.backends.local.logs import logs
 from opsctl.backends.local.processes import STOP_GRACE, pid_alive, runs_for
+from opsctl.backends.local.prune import prune as prune_runs
 from opsctl.backends.local.state import BrokenRun, LocalRun, create_run, runs_dir
+from opsctl.backends.local.status import list_runs, status
 from opsctl.backends.local.supervisor import Supervisor
 
 __all__ = [
@@ -31,6 +28,7 @@ __all__ = [
     "list_runs",
     "logs",
     "pid_alive",
+    "prune_runs",
     "resume",
     "runs_dir",
     "runs_for",

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from opsctl.backends.local.state import BrokenRun, LocalRun, Running, read_only, runs_dir, writable
-from opsctl.runs import check_run_id
-from opsctl.states import TERMINAL, JobState
+from opsctl.run.ids import check_run_id
+from opsctl.run.states import TERMINAL, JobState
 from opsctl_contract.errors import BadInput
 from opsctl_contract.storage import STAGING, LocalStore
 

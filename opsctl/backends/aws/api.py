@@ -1,208 +1,35 @@
-"""AWS Batch as opsctl uses it: the SubmitJob request of a step, what a job's state means, and
-`BatchAPI`, the only code that calls Batch and CloudWatch Logs.
+"""`BatchAPI`: intent-named calls to AWS Batch, CloudWatch Logs and ECR, and the only code that
+makes them (S3 is opsctl_contract/storage.py's; EC2 and the price list are prices.py's).
 
-The request builder and the state rule are pure, so `opsctl validate` can size a step's request
-against Batch's limit without credentials, and `status` and `kill` read a job the same way.
+Each method says what it is for (submit a step, describe jobs, list an array's children, read a
+stream's tail), counts the Batch calls made (`opsctl report` prints them), and turns AWS's
+errors into one line through opsctl_contract.awsclient.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import re
 from collections import Counter
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from opsctl.states import TERMINAL, JobState
+from opsctl.backends.aws.batch import ECR_IMAGE, definition_name
 from opsctl_contract.awsclient import aws_call, client
-from opsctl_contract.environment import contract_environment
 from opsctl_contract.errors import BadInput
+
+if TYPE_CHECKING:
+    from mypy_boto3_batch.literals import JobStatusType
+    from mypy_boto3_ecr.type_defs import ImageIdentifierTypeDef
 
 DESCRIBE_CHUNK = 100  # DescribeJobs takes at most 100 job ids
 LOG_TAIL = 10  # lines of a failed child's log that `watch` prints
-# "Maximum job payload size (for SubmitJob API operations): 30 KiB" (user guide, "AWS Batch
-# service quotas"); command lists go to S3 for that reason, but a step's `env` travels inline.
-MAX_SUBMIT_BYTES = 30 * 1024
-# Batch starts each container with ECS RunTask, handing it the job's container overrides, and
-# RunTask's `overrides` allow "a total of 8192 characters ... This limit includes the JSON
-# formatting characters of the override structure" (botocore ecs model, RunTaskRequest.overrides).
-# Batch accepts a SubmitJob over it; each job then ends FAILED before any attempt, status reason
-# "Container Overrides length must be at most 8192", never retried. It binds long before 30 KiB.
-MAX_ECS_OVERRIDES = 8192
-# The container's name in the ECS task Batch registers for a job definition (its log streams are
-# <prefix>/default/<task id>).
-ECS_CONTAINER = "default"
-# SubmitJob's jobName: "up to 128 letters long. The first character must be alphanumeric, can
-# contain uppercase and lowercase letters, numbers, hyphens (-), and underscores (_)" (botocore
-# batch model, SubmitJobRequest.jobName).
-JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
-
-# attempts = retries + 1. Batch applies the first rule that matches, and retries when none
-# does, hence the catch-all EXIT at the end (at most 5 rules):
-#  - a reclaimed spot instance is always worth another attempt;
-#  - an image that cannot be pulled will not be pulled next time either;
-#  - worker exit 2 is bad input (environment, list file): the same input fails the same way;
-#  - any other exit code is a failed command: retried, like the local backend does;
-#  - anything else (e.g. a job that never ran for another reason) ends the job.
-# Batch never retries an attempt stopped by its timeout (user guide, "Job timeouts").
-RETRY_RULES = [
-    {"onStatusReason": "Host EC2*", "action": "RETRY"},
-    {"onReason": "CannotPullContainerError*", "action": "EXIT"},
-    {"onExitCode": "2", "action": "EXIT"},
-    {"onExitCode": "*", "action": "RETRY"},
-    {"onReason": "*", "action": "EXIT"},
-]
-
-STARTED = (JobState.STARTING, JobState.RUNNING)
-ACTIVE_STATUSES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")  # not ended
-# An image in ECR: <account>.dkr.ecr.<region>.amazonaws.com[.cn]/<repository>(:<tag>|@<digest>)
-ECR_IMAGE = re.compile(
-    r"([0-9]{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/([^:@]+)(?::([^@]+))?(?:@(.+))?"
-)
+ACTIVE_STATUSES: tuple[JobStatusType, ...] = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
 
 
-def job_state(job: dict[str, Any]) -> JobState:
-    """The state a step is in, from its job as DescribeJobs returns it.
-
-    An array parent is only ever SUBMITTED, PENDING, FAILED or SUCCEEDED (user guide, "Array
-    jobs"): it reads PENDING while its children run. Until it ends, the step is as far along as
-    its most advanced child, from the parent's `statusSummary`: RUNNING, else STARTING, else
-    RUNNABLE, else the parent's own status. `status`, `watch` and `kill` all read it this way.
-    """
-    state = JobState(job["status"])
-    summary = job.get("arrayProperties", {}).get("statusSummary") or {}
-    if state in TERMINAL:
-        return state
-    live = (JobState.RUNNING, JobState.STARTING, JobState.RUNNABLE)
-    return next((s for s in live if summary.get(s)), state)
-
-
-def job_name(run_id: str, step: str, replaced: str | None = None) -> str:
-    """The SubmitJob jobName of a step: `<run>-<step>`, and for a resubmission
-    `<run>-<step>-<first 8 characters of the job it replaces>`.
-
-    It follows from the manifest alone, so the same resume run twice picks the same name (and
-    finds a job an interrupted one submitted). At most 61 + 1 + 40 + 1 + 8 = 111 characters of
-    a-z, 0-9, '-' and '_', starting with a letter or digit: within JOB_NAME.
-    """
-    return f"{run_id}-{step}" + (f"-{replaced[:8]}" if replaced else "")
-
-
-def batch_environment(step: dict[str, Any], ce_name: str, queue_name: str, job_id: str) -> dict[str, str]:
-    """What Batch adds to a child's environment (User Guide, "AWS Batch job environment
-    variables"), with the values of its last attempt and highest index: the array variables only
-    for an array child, whose job id is `<parent id>:<index>`."""
-    env = {
-        "AWS_BATCH_CE_NAME": ce_name,
-        "AWS_BATCH_JQ_NAME": queue_name,
-        "AWS_BATCH_JOB_ATTEMPT": str(step["retries"] + 1),
-        "AWS_BATCH_JOB_ID": job_id,
-    }
-    if step["array_size"] > 1:
-        last = step["array_size"] - 1
-        env.update(
-            AWS_BATCH_JOB_ID=f"{job_id}:{last}",
-            AWS_BATCH_JOB_ARRAY_INDEX=str(last),
-            AWS_BATCH_JOB_ARRAY_SIZE=str(step["array_size"]),
-        )
-    return env
-
-
-def ecs_overrides(request: dict[str, Any], added: dict[str, str]) -> dict[str, Any]:
-    """The `overrides` of the ECS RunTask that Batch makes for one child of the SubmitJob
-    `request`: a TaskOverride (botocore ecs model) with one ContainerOverride naming Batch's
-    container, the request's command, its environment plus what Batch `added`, and its resource
-    requirements, given both as ECS's `resourceRequirements` and as its `cpu` (1,024 units a
-    vCPU) and `memory` fields, since AWS does not say which form Batch sends: counting both
-    errs on the long side, by some 30 characters."""
-    asked = request["containerOverrides"]
-    container: dict[str, Any] = {
-        "name": ECS_CONTAINER,
-        "command": asked["command"],
-        "environment": [*asked["environment"], *({"name": k, "value": v} for k, v in added.items())],
-    }
-    resources = asked.get("resourceRequirements", [])
-    if resources:
-        container["resourceRequirements"] = resources
-        values = {r["type"]: r["value"] for r in resources}
-        if "VCPU" in values:
-            container["cpu"] = int(values["VCPU"]) * 1024
-        if "MEMORY" in values:
-            container["memory"] = int(values["MEMORY"])
-    return {"containerOverrides": [container]}
-
-
-def overrides_chars(overrides: dict[str, Any]) -> int:
-    """Characters of `overrides` as JSON, compact. A non-ASCII character counts as its \\u
-    escape, the longest form a serialiser may give it."""
-    return len(json.dumps(overrides, separators=(",", ":")))
-
-
-def submit_request(
-    doc: dict[str, Any],
-    step: dict[str, Any],
-    *,
-    job_name: str,
-    queue: str,
-    job_definition: str,
-    region: str,
-    run_uri: str,
-    after: dict[str, str],
-) -> dict[str, Any]:
-    """The SubmitJob request for one step of the run `doc` (an array job when array_size >= 2).
-
-    `after` maps the dependencies still to wait for to their job ids; a dependency that already
-    succeeded (on a resume) is left out, since its job may be past Batch's retention.
-    """
-    env = contract_environment(step, doc["run_id"], run_uri, doc.get("generation", 1))
-    # Containers cannot reach the instance metadata (hop limit 1): tell boto3 the region.
-    env["AWS_DEFAULT_REGION"] = region
-    resources = [
-        {"type": kind, "value": str(step[key])}
-        for kind, key in (("VCPU", "vcpus"), ("MEMORY", "memory"), ("GPU", "gpus"))
-        if step[key] is not None
-    ]
-    overrides: dict[str, Any] = {
-        # The images' ENTRYPOINT is opsctl-worker; a GPU step first proves its GPU works.
-        "command": ["run", "--preflight-gpu"] if step["queue"] == "gpu" else ["run"],
-        "environment": [{"name": k, "value": v} for k, v in sorted(env.items())],
-    }
-    if resources:
-        overrides["resourceRequirements"] = resources
-    request: dict[str, Any] = {
-        "jobName": job_name,
-        "jobQueue": queue,
-        "jobDefinition": job_definition,
-        "containerOverrides": overrides,
-        "retryStrategy": {"attempts": step["retries"] + 1, "evaluateOnExit": RETRY_RULES},
-        "timeout": {"attemptDurationSeconds": step["timeout"]},
-        "tags": {
-            "opsctl:run": doc["run_id"],
-            "opsctl:step": step["name"],
-            "opsctl:pipeline": doc["pipeline"],
-        },
-        "propagateTags": True,
-    }
-    if step["array_size"] > 1:
-        request["arrayProperties"] = {"size": step["array_size"]}
-    depends = [
-        {"jobId": after[d["step"]], **({"type": "N_TO_N"} if d["n_to_n"] else {})}
-        for d in step["depends_on"]
-        if d["step"] in after
-    ]
-    if depends:
-        request["dependsOn"] = depends
-    return request
-
-
-def definition_name(ref: str) -> str:
-    """The name in a job definition reference: an ARN, `name:revision` or `name`."""
-    return ref.rsplit("/", 1)[-1].split(":", 1)[0]
-
-
-def request_bytes(request: dict[str, Any]) -> int:
-    """The size of a request's JSON body as boto3 sends it."""
-    return len(json.dumps(request, separators=(",", ":")).encode())
+def plain(response: Mapping[str, Any]) -> dict[str, Any]:
+    """An answer of boto3 as the rest of the backend reads it, a plain dict (the calls are typed
+    by boto3-stubs, their answers read by key as the API Reference documents them)."""
+    return dict(response)
 
 
 class BatchAPI:
@@ -246,10 +73,10 @@ class BatchAPI:
         }
         problems = [f"job queue {q}" for q in queues if q not in usable]
         with self._call("job definitions " + ", ".join(definitions)):
-            found = self.batch.describe_job_definitions(jobDefinitions=definitions)["jobDefinitions"]
+            listed = self.batch.describe_job_definitions(jobDefinitions=definitions)["jobDefinitions"]
         active = {
-            name: d
-            for d in found
+            name: plain(d)
+            for d in listed
             if d.get("status", "ACTIVE") == "ACTIVE"
             for name in (d["jobDefinitionArn"], f"{d['jobDefinitionName']}:{d['revision']}")
         }
@@ -270,13 +97,13 @@ class BatchAPI:
             pages = self.batch.get_paginator("describe_job_definitions").paginate(
                 jobDefinitionName=name, status="ACTIVE"
             )
-            return [d for page in pages for d in page["jobDefinitions"]]
+            return [plain(d) for page in pages for d in page["jobDefinitions"]]
 
     def active_definitions(self) -> list[dict[str, Any]]:
         """Every ACTIVE job definition of the account in this region, paged."""
         with self._call("ACTIVE job definitions"):
             pages = self.batch.get_paginator("describe_job_definitions").paginate(status="ACTIVE")
-            return [d for page in pages for d in page["jobDefinitions"]]
+            return [plain(d) for page in pages for d in page["jobDefinitions"]]
 
     def register_definition(self, request: dict[str, Any]) -> str:
         with self._call(f"RegisterJobDefinition {request['jobDefinitionName']}"):
@@ -315,7 +142,7 @@ class BatchAPI:
                 continue
             account, region, repository, tag, digest = found.groups()
             ecr = self.ecr if region == self.region else client("ecr", region)
-            ref = {"imageDigest": digest} if digest else {"imageTag": tag or "latest"}
+            ref: ImageIdentifierTypeDef = {"imageDigest": digest} if digest else {"imageTag": tag or "latest"}
             gone = (ecr.exceptions.ImageNotFoundException, ecr.exceptions.RepositoryNotFoundException)
             with aws_call("ECR", f"image {image}", region):
                 try:
@@ -339,7 +166,7 @@ class BatchAPI:
             chunk = job_ids[start : start + DESCRIBE_CHUNK]
             with self._call("jobs " + ", ".join(chunk[:3]) + (" ..." if len(chunk) > 3 else "")):
                 for job in self.batch.describe_jobs(jobs=chunk)["jobs"]:
-                    found[job["jobId"]] = job
+                    found[job["jobId"]] = plain(job)
         return found
 
     def failed_children(self, array_job_id: str, limit: int = 10) -> list[dict[str, Any]]:
@@ -406,7 +233,7 @@ class BatchAPI:
         group = request["logGroupName"]
         with aws_call("CloudWatch Logs", f"log group {group}", self.region):
             try:
-                response: dict[str, Any] = self.logs.get_log_events(**request)
+                response = plain(self.logs.get_log_events(**request))
             except self.logs.exceptions.ResourceNotFoundException:
                 if not self._group_exists(group):
                     raise BadInput(

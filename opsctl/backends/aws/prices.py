@@ -22,11 +22,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from opsctl.costs import Rate
 from opsctl_contract.awsclient import aws_call, client
 from opsctl_contract.errors import OpsctlError
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2.literals import InstanceTypeType
 
 
 class NoPrice(OpsctlError):
@@ -190,7 +193,7 @@ class Prices:
             prices: list[float] = []
             with aws_call("EC2", f"the spot price history of {name}", self.region):
                 pages = self.ec2.get_paginator("describe_spot_price_history").paginate(
-                    InstanceTypes=[name],
+                    InstanceTypes=[cast("InstanceTypeType", name)],  # the stubs' list is a snapshot
                     ProductDescriptions=["Linux/UNIX"],
                     StartTime=dt.datetime.fromtimestamp(since, dt.UTC),
                     EndTime=dt.datetime.fromtimestamp(max(since, until), dt.UTC),

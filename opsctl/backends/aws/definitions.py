@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from opsctl.backends.batch import BatchAPI
+from opsctl.backends.aws.api import BatchAPI
 
 DERIVED_FROM = "opsctl:derived-from"
 IMAGE_TAG = "opsctl:image"

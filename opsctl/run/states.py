@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from enum import StrEnum
 from typing import TypedDict
 
@@ -44,6 +44,11 @@ STYLE = {
 CANCELLED = "cancelled"
 CANCELLED_STYLE = "dim"
 
+# The reason every backend gives what `opsctl kill` ended (a local child, a Batch job).
+KILLED = "killed by user"
+# Seconds a step may wait RUNNABLE (dependencies met, no capacity) before `status` warns.
+STUCK_AFTER = 15 * 60.0
+
 
 class Attempts(TypedDict):
     """A step's attempts (`attempts` of each step in `status --json`), so that retries show
@@ -76,3 +81,19 @@ def settle(state: JobState, done: int, total: int, run_id: str) -> tuple[JobStat
     return JobState.FAILED, (
         f"{missing} of {total} commands have no done marker; `opsctl resume {run_id}` runs them"
     )
+
+
+def roll_up(states: Sequence[JobState], *, submitted: bool) -> JobState:
+    """A run's state from its steps' settled states, where no process of opsctl's keeps one
+    (AWS Batch): SUCCEEDED once every step did, FAILED once every step ended and one failed;
+    until then as far along as its most advanced step. `submitted`: every step was submitted
+    (a launch that stopped half way reads SUBMITTED until `opsctl resume` submits the rest)."""
+    if submitted and all(s is JobState.SUCCEEDED for s in states):
+        return JobState.SUCCEEDED
+    if any(s is JobState.FAILED for s in states) and all(s in TERMINAL for s in states):
+        return JobState.FAILED
+    if any(s in (JobState.STARTING, JobState.RUNNING) for s in states):
+        return JobState.RUNNING
+    if any(s is JobState.RUNNABLE for s in states):
+        return JobState.RUNNABLE
+    return JobState.PENDING if submitted else JobState.SUBMITTED

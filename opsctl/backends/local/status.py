@@ -1,0 +1,204 @@
+"""A local run's status, its list and its attempts, read from its SQLite state and markers.
+
+The supervisor writes run.db as the run goes; these only read it (and the workers' markers and
+ledgers), so any `opsctl` process can ask while the supervisor works.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+from opsctl.backends.local.dag import DEPENDENCY_FAILED
+from opsctl.backends.local.schema import migrate
+from opsctl.backends.local.state import BrokenRun, LocalRun, runs_dir, writable
+from opsctl.costs import HandPrices, estimate
+from opsctl.records import AttemptRecord, ListRow, StatusDocument, StatusStep, commands_of, requests_of
+from opsctl.run.ids import check_run_id
+from opsctl.run.manifest import BadState
+from opsctl.run.states import TERMINAL, JobState, attempts_of, settle
+from opsctl_contract.errors import BadInput
+from opsctl_contract.markers import ledger_totals, step_figures
+from opsctl_contract.storage import LocalStore
+
+
+def status(run_id: str) -> StatusDocument:
+    """The status document (opsctl/records.py `StatusDocument`), with reasons and failed
+    children. Local children never wait for capacity, only for a slot: no stuck warnings."""
+    run = LocalRun.find(run_id)
+    with run.db() as conn:
+        runs = run.rows(conn, "run")
+        steps = run.rows(conn, "step", "ORDER BY position")
+        children = run.rows(conn, "child", "ORDER BY step, idx")
+    if len(runs) != 1:
+        raise BrokenRun(f"run {run_id}: its state database has {len(runs)} run records, not one")
+    row = runs[0]
+    state = row["state"]
+    reason = row["reason"]
+    if state not in TERMINAL and not run.supervised():
+        reason = f"supervisor died (or never started): `opsctl resume {run_id}` continues the run"
+    by_step: dict[str, list[sqlite3.Row]] = {}
+    for child in children:
+        by_step.setdefault(child["step"], []).append(child)
+    manifest_steps = {s["name"]: s for s in run.manifest["steps"]}
+    store = LocalStore(run.path / "state")
+    now = time.time()
+    doc_steps: list[StatusStep] = []
+    for step in steps:
+        kids = by_step.get(step["name"], [])
+        counts = dict(Counter(kid["state"] for kid in kids))
+        total = manifest_steps[step["name"]]["commands"]
+        ended = step["state"] in TERMINAL
+        if ended and "done" in step.keys() and step["done"] is not None:  # noqa: SIM118 - a Row
+            # Counted by the supervisor when the step ended; its workers' requests from ledgers.
+            figures = {"total": total, **{k: step[k] for k in ("done", "failed", "reexecuted")}}
+            ledger = ledger_totals(store, step["name"])
+            requests = {"put": ledger["put"], "get": ledger["get"]}
+        else:
+            figures, requests = step_figures(store, step["name"], total, exact=ended)
+        step_state, short = settle(JobState(step["state"]), figures["done"], total, run_id)
+        # A child's attempt is 0 until it starts (again 0 after a resume resets it): a FAILED
+        # child at 0 was killed, or failed by a dependency, before it ran (states.CANCELLED).
+        cancelled = sum(1 for kid in kids if kid["state"] == JobState.FAILED and not kid["attempt"])
+        doc_steps.append(
+            {
+                "name": step["name"],
+                "queue": manifest_steps[step["name"]]["queue"],
+                "image": manifest_steps[step["name"]].get("image"),  # used under --containers only
+                "state": step_state.value,
+                "reason": short or step["reason"],
+                "array_size": len(kids),
+                "counts": counts,
+                "cancelled": cancelled,  # of counts' FAILED
+                "attempts": attempts_of(kid["attempt"] for kid in kids),
+                "elapsed": _elapsed(step["started"], step["finished"] or now) if step["started"] else None,
+                "commands": commands_of(figures),
+                "requests": requests_of(requests),
+                "failed_children": [
+                    {
+                        "index": k["idx"],
+                        "attempt": k["attempt"],
+                        "exit_code": k["exit_code"],
+                        "reason": k["reason"],
+                    }
+                    for k in kids
+                    if k["state"] == JobState.FAILED and k["reason"] != DEPENDENCY_FAILED and k["attempt"]
+                ],
+            }
+        )
+    if state == JobState.SUCCEEDED and (short_steps := [s for s in doc_steps if s["state"] != state]):
+        state, reason = JobState.FAILED.value, f"step '{short_steps[0]['name']}': {short_steps[0]['reason']}"
+    finished = row["finished"] or now
+    run_requests: Counter[str] = Counter()
+    for entry in doc_steps:
+        run_requests.update(entry["requests"])
+    return {
+        "run_id": run_id,
+        "pipeline": row["pipeline"],
+        "backend": "local",
+        "engine": run.manifest.get("engine"),  # steps' images run under it (--containers), or None
+        "state": state,
+        "reason": reason,
+        "created": _iso(row["created"]),
+        "elapsed": _elapsed(row["created"], finished),
+        "steps": doc_steps,
+        "warnings": [],
+        "requests": requests_of(run_requests),  # the workers' operations on the run's state, by price class
+    }
+
+
+def list_runs() -> list[ListRow]:
+    """Every run under $OPSCTL_HOME, newest first; a run that cannot be read is listed with
+    `state: null` and a `problem`, and the others as usual."""
+    base = runs_dir()
+    rows: list[tuple[float, ListRow]] = []  # by creation time, which the row holds as text
+    for path in base.iterdir() if base.is_dir() else []:
+        try:
+            run = LocalRun(check_run_id(path.name), path)
+        except BadInput:
+            continue  # not a run: a half-built one, or something else put here
+        try:
+            row = run.run_row()
+        except (BrokenRun, BadState) as e:
+            created = path.stat().st_mtime
+            rows.append(
+                (
+                    created,
+                    {
+                        "run_id": path.name,
+                        "pipeline": None,
+                        "backend": "local",
+                        "state": None,
+                        "created": _iso(created),
+                        "problem": str(e),
+                    },
+                )
+            )
+            continue
+        rows.append(
+            (
+                row["created"],
+                {
+                    "run_id": row["id"],
+                    "pipeline": row["pipeline"],
+                    "backend": "local",
+                    "state": row["state"],
+                    "created": _iso(row["created"]),
+                },
+            )
+        )
+    rows.sort(key=lambda r: (r[0], r[1]["run_id"]), reverse=True)
+    return [row for _, row in rows]
+
+
+def attempts(run_id: str) -> list[AttemptRecord]:
+    """Every child attempt from the state database: step, index, generation, attempt, started,
+    finished, exit_code, reason, cpu_seconds."""
+    run = LocalRun.find(run_id)
+    with run.db() as conn:
+        if writable(run.path):
+            migrate(conn)
+        rows = run.rows(conn, "attempt", "ORDER BY started, step, idx")
+    return [
+        {
+            "step": row["step"],
+            "index": row["idx"],
+            "generation": row["generation"],
+            "attempt": row["attempt"],
+            "started": row["started"],
+            "finished": row["finished"],
+            "exit_code": row["exit_code"],
+            "reason": row["reason"],
+            "cpu_seconds": row["cpu"],
+        }
+        for row in rows
+    ]
+
+
+def cost(
+    run_id: str, doc: StatusDocument, attempts: list[AttemptRecord], by_hand: HandPrices | None
+) -> dict[str, Any] | None:
+    """What the run would cost at the prices given by hand (a child takes its step's vCPUs,
+    1 unless set, and GPUs); with none given, nothing: this machine has no price."""
+    if by_hand is None:
+        return None
+    steps = LocalRun.find(run_id).manifest["steps"]
+    shape = {s["name"]: (s.get("vcpus") or 1, s.get("gpus") or 0) for s in steps}
+    sized: list[AttemptRecord] = [
+        {**a, "vcpus": float(shape[a["step"]][0]), "gpus": float(shape[a["step"]][1])} for a in attempts
+    ]
+    queues = {s["name"]: s["queue"] for s in doc["steps"]}
+    return estimate(sized, queues, lambda _queue, vcpus, gpus: by_hand.rate(vcpus, gpus), None)
+
+
+def _elapsed(started: float, ended: float) -> float:
+    """Seconds from one wall-clock record to another, never below 0: a clock set back between
+    them (NTP, a VM restored) would otherwise show a step running for minus a day."""
+    return max(0.0, round(ended - started, 1))
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
