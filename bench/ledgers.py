@@ -25,7 +25,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from opsctl_contract import storage  # noqa: E402 - after the path is set
 from opsctl_contract.markers import DONE, LEDGER, Ledger, ledgers  # noqa: E402
 from opsctl_contract.storage import LocalStore, request_cost  # noqa: E402
 
@@ -44,12 +43,12 @@ def run(store: LocalStore, children: int, per_child: int) -> tuple[Counter[str],
     requests: Counter[str] = Counter()
     half = 0
     for child in range(children):
-        before = Counter(storage.REQUESTS)
+        before = Counter(store.usage.requests)
         ledger = Ledger(store, "step", child, 1, 1)
         for _ in range(per_child):
             ledger.note(DONE)
         ledger.save()
-        requests += Counter(storage.REQUESTS) - before  # the worker's requests, not the listings
+        requests += Counter(store.usage.requests) - before  # the worker's requests, not the listings
         if child == children // 2:
             half = len(store.list(f"step/{LEDGER}"))
     end = len(store.list(f"step/{LEDGER}"))

@@ -120,13 +120,12 @@ class Ledger:
     def save(self) -> None:
         if self.key is not None and not self.unsaved:
             return
-        from opsctl_contract.storage import REQUESTS
-
+        requests = self.store.usage.requests  # the worker's stores share one Usage
         self.seq += 1
-        puts = REQUESTS["put"] + 1  # this write included
+        puts = requests["put"] + 1  # this write included
         victim = 0 if self.victim is None else self.victim + 1
         figures = (
-            f"{self.counts[DONE]}-{self.counts[FAILED]}-{self.counts[RERUN]}-{puts}-{REQUESTS['get']}"
+            f"{self.counts[DONE]}-{self.counts[FAILED]}-{self.counts[RERUN]}-{puts}-{requests['get']}"
             f"-{self.left}-{victim}-{self.pace}"
         )
         key = f"{self.folder}/{self.stem}-{self.seq}-{figures}"

@@ -9,6 +9,7 @@ URIs: a plain path, `file://PATH`, or `s3://bucket/prefix`. Keys are relative, `
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import os
 import stat
@@ -16,6 +17,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -28,11 +30,24 @@ if TYPE_CHECKING:  # boto3 is imported lazily: `opsctl --help` and local runs ne
 # The largest object read whole: a list file of 10^6 commands (markers and manifests are small).
 MAX_OBJECT = LIST_FILE_LIMIT
 
-# Requests this process made, by S3's price classes: "put" (PUT, COPY, POST, LIST: $0.005 per
-# 1,000 in S3 Standard), "get" (GET, HEAD and the rest: $0.0004 per 1,000), "delete" (free). A
-# local store counts the same operations, so both backends report a run's requests alike.
-REQUESTS: Counter[str] = Counter()
-READ_BYTES: Counter[str] = Counter()  # "read": bytes of object data this process downloaded
+
+@dataclass
+class Usage:
+    """What stores did, counted where it happens, for whoever made them: a worker writes its
+    figures into its ledger, a launch records what it cost. Stores that share one add up.
+
+    `requests` by S3's price classes: "put" (PUT, COPY, POST, LIST: $0.005 per 1,000 in S3
+    Standard), "get" (GET, HEAD and the rest: $0.0004 per 1,000), "delete" (free). A local
+    store counts the same operations, so both backends report a run's requests alike.
+    `read_bytes`: bytes of object data downloaded."""
+
+    requests: Counter[str] = field(default_factory=Counter)
+    read_bytes: int = 0
+
+
+# The Usage of the S3Store whose call is in flight, for the client's request hook (`s3_client`):
+# one client serves every store of a process, and each call counts to its own store's Usage.
+_IN_FLIGHT: contextvars.ContextVar[Usage | None] = contextvars.ContextVar("opsctl_s3_usage", default=None)
 PRICE_PER_1000 = {"put": 0.005, "get": 0.0004, "delete": 0.0}
 _S3_CLASS = {"PutObject": "put", "ListObjectsV2": "put", "CopyObject": "put", "DeleteObject": "delete"}
 
@@ -54,6 +69,7 @@ class Store(Protocol):
     """What every backend of the store offers; `create` is the only atomic primitive we need."""
 
     uri: str
+    usage: Usage  # what this store's calls cost (shared with the other stores of its maker)
 
     def read(self, key: str) -> bytes:
         """The object's bytes; `NotFound` when absent."""
@@ -96,25 +112,26 @@ class Store(Protocol):
         ...
 
 
-def open_store(uri: str, writer: str | None = None) -> Store:
-    """The store rooted at `uri`; `writer` names who stages local writes (LocalStore)."""
+def open_store(uri: str, writer: str | None = None, usage: Usage | None = None) -> Store:
+    """The store rooted at `uri`; `writer` names who stages local writes (LocalStore); its
+    calls are counted in `usage` (a new one where None)."""
     if uri.startswith("s3://"):
         bucket, _, prefix = uri[len("s3://") :].partition("/")
         if not bucket:
             raise BadInput(f"{uri}: an s3:// URI needs a bucket name")
-        return S3Store(bucket, prefix.strip("/"))
-    return LocalStore(Path(uri.removeprefix("file://")), writer)
+        return S3Store(bucket, prefix.strip("/"), usage)
+    return LocalStore(Path(uri.removeprefix("file://")), writer, usage)
 
 
-def read_uri(uri: str) -> bytes:
-    """Read one object given by its full URI (a list file, say)."""
+def read_uri(uri: str, usage: Usage | None = None) -> bytes:
+    """Read one object given by its full URI (a list file, say), counted in `usage`."""
     if uri.startswith("s3://"):
         bucket, _, key = uri[len("s3://") :].partition("/")
         if not bucket or not key or key.endswith("/"):
             raise BadInput(f"{uri}: names a bucket or folder, not an object")
-        return S3Store(bucket).read(key)
+        return S3Store(bucket, usage=usage).read(key)
     path = Path(uri.removeprefix("file://"))
-    return LocalStore(path.parent).read(path.name)
+    return LocalStore(path.parent, usage=usage).read(path.name)
 
 
 def _bounded(keys: list[str], prefix: str, after: str, upto: str) -> list[str]:
@@ -145,9 +162,10 @@ class LocalStore:
     attempt (`sweep` then finds what an earlier attempt left); anyone else is `pid<N>`.
     """
 
-    def __init__(self, root: Path, writer: str | None = None) -> None:
+    def __init__(self, root: Path, writer: str | None = None, usage: Usage | None = None) -> None:
         self.root = root
         self.uri = str(root)
+        self.usage = usage if usage is not None else Usage()
         self.writer = writer or f"pid{os.getpid()}"
         self._staging = os.path.join(str(root), STAGING)
         # Owner only, unless the root is a group-shared folder (setgid): there the run's user
@@ -159,7 +177,7 @@ class LocalStore:
         return self.root / key
 
     def read(self, key: str) -> bytes:
-        REQUESTS["get"] += 1
+        self.usage.requests["get"] += 1
         path = self._path(key)
         if not path.is_file():  # follows links; FIFOs, devices and folders are not objects
             if path.exists():
@@ -167,7 +185,7 @@ class LocalStore:
             raise NotFound(str(path))
         try:
             data = read_file(path, MAX_OBJECT)
-            READ_BYTES["read"] += len(data)
+            self.usage.read_bytes += len(data)
             return data
         except Unreadable as e:
             if not path.exists():  # removed between the check and the read
@@ -175,7 +193,7 @@ class LocalStore:
             raise BadInput(str(e)) from None
 
     def read_range(self, key: str, start: int, stop: int) -> bytes:
-        REQUESTS["get"] += 1
+        self.usage.requests["get"] += 1
         path = self._path(key)
         if not path.is_file():
             if path.exists():
@@ -186,7 +204,7 @@ class LocalStore:
                 stop = min(stop, os.fstat(f.fileno()).st_size)
                 f.seek(start)
                 data = f.read(max(stop - start, 0))
-                READ_BYTES["read"] += len(data)
+                self.usage.read_bytes += len(data)
                 return data
         except FileNotFoundError:
             raise NotFound(str(path)) from None
@@ -194,15 +212,15 @@ class LocalStore:
             raise BadInput(f"{path}: cannot read: {e.strerror}") from None
 
     def exists(self, key: str) -> bool:
-        REQUESTS["get"] += 1
+        self.usage.requests["get"] += 1
         return self._path(key).is_file()
 
     def delete(self, key: str) -> None:
-        REQUESTS["delete"] += 1
+        self.usage.requests["delete"] += 1
         _unlink(os.path.join(self.root, key))
 
     def write(self, key: str, data: bytes) -> None:
-        REQUESTS["put"] += 1
+        self.usage.requests["put"] += 1
         path = os.path.join(self.root, key)
         with _writing(path):
             tmp = self._stage(path, data)
@@ -215,7 +233,7 @@ class LocalStore:
     def create(self, key: str, data: bytes) -> bool:
         # link(2) fails with EEXIST exactly like open(O_CREAT | O_EXCL), and the object appears
         # with its full content: nobody can read a claim or marker half written.
-        REQUESTS["put"] += 1
+        self.usage.requests["put"] += 1
         path = os.path.join(self.root, key)
         with _writing(path):
             tmp = self._stage(path, data)
@@ -230,7 +248,7 @@ class LocalStore:
     def list(self, folder: str = "", *, after: str = "", upto: str = "") -> list[str]:
         # os.scandir on plain strings: status polls list 10,000s of markers, and pathlib
         # objects per entry cost ten times as much.
-        REQUESTS["put"] += 1  # a LIST, in S3's terms
+        self.usage.requests["put"] += 1  # a LIST, in S3's terms
         keys: list[str] = []
         root = folder.strip("/")
         pending = [root] if root else [""]
@@ -371,7 +389,9 @@ def s3_client() -> Any:
     s3 = client("s3")
 
     def count(model: Any, **_: Any) -> None:
-        REQUESTS[_S3_CLASS.get(model.name, "get")] += 1
+        usage = _IN_FLIGHT.get()
+        if usage is not None:  # every call of opsctl's is made inside `S3Store._errors`
+            usage.requests[_S3_CLASS.get(model.name, "get")] += 1
 
     s3.meta.events.register("before-call.s3", count)
     return s3
@@ -380,10 +400,11 @@ def s3_client() -> Any:
 class S3Store:
     """A bucket and prefix; conditional PutObject gives create-if-absent."""
 
-    def __init__(self, bucket: str, prefix: str = "") -> None:
+    def __init__(self, bucket: str, prefix: str = "", usage: Usage | None = None) -> None:
         self.bucket = bucket
         self.prefix = prefix
         self.uri = f"s3://{_join(bucket, prefix)}"
+        self.usage = usage if usage is not None else Usage()
 
     def _key(self, key: str) -> str:
         return _join(self.prefix, key)
@@ -396,6 +417,7 @@ class S3Store:
         from opsctl_contract.awsclient import aws_call, error_code
 
         where = f"s3://{self.bucket}/{self._key(key)}"
+        counting = _IN_FLIGHT.set(self.usage)
         with aws_call("S3", where):
             try:
                 yield
@@ -408,6 +430,8 @@ class S3Store:
                 if code in ("PreconditionFailed", "ConditionalRequestConflict"):
                     raise _Conflict(code) from None
                 raise
+            finally:
+                _IN_FLIGHT.reset(counting)
 
     def read(self, key: str) -> bytes:
         with self._errors(key):
@@ -419,7 +443,7 @@ class S3Store:
                     f"over the {MAX_OBJECT} bytes opsctl reads whole"
                 )
             body: bytes = response["Body"].read()
-            READ_BYTES["read"] += len(body)
+            self.usage.read_bytes += len(body)
             return body
 
     def read_range(self, key: str, start: int, stop: int) -> bytes:
@@ -439,7 +463,7 @@ class S3Store:
                     return b""
                 raise
             body: bytes = response["Body"].read()
-            READ_BYTES["read"] += len(body)
+            self.usage.read_bytes += len(body)
             return body
 
     def exists(self, key: str) -> bool:

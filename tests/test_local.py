@@ -13,6 +13,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from opsctl import pipeline
 from opsctl.backends import local
 from opsctl.backends.local import pid_alive
@@ -467,9 +469,16 @@ def test_a_tick_costs_what_changed_not_the_number_of_children(home: Path) -> Non
         supervisor.conn.close()
 
 
-def test_status_reads_ledgers_and_counts_not_markers(home: Path) -> None:
+def test_status_reads_ledgers_and_counts_not_markers(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Polling a run lists each step's ledgers (a file per child attempt), never its markers."""
-    from opsctl_contract.storage import REQUESTS
+    from opsctl_contract.storage import LocalStore
+
+    listed: list[str] = []  # the LISTs a poll makes (status keeps no count of its own requests)
+    real = LocalStore.list
+
+    def counted(store: LocalStore, folder: str = "", **bounds: str) -> list[str]:
+        listed.append(folder)
+        return real(store, folder, **bounds)
 
     spec = write_spec(
         home,
@@ -478,9 +487,9 @@ def test_status_reads_ledgers_and_counts_not_markers(home: Path) -> None:
     )
     code, doc, _ = watch(launch(spec, "--max-parallel", "2"))
     assert code == 0 and doc["steps"][0]["commands"]["done"] == 3000  # type: ignore[index]
-    before = REQUESTS["put"]
+    monkeypatch.setattr(LocalStore, "list", counted)
     again = local.status(str(doc["run_id"]))
-    assert REQUESTS["put"] - before == 1, "one listing: the step's ledgers, for its requests"
+    assert len(listed) == 1, "one listing: the step's ledgers, for its requests"
     assert again["steps"][0]["commands"]["done"] == 3000
     assert again["requests"]["put"] >= 3000, "every done marker was a write"
 

@@ -22,7 +22,7 @@ from opsctl_contract.environment import SCRATCH_DIR
 from opsctl_contract.errors import BadInput, OpsctlError
 from opsctl_contract.listfile import parse_commands
 from opsctl_contract.markers import DONE, Ledger, Markers
-from opsctl_contract.storage import NotFound, Store, open_store, read_uri
+from opsctl_contract.storage import NotFound, Store, Usage, open_store, read_uri
 from opsctl_contract.work import Command, InMemory, Pack
 from worker.claims import Claims
 from worker.env import WorkerEnv
@@ -70,7 +70,7 @@ def _share(env: WorkerEnv, markers: Markers) -> tuple[Pack | InMemory, list[Comm
     try:
         own = pack.shard(env.index)
     except NotFound:
-        source = InMemory(_read_list(env), env.split, env.array_size)
+        source = InMemory(_read_list(env, markers.store.usage), env.split, env.array_size)
         return source, source.shard(env.index), markers.indices(DONE)
     done: set[int] = set()
     if env.attempt > 1 and env.split == "contiguous" and own:
@@ -78,9 +78,10 @@ def _share(env: WorkerEnv, markers: Markers) -> tuple[Pack | InMemory, list[Comm
     return pack, own, done
 
 
-def _read_list(env: WorkerEnv) -> list[str]:
+def _read_list(env: WorkerEnv, usage: Usage) -> list[str]:
+    """The list file read whole, its requests counted with the state store's (`usage`)."""
     try:
-        text = read_uri(env.list_uri).decode("utf-8")
+        text = read_uri(env.list_uri, usage).decode("utf-8")
     except NotFound:
         raise BadInput(f"environment: LIST_FILE_S3_PATH={env.list_uri!r}: list file not found") from None
     except UnicodeDecodeError as e:

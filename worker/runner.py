@@ -25,7 +25,6 @@ import structlog
 from opsctl_contract import subreaper
 from opsctl_contract.environment import COMMAND_INDEX
 from opsctl_contract.markers import DONE, FAILED, Ledger, Markers
-from opsctl_contract.storage import READ_BYTES, REQUESTS
 from worker.env import WorkerEnv
 
 STDERR_TAIL_BYTES = 4096
@@ -96,7 +95,8 @@ def run_commands(
             continue
         if not ran and not failed:
             # What this attempt cost before its first command (bench/scale.py reads it).
-            log.info("first command", index=k, requests=dict(REQUESTS), read_bytes=READ_BYTES["read"])
+            usage = markers.store.usage  # the worker's: its state store and list file read
+            log.info("first command", index=k, requests=dict(usage.requests), read_bytes=usage.read_bytes)
         os.environ[COMMAND_INDEX] = str(k)
         outcome = _run_one(commands[k], out, clock, others, cwd)
         exit_code, tail, seconds = outcome.exit_code, outcome.tail, outcome.seconds

@@ -23,7 +23,7 @@ from opsctl.run.ids import check_run_id
 from opsctl.run.manifest import read_manifest
 from opsctl_contract.awsclient import aws_call
 from opsctl_contract.errors import BadInput, OpsctlError
-from opsctl_contract.storage import NotFound, S3Store
+from opsctl_contract.storage import NotFound, S3Store, Usage
 
 MANIFEST = "manifest.json"
 ATTEMPTS = "attempts.json"  # beside the manifest: a finished run's child attempts
@@ -136,13 +136,13 @@ class AwsRuns:
             made.update(self.prices.calls)
         return made
 
-    def store(self, run_id: str) -> S3Store:
-        """Where a run lives: s3://BUCKET/runs/<run_id>/."""
-        return S3Store(self.infra.bucket, f"runs/{run_id}")
+    def store(self, run_id: str, usage: Usage | None = None) -> S3Store:
+        """Where a run lives: s3://BUCKET/runs/<run_id>/; its requests counted in `usage`."""
+        return S3Store(self.infra.bucket, f"runs/{run_id}", usage)
 
-    def state_store(self, run_id: str) -> S3Store:
-        """The run's markers (OPSCTL_STATE_URI)."""
-        return S3Store(self.infra.bucket, f"runs/{run_id}/state")
+    def state_store(self, run_id: str, usage: Usage | None = None) -> S3Store:
+        """The run's markers (OPSCTL_STATE_URI); its requests counted in `usage`."""
+        return S3Store(self.infra.bucket, f"runs/{run_id}/state", usage)
 
     def manifest(self, run_id: str) -> Manifest:
         check_run_id(run_id)

@@ -27,7 +27,7 @@ from opsctl.records import (
 from opsctl.run.states import STUCK_AFTER, TERMINAL, Attempts, JobState, attempts_of, roll_up, settle
 from opsctl_contract.errors import BadInput
 from opsctl_contract.markers import Entry, ledgers, step_figures
-from opsctl_contract.storage import S3Store, request_cost
+from opsctl_contract.storage import S3Store, Usage, request_cost
 
 # A job submitted this recently that DescribeJobs does not return yet is taken as SUBMITTED;
 # later, as gone (past Batch's retention).
@@ -220,13 +220,13 @@ class _ListedOnce(S3Store):
     that counts a running step's commands (markers.step_figures) gives its attempts too
     (`_ledger_attempts`) without a second LIST."""
 
-    def __init__(self, bucket: str, prefix: str) -> None:
-        super().__init__(bucket, prefix)
+    def __init__(self, bucket: str, prefix: str, usage: Usage | None = None) -> None:
+        super().__init__(bucket, prefix, usage)
         self._listed: dict[tuple[str, str, str], list[str]] = {}
 
     @classmethod
     def of(cls, store: S3Store) -> _ListedOnce:
-        return cls(store.bucket, store.prefix)
+        return cls(store.bucket, store.prefix, store.usage)
 
     def list(self, folder: str = "", *, after: str = "", upto: str = "") -> list[str]:
         key = (folder, after, upto)

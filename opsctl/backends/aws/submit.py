@@ -24,7 +24,7 @@ from opsctl.run.ids import new_run_id
 from opsctl.run.plan import plan_resume, restage, stage
 from opsctl.run.states import STUCK_AFTER, JobState
 from opsctl_contract.errors import BadInput, OpsctlError
-from opsctl_contract.storage import REQUESTS
+from opsctl_contract.storage import Usage
 
 if TYPE_CHECKING:
     from opsctl.backends.options import Containers
@@ -44,20 +44,20 @@ def launch(
     pipe = spec.load(spec_path)  # before any AWS call
     definitions = job_definitions(runs, [step.record("") for step in pipe.steps])
     run_id = new_run_id(pipe.name)
-    store = runs.store(run_id)
-    before = Counter(REQUESTS)
+    usage = Usage()  # what the launch's writes cost, recorded in the manifest
+    store = runs.store(run_id, usage)
 
     def put_list(step: str, text: bytes) -> str:
         store.write(f"lists/{step}.txt", text)
         return f"{store.uri}/lists/{step}.txt"
 
-    doc = stage(pipe, run_id, "aws", runs.state_store(run_id), put_list)
+    doc = stage(pipe, run_id, "aws", runs.state_store(run_id, usage), put_list)
     for recorded in doc["steps"]:
         recorded["job_definition"] = definitions[recorded["name"]]
     doc.update(infra={"bucket": runs.infra.bucket, "region": runs.infra.region}, jobs={}, generation=1)
     # The list files, work packs and this manifest, and (counted ahead) its update after
     # each submit.
-    launched = Counter(REQUESTS) - before + Counter(put=1 + len(pipe.steps))
+    launched = usage.requests + Counter(put=1 + len(pipe.steps))
     doc["launch_requests"] = dict(launched)
     record = Manifest.create(store, doc)
     submitted: list[str] = []
