@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from opsctl.backends import BackendName
-from opsctl.records import AttemptRecord, ListRow, StatusDocument
 from opsctl.run.ids import RUN_ID, check_run_id, opsctl_home
 from opsctl_contract.errors import BadInput
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # types only: `opsctl --help` does not load them
     from opsctl.backends.options import Containers
     from opsctl.costs import HandPrices
+    from opsctl.records import AttemptRecord, ListRow, StatusDocument
 
 
 class Backend(Protocol):

@@ -13,6 +13,7 @@ otherwise seen only when the run's report is made.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, RenderResult
@@ -20,9 +21,11 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from opsctl.records import StatusDocument, StatusStep
 from opsctl.run.states import CANCELLED, CANCELLED_STYLE, ORDER, STYLE, JobState
 from opsctl.visible import visible
+
+if TYPE_CHECKING:  # types only: `opsctl --help` does not load them
+    from opsctl.records import StatusDocument, StatusStep
 
 BAR = 12  # the progress bar's width
 

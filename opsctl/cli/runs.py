@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -32,9 +32,11 @@ from opsctl.cli.options import (
     finite,
 )
 from opsctl.errors import LaunchIncomplete
-from opsctl.records import StatusDocument
 from opsctl.run.states import STUCK_AFTER, TERMINAL
 from opsctl_contract.errors import BadInput
+
+if TYPE_CHECKING:  # types only: `opsctl --help` does not load them
+    from opsctl.records import StatusDocument
 
 COST_EVERY = 300.0  # seconds between the header's cost estimates (each lists the run's children)
 
