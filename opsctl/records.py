@@ -105,8 +105,8 @@ class FailedChild(TypedDict):
 
 class StatusStep(TypedDict):
     """One step of the status document: the scheduler's view of its children, settled against
-    its markers (opsctl.run.states.settle). Written by `status()` of opsctl/backends/local/status.py
-    and `step_status` of opsctl/backends/aws/status.py."""
+    its markers (opsctl.run.states.settle). Written by `step_status` of opsctl/run/status.py from
+    each backend's view of the step."""
 
     name: str
     queue: Queue
@@ -130,8 +130,8 @@ class StatusStep(TypedDict):
 
 class StatusDocument(TypedDict):
     """What `opsctl status RUN --json` prints, and `watch --json` (and `launch --watch --json`)
-    at the end: the run's state and each step's. Written by `LocalBackend.status` (the local
-    `status()` plus `warnings`) and `status_of` of opsctl/backends/aws/status.py; `watch`,
+    at the end: the run's state and each step's. Written by `assemble` of opsctl/run/status.py
+    (the run service's `status`) from each backend's view of the run; `watch`,
     `report` and the status table read it. Its prose is docs/cli.md's `status`."""
 
     run_id: str

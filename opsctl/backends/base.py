@@ -31,8 +31,8 @@ if TYPE_CHECKING:  # types only: `opsctl --help` does not load them
 
 
 class Backend(Protocol):
-    """What a backend implements, and all the CLI knows of one: 12 methods and 3 attributes
-    (docs/architecture.md). What every backend shares, it calls in opsctl/run/."""
+    """All the CLI knows of a backend: 12 methods and 3 attributes. Every backend is a run
+    service (opsctl/run/service.py `RunService`) over its engine's port (docs/architecture.md)."""
 
     name: str
     # Whether the backend prices a run by itself (the cost in `watch`'s header); else only by hand.

@@ -1,34 +1,57 @@
-"""`AwsBackend`: the operations the CLI calls, for runs on AWS Batch, and kill and list.
+"""`AwsBackend`: AWS Batch as the scheduler of a run service, and kill and list.
 
-The work is done by one module a concern: submit.py (launch, resume), status.py, history.py
-(attempts and cost), logs.py (logs and failure lines); `AwsRuns` (runs.py) is what they share.
+The work is done by one module a concern: submit.py (launch, resume), status.py (the run as
+Batch sees it), history.py (attempts and cost), logs.py (logs and failed children); `AwsRuns`
+(runs.py) is what they share.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from opsctl.backends.aws import history, logs, status, submit
 from opsctl.backends.aws.batch import STARTED, job_state
 from opsctl.backends.aws.runs import MANIFEST, RETENTION, AwsRuns
+from opsctl.backends.aws.status import AwsView
 from opsctl.costs import HandPrices
-from opsctl.records import AttemptRecord, ListRow, StatusDocument
+from opsctl.records import AttemptRecord, ListRow, StatusDocument, StatusStep
 from opsctl.run.ids import RUN_ID
 from opsctl.run.manifest import BadState, read_manifest
+from opsctl.run.service import FailedStep, LogPass, Recorded, RunService
 from opsctl.run.states import KILLED, STUCK_AFTER, TERMINAL, JobState
+from opsctl.run.status import RunView
 from opsctl_contract.storage import NotFound, S3Store
 
 if TYPE_CHECKING:
     from opsctl.backends.options import Containers
 
 
-class AwsBackend(AwsRuns):
-    """launch, status, kill, resume, logs and list for runs on AWS Batch."""
+class AwsBackend(AwsRuns, RunService):
+    """Runs on AWS Batch: the scheduler a run service (opsctl/run/service.py) runs over."""
 
     name = "aws"
     priced = True  # from the compute environments' instance types (prices.py)
+    log_poll = 2.0
+
+    def view(self, run_id: str, *, stuck_after: float = STUCK_AFTER) -> AwsView:
+        return status.view_of(self, self.record(run_id), stuck_after)
+
+    def ended(self, view: RunView, steps: list[StatusStep]) -> None:
+        """Each step's final state, into the manifest the first time a poll sees it ended."""
+        if isinstance(view, AwsView) and view.record is not None:  # as `view` makes them
+            status.record_final(self, view.record, steps)
+
+    def failed(self, run_id: str, step: StatusStep) -> FailedStep:
+        return logs.failed(self, step)
+
+    def recorded(self, run_id: str) -> Recorded:
+        """The manifest's steps and generation: in this process already after a status."""
+        doc = self.record(run_id).doc
+        return Recorded({s["name"]: s for s in doc["steps"]}, doc.get("generation", 1))
+
+    def log_pass(self, run_id: str, step: str, index: int | None, cursor: Any, *, follow: bool) -> LogPass:
+        return logs.log_pass(self, run_id, step, index, cursor, follow=follow)
 
     def launched(self, run_id: str) -> tuple[str | None, dict[str, str] | None]:
         """The infra file the run was launched with, for later commands here to need no flags."""
@@ -45,9 +68,6 @@ class AwsBackend(AwsRuns):
     def resume(self, run_id: str) -> str:
         return submit.resume(self, run_id)
 
-    def status(self, run_id: str, *, stuck_after: float = STUCK_AFTER) -> StatusDocument:
-        return status.status(self, run_id, stuck_after=stuck_after)
-
     def attempts(self, run_id: str) -> list[AttemptRecord]:
         return history.attempts(self, run_id)
 
@@ -55,14 +75,6 @@ class AwsBackend(AwsRuns):
         self, run_id: str, doc: StatusDocument, attempts: list[AttemptRecord], by_hand: HandPrices | None
     ) -> dict[str, Any]:
         return history.cost(self, run_id, doc, attempts, by_hand)
-
-    def failures(self, run_id: str, doc: StatusDocument) -> list[str]:
-        return logs.failures(self, run_id, doc)
-
-    def logs(
-        self, run_id: str, step: str, index: int | None, *, follow: bool, poll: float = 2.0
-    ) -> Iterator[bytes]:
-        return logs.logs(self, run_id, step, index, follow=follow, poll=poll)
 
     def kill(self, run_id: str) -> str:
         return kill(self, run_id)

@@ -1,4 +1,5 @@
-"""A run's status on AWS Batch: Batch's view of each step's job, settled against its markers.
+"""A run on AWS Batch as Batch sees it: each step's job, for the run service to settle against
+its markers (opsctl/run/status.py).
 
 One DescribeJobs call per 100 steps and one listing of each running step's markers make a poll.
 Batch keeps a job about 7 days after it ends; the manifest is the long-term record: a step's
@@ -9,79 +10,63 @@ run whose jobs Batch no longer knows is read from there and from its markers.
 from __future__ import annotations
 
 import time
-from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from opsctl.backends.aws.batch import STARTED, job_state, never_started
 from opsctl.backends.aws.runs import MANIFEST, RETENTION, AwsRuns, Manifest, denied, final_record
-from opsctl.records import (
-    Commands,
-    FinalRecord,
-    StatusDocument,
-    StatusStep,
-    commands_of,
-    requests_of,
-    state_of,
-)
-from opsctl.run.states import STUCK_AFTER, TERMINAL, Attempts, JobState, attempts_of, roll_up, settle
+from opsctl.records import FinalRecord, StatusStep
+from opsctl.run.states import TERMINAL, JobState, roll_up
+from opsctl.run.status import Counted, RunView, StepView, not_counted
+from opsctl.run.status import elapsed as seconds_between
 from opsctl_contract.errors import BadInput
-from opsctl_contract.markers import Entry, ledgers, step_figures
-from opsctl_contract.storage import S3Store, Usage, request_cost
 
 # A job submitted this recently that DescribeJobs does not return yet is taken as SUBMITTED;
 # later, as gone (past Batch's retention).
 UNSEEN_GRACE = 60.0
 
 
-def status(runs: AwsRuns, run_id: str, *, stuck_after: float = STUCK_AFTER) -> StatusDocument:
-    """The status document: ceil(steps/100) DescribeJobs calls and a listing of each
-    step's markers (one LIST page per 1,000 markers).
+@dataclass
+class AwsView(RunView):
+    """The run as Batch sees it, with the manifest it was read from (`record_final` writes it)."""
+
+    record: Manifest | None = None
+
+
+def view_of(runs: AwsRuns, record: Manifest, stuck_after: float) -> AwsView:
+    """The run of manifest `record` as Batch sees it: ceil(steps/100) DescribeJobs calls.
 
     `warnings` names steps that have waited RUNNABLE for more than `stuck_after` seconds.
     """
-    return status_of(runs, runs.record(run_id), stuck_after)
-
-
-def status_of(runs: AwsRuns, record: Manifest, stuck_after: float) -> StatusDocument:
     doc = record.doc
     run_id = doc["run_id"]
     jobs = runs.api.describe(list(doc["jobs"].values()))
     now = time.time()
-    steps = [step_status(runs, doc, step, jobs, now) for step in doc["steps"]]
-    warnings = [
-        _stuck_warning(step, waited)
-        for step in doc["steps"]
-        if (job := jobs.get(doc["jobs"].get(step["name"], "")))
-        and (waited := _runnable_for(job, jobs, now * 1000)) > stuck_after
-    ]
-    record_final(runs, record, steps)
-    warnings += runs.warnings
-    submitted = len(doc["jobs"]) == len(steps)
-    total = Counter(doc.get("launch_requests", {}))
-    for s in steps:
-        total.update(s["requests"])
-    # The run's storage requests (launch and workers) at S3 Standard's request prices.
-    requests = requests_of(total)
-    requests["dollars"] = round(request_cost(total), 6)
-    return {
-        "run_id": run_id,
-        "pipeline": doc["pipeline"],
-        "backend": "aws",
-        "state": state_of(roll_up([JobState(s["state"]) for s in steps], submitted=submitted)),
-        "reason": None if submitted else f"launch incomplete: `opsctl resume {run_id}` submits the rest",
-        "created": doc["created"],
-        "elapsed": None,
-        "steps": steps,
-        "warnings": warnings,
-        "requests": requests,
-    }
+    submitted = len(doc["jobs"]) == len(doc["steps"])
+    return AwsView(
+        run_id=run_id,
+        pipeline=doc["pipeline"],
+        backend="aws",
+        created=doc["created"],
+        steps=[step_view(runs, doc, step, jobs, now) for step in doc["steps"]],
+        reason=None if submitted else f"launch incomplete: `opsctl resume {run_id}` submits the rest",
+        submitted=submitted,
+        warnings=[
+            _stuck_warning(step, waited)
+            for step in doc["steps"]
+            if (job := jobs.get(doc["jobs"].get(step["name"], "")))
+            and (waited := _runnable_for(job, jobs, now * 1000)) > stuck_after
+        ],
+        launch_requests=doc.get("launch_requests", {}),
+        record=record,
+    )
 
 
-def step_status(
+def step_view(
     runs: AwsRuns, doc: dict[str, Any], step: dict[str, Any], jobs: dict[str, dict[str, Any]], now: float
-) -> StatusStep:
-    """One step's entry: Batch's view of its job, settled against its markers.
+) -> StepView:
+    """One step as Batch sees its job, to be settled against its markers (opsctl/run/status.py).
 
     A job Batch no longer returns is read from the final state recorded when it ended; with
     no such record, from its markers alone, once it was submitted long enough ago to be seen
@@ -89,76 +74,64 @@ def step_status(
     """
     name = step["name"]
     job_id = doc["jobs"].get(name)
-    job = jobs.get(job_id or "")
-    final = final_record(doc, name)
+    extra: dict[str, Any] = {"job_id": job_id, "gone": False}
+    if job_id is None:
+        return StepView(step, JobState.SUBMITTED, settled=False, counted=not_counted(step), extra=extra)
+    job = jobs.get(job_id)
     state = job_state(job) if job is not None else None
-    entry: StatusStep = {
-        "name": name,
-        "queue": step["queue"],
-        "image": step.get("image"),
-        "state": JobState.SUBMITTED.value,
-        "reason": None,
-        "array_size": step["array_size"],
-        "counts": {},
-        "cancelled": 0,  # of counts' FAILED: children that never started (states.CANCELLED)
-        "attempts": attempts_of([]),
-        "elapsed": None,
-        "commands": _no_commands(step),
-        "requests": {},
-        "job_id": job_id,
-        "gone": False,
-    }
+    final = final_record(doc, name)
+    # Counted once when the step ended: no listing (a record before opsctl kept attempts: None).
+    counted = None
     if final and (job is None or state in TERMINAL):
-        # Counted once when the step ended: no listing.
-        entry["commands"], entry["requests"] = final["commands"], final.get("requests", {})
-        entry["attempts"] = final.get("attempts")  # a record before opsctl kept them: None
-    elif job_id:
-        # A step that ended is counted exactly, from its markers; a running one from its
-        # children's ledgers: one LIST, a page per 1,000 children, however much is done.
-        # The same listing gives its attempts (`_ListedOnce`).
-        store = _ListedOnce.of(runs.state_store(doc["run_id"]))
-        figures, requests = step_figures(
-            store, name, step["commands"], exact=job is None or state in TERMINAL
-        )
-        entry["commands"], entry["requests"] = commands_of(figures), requests_of(requests)
-        entry["attempts"] = _ledger_attempts(ledgers(store, name))
-    done = entry["commands"]["done"]
+        counted = Counted(final["commands"], final.get("requests", {}), final.get("attempts"))
     if job is not None and state is not None:
-        state, short = settle(state, done, step["commands"], doc["run_id"])
         summary = job.get("arrayProperties", {}).get("statusSummary")
-        if final and state in TERMINAL:
-            entry["cancelled"] = final.get("cancelled") or 0
-        elif state is JobState.FAILED:
-            entry["cancelled"] = cancelled(runs, job, step["array_size"])
-        entry["state"] = state_of(state)
-        entry["reason"] = short or (job.get("statusReason") if state is JobState.FAILED else None)
-        many = summary and step["array_size"] > 1
-        entry["counts"] = {k: v for k, v in summary.items() if v} if many else {job["status"]: 1}
-        entry["elapsed"] = elapsed(job.get("startedAt"), job.get("stoppedAt"))
-        entry["started_at"] = job.get("startedAt")
-        entry["stopped_at"] = job.get("stoppedAt")
-        entry["log_stream"] = job.get("container", {}).get("logStreamName")
-    elif job_id and final:
-        # Past retention: as recorded when it ended (its markers may have expired too).
-        entry["state"], entry["counts"] = final["state"], final.get("counts") or {}
-        entry["commands"], entry["cancelled"] = final["commands"], final.get("cancelled") or 0
-        entry["reason"] = final["reason"]
-        entry["elapsed"] = elapsed(final.get("started_at"), final.get("stopped_at"))
-        entry["gone"] = True
-    elif job_id and now - (doc.get("submitted_at", {}).get(name) or _epoch(doc["created"])) >= UNSEEN_GRACE:
-        missing = step["commands"] - done
-        entry["state"] = state_of(JobState.FAILED if missing else JobState.SUCCEEDED)
-        entry["reason"] = (
-            f"job {job_id} is unknown to AWS Batch ({RETENTION}) and no final state was recorded"
-            + (
-                f": {missing} of {step['commands']} commands have no done marker; "
-                f"`opsctl resume {doc['run_id']}` runs them"
-                if missing
-                else ": every command has a done marker"
-            )
+        extra |= {
+            "started_at": job.get("startedAt"),
+            "stopped_at": job.get("stoppedAt"),
+            "log_stream": job.get("container", {}).get("logStreamName"),
+        }
+        return StepView(
+            step,
+            state,
+            reason=job.get("statusReason") if state is JobState.FAILED else None,
+            counts={k: v for k, v in summary.items() if v}
+            if summary and step["array_size"] > 1
+            else {job["status"]: 1},
+            cancelled=(final.get("cancelled") or 0)
+            if final and state in TERMINAL
+            else cancelled(runs, job, step["array_size"])
+            if state is JobState.FAILED
+            else 0,
+            elapsed=elapsed(job.get("startedAt"), job.get("stoppedAt")),
+            # A step that ended is counted exactly, from its markers; a running one from its
+            # children's ledgers.
+            ended=state in TERMINAL,
+            counted=counted,
+            extra=extra,
         )
-        entry["gone"] = True
-    return entry
+    if final:  # past retention: as recorded when it ended (its markers may have expired too)
+        return StepView(
+            step,
+            JobState(final["state"]),
+            reason=final["reason"],
+            counts=final.get("counts") or {},
+            cancelled=final.get("cancelled") or 0,
+            elapsed=elapsed(final.get("started_at"), final.get("stopped_at")),
+            settled=False,
+            counted=counted,
+            extra=extra | {"gone": True},
+        )
+    if now - (doc.get("submitted_at", {}).get(name) or _epoch(doc["created"])) >= UNSEEN_GRACE:
+        return StepView(
+            step,
+            JobState.FAILED,
+            ended=True,
+            forgotten=f"job {job_id} is unknown to AWS Batch ({RETENTION}) and no final state was recorded",
+            extra=extra | {"gone": True},
+        )
+    # Submitted too recently for DescribeJobs to return it.
+    return StepView(step, JobState.SUBMITTED, settled=False, ended=True, extra=extra)
 
 
 def cancelled(runs: AwsRuns, job: dict[str, Any], array_size: int) -> int:
@@ -215,37 +188,6 @@ def record_final(runs: AwsRuns, record: Manifest, steps: list[StatusStep]) -> No
         )
 
 
-class _ListedOnce(S3Store):
-    """A run's state store for one step of one poll, each listing made once: the ledger listing
-    that counts a running step's commands (markers.step_figures) gives its attempts too
-    (`_ledger_attempts`) without a second LIST."""
-
-    def __init__(self, bucket: str, prefix: str, usage: Usage | None = None) -> None:
-        super().__init__(bucket, prefix, usage)
-        self._listed: dict[tuple[str, str, str], list[str]] = {}
-
-    @classmethod
-    def of(cls, store: S3Store) -> _ListedOnce:
-        return cls(store.bucket, store.prefix, store.usage)
-
-    def list(self, folder: str = "", *, after: str = "", upto: str = "") -> list[str]:
-        key = (folder, after, upto)
-        if key not in self._listed:
-            self._listed[key] = super().list(folder, after=after, upto=upto)
-        return list(self._listed[key])
-
-
-def _ledger_attempts(entries: list[Entry]) -> Attempts:
-    """A step's attempts from its children's ledgers (one per child attempt that ran the
-    worker): each child's attempt number in its newest generation. An attempt that ended
-    before the worker ran (an image not pulled, a failed GPU preflight) counts once a later
-    attempt of its child has run."""
-    newest: dict[int, tuple[int, int]] = {}
-    for e in entries:
-        newest[e.child] = max(newest.get(e.child, (0, 0)), (e.generation, e.attempt))
-    return attempts_of(attempt for _, attempt in newest.values())
-
-
 def _final_of(step: StatusStep, job_id: str) -> FinalRecord:
     """What the manifest keeps of a step whose job `job_id` ended: enough to read it the same
     once Batch forgets the job (its log stream where it is one job: an array's are its children's)."""
@@ -296,16 +238,10 @@ def _runnable_for(job: dict[str, Any], jobs: dict[str, dict[str, Any]], now_ms: 
     return max(0.0, (now_ms - since) / 1000)
 
 
-def _no_commands(step: dict[str, Any]) -> Commands:
-    return {"total": step["commands"], "done": 0, "failed": 0, "reexecuted": 0}
-
-
 def elapsed(started_ms: float | None, stopped_ms: float | None) -> float | None:
-    if not started_ms:
-        return None
-    end = float(stopped_ms or time.time() * 1000)
-    # Never below 0: Batch's times and this machine's clock may disagree, or a clock step back.
-    return max(0.0, round((end - float(started_ms)) / 1000, 1))
+    """Seconds between two of Batch's times (epoch milliseconds), never below 0: Batch's clock
+    and this machine's may disagree. Until now while the job runs."""
+    return seconds_between(started_ms, stopped_ms, per_second=1000)
 
 
 def _epoch(iso: str) -> float:

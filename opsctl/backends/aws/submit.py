@@ -18,7 +18,7 @@ from opsctl import pipeline as spec
 from opsctl.backends.aws.batch import job_name, submit_request
 from opsctl.backends.aws.definitions import DERIVED_FROM, IMAGE_TAG, Definitions
 from opsctl.backends.aws.runs import AwsRuns, Manifest, record_job
-from opsctl.backends.aws.status import status_of
+from opsctl.backends.aws.status import view_of
 from opsctl.errors import LaunchIncomplete
 from opsctl.run.ids import new_run_id
 from opsctl.run.plan import plan_resume, restage, stage
@@ -27,6 +27,7 @@ from opsctl_contract.errors import BadInput, OpsctlError
 from opsctl_contract.storage import Usage
 
 if TYPE_CHECKING:
+    from opsctl.backends.aws.backend import AwsBackend
     from opsctl.backends.options import Containers
 
 # The tags opsctl puts on each job (batch.submit_request). With propagateTags, "if the total
@@ -178,7 +179,7 @@ def submit(
     return submitted
 
 
-def resume(runs: AwsRuns, run_id: str) -> str:
+def resume(runs: AwsBackend, run_id: str) -> str:
     """Submit again every step that did not succeed, in a new generation (opsctl/run/plan.py).
 
     Steps never submitted are submitted; steps still running are left alone. The new
@@ -194,7 +195,7 @@ def resume(runs: AwsRuns, run_id: str) -> str:
     """
     runs.submitted.pop(run_id, None)  # its job ids are about to change
     record = runs.manifest(run_id)
-    view = status_of(runs, record, STUCK_AFTER)
+    view = runs.status_of(view_of(runs, record, STUCK_AFTER))
     states = {s["name"]: JobState(s["state"]) if s["job_id"] else None for s in view["steps"]}
     redo, generation = plan_resume(record.doc["steps"], states, record.doc.get("generation", 1))
     if not redo:

@@ -15,12 +15,11 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from opsctl.backends.local.containers import check_gpus, check_images, find_engine, worker_image
-from opsctl.backends.local.logs import failures, logs
+from opsctl.backends.local.logs import failed, log_pass, recorded
 from opsctl.backends.local.processes import (
     STOP_GRACE,
     pid_alive,
@@ -40,14 +39,16 @@ from opsctl.backends.local.state import (
     runs_dir,
     writable,
 )
-from opsctl.backends.local.status import attempts, cost, list_runs, status
+from opsctl.backends.local.status import attempts, cost, list_runs, view
 from opsctl.backends.local.supervisor import LOCK_FD
 from opsctl.backends.options import Containers
 from opsctl.costs import HandPrices
-from opsctl.records import AttemptRecord, ListRow, StatusDocument
+from opsctl.records import AttemptRecord, ListRow, StatusDocument, StatusStep
 from opsctl.run.ids import opsctl_home
 from opsctl.run.plan import plan_resume, restage
+from opsctl.run.service import FailedStep, LogPass, Recorded, RunService
 from opsctl.run.states import TERMINAL, JobState
+from opsctl.run.status import RunView
 from opsctl_contract.errors import BadInput, OpsctlError
 from opsctl_contract.files import LIST_FILE_LIMIT, read_text
 from opsctl_contract.storage import LocalStore
@@ -237,15 +238,34 @@ def _recorded_pids(run: LocalRun) -> list[int]:
         return []
 
 
-class LocalBackend:
-    """This package behind the interface every backend offers (opsctl.backends.base.Backend)."""
+class LocalBackend(RunService):
+    """This package as the scheduler of a run service (opsctl/run/service.py): the engine is
+    the run's supervisor, its view is run.db."""
 
     name = "local"
     priced = False  # this machine has no price: a cost only with `--price`
-    calls = None  # no service is called
+    log_poll = 0.5
 
     def __init__(self) -> None:
         self.warnings: list[str] = []  # never added to: a read here writes nothing
+
+    def view(self, run_id: str, *, stuck_after: float = 0.0) -> RunView:
+        return view(run_id)  # local children never wait for capacity: nothing is stuck
+
+    def ended(self, view: RunView, steps: list[StatusStep]) -> None:
+        """Nothing to keep: the supervisor records every step's end itself."""
+
+    def state_store(self, run_id: str) -> LocalStore:
+        return LocalStore(LocalRun.find(run_id).path / "state")
+
+    def failed(self, run_id: str, step: StatusStep) -> FailedStep:
+        return failed(run_id, step)
+
+    def recorded(self, run_id: str) -> Recorded:
+        return recorded(run_id)
+
+    def log_pass(self, run_id: str, step: str, index: int | None, cursor: Any, *, follow: bool) -> LogPass:
+        return log_pass(run_id, step, index, cursor, follow=follow)
 
     def launch(
         self, spec_path: Path, max_parallel: int | None = None, *, containers: Containers | None = None
@@ -256,17 +276,11 @@ class LocalBackend:
         """Where the run's directory is, for the operator; the directory is its own record."""
         return f"run directory (logs, markers): {runs_dir() / run_id}", None
 
-    def status(self, run_id: str, *, stuck_after: float = 0.0) -> StatusDocument:
-        return status(run_id)  # local children never wait for capacity: nothing is stuck
-
     def notes(self, doc: StatusDocument) -> list[str]:
         """A step's `image:` runs only under `--containers`: said where a run was launched without."""
         if any(s.get("image") for s in doc["steps"]) and not doc.get("engine"):
             return ["(images not used: launched without --containers, so on this host)"]
         return []
-
-    def failures(self, run_id: str, doc: StatusDocument) -> list[str]:
-        return failures(run_id, doc)
 
     def kill(self, run_id: str) -> str:
         return kill(run_id)
@@ -283,8 +297,10 @@ class LocalBackend:
     def resume(self, run_id: str) -> str:
         return resume(run_id)
 
-    def logs(self, run_id: str, step: str, index: int | None, *, follow: bool) -> Iterator[bytes]:
-        return logs(run_id, step, index, follow=follow)
-
     def list_runs(self) -> list[ListRow]:
         return list_runs()
+
+
+def status(run_id: str) -> StatusDocument:
+    """The status document of local run `run_id` (opsctl/records.py `StatusDocument`)."""
+    return LocalBackend().status(run_id)

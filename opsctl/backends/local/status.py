@@ -1,13 +1,13 @@
-"""A local run's status, its list and its attempts, read from its SQLite state and markers.
+"""A local run as its supervisor records it, its list and its attempts, read from run.db.
 
-The supervisor writes run.db as the run goes; these only read it (and the workers' markers and
-ledgers), so any `opsctl` process can ask while the supervisor works.
+The supervisor writes run.db as the run goes; these only read it (and the workers' ledgers),
+so any `opsctl` process can ask while the supervisor works. The status document is assembled
+from `view` by the run service (opsctl/run/status.py).
 """
 
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -16,18 +16,19 @@ from opsctl.backends.local.dag import DEPENDENCY_FAILED
 from opsctl.backends.local.schema import migrate
 from opsctl.backends.local.state import BrokenRun, LocalRun, runs_dir, writable
 from opsctl.costs import HandPrices, estimate
-from opsctl.records import AttemptRecord, ListRow, StatusDocument, StatusStep, commands_of, requests_of
+from opsctl.records import AttemptRecord, ListRow, StatusDocument, commands_of, requests_of
 from opsctl.run.ids import check_run_id
 from opsctl.run.manifest import BadState
-from opsctl.run.states import TERMINAL, JobState, attempts_of, settle
+from opsctl.run.states import TERMINAL, JobState, attempts_of
+from opsctl.run.status import Counted, RunView, StepView, elapsed
 from opsctl_contract.errors import BadInput
-from opsctl_contract.markers import ledger_totals, step_figures
+from opsctl_contract.markers import ledger_totals
 from opsctl_contract.storage import LocalStore
 
 
-def status(run_id: str) -> StatusDocument:
-    """The status document (opsctl/records.py `StatusDocument`), with reasons and failed
-    children. Local children never wait for capacity, only for a slot: no stuck warnings."""
+def view(run_id: str) -> RunView:
+    """The run as its supervisor recorded it in run.db: each step's state, children, reasons
+    and times. Local children never wait for capacity, only for a slot: nothing is stuck."""
     run = LocalRun.find(run_id)
     with run.db() as conn:
         runs = run.rows(conn, "run")
@@ -36,7 +37,7 @@ def status(run_id: str) -> StatusDocument:
     if len(runs) != 1:
         raise BrokenRun(f"run {run_id}: its state database has {len(runs)} run records, not one")
     row = runs[0]
-    state = row["state"]
+    state = JobState(row["state"])
     reason = row["reason"]
     if state not in TERMINAL and not run.supervised():
         reason = f"supervisor died (or never started): `opsctl resume {run_id}` continues the run"
@@ -45,69 +46,54 @@ def status(run_id: str) -> StatusDocument:
         by_step.setdefault(child["step"], []).append(child)
     manifest_steps = {s["name"]: s for s in run.manifest["steps"]}
     store = LocalStore(run.path / "state")
-    now = time.time()
-    doc_steps: list[StatusStep] = []
-    for step in steps:
-        kids = by_step.get(step["name"], [])
-        counts = dict(Counter(kid["state"] for kid in kids))
-        total = manifest_steps[step["name"]]["commands"]
-        ended = step["state"] in TERMINAL
-        if ended and "done" in step.keys() and step["done"] is not None:  # noqa: SIM118 - a Row
-            # Counted by the supervisor when the step ended; its workers' requests from ledgers.
-            figures = {"total": total, **{k: step[k] for k in ("done", "failed", "reexecuted")}}
-            ledger = ledger_totals(store, step["name"])
-            requests = {"put": ledger["put"], "get": ledger["get"]}
-        else:
-            figures, requests = step_figures(store, step["name"], total, exact=ended)
-        step_state, short = settle(JobState(step["state"]), figures["done"], total, run_id)
+    return RunView(
+        run_id=run_id,
+        pipeline=row["pipeline"],
+        backend="local",
+        created=_iso(row["created"]),
+        steps=[
+            _step_view(store, manifest_steps[step["name"]], step, by_step.get(step["name"], []))
+            for step in steps
+        ],
+        state=state,
+        reason=reason,
+        elapsed=elapsed(row["created"], row["finished"]),
+        # The container engine the steps' images run under (--containers), or None.
+        extra={"engine": run.manifest.get("engine")},
+    )
+
+
+def _step_view(
+    store: LocalStore, record: dict[str, Any], step: sqlite3.Row, kids: list[sqlite3.Row]
+) -> StepView:
+    ended = step["state"] in TERMINAL
+    attempts = attempts_of(kid["attempt"] for kid in kids)
+    counted = None
+    if ended and "done" in step.keys() and step["done"] is not None:  # noqa: SIM118 - a Row
+        # Counted by the supervisor when the step ended; its workers' requests from ledgers.
+        ledger = ledger_totals(store, step["name"])
+        figures = {"total": record["commands"], **{k: step[k] for k in ("done", "failed", "reexecuted")}}
+        counted = Counted(
+            commands_of(figures), requests_of({"put": ledger["put"], "get": ledger["get"]}), attempts
+        )
+    return StepView(
+        step=record,
+        state=JobState(step["state"]),
+        reason=step["reason"],
+        counts=dict(Counter(kid["state"] for kid in kids)),
         # A child's attempt is 0 until it starts (again 0 after a resume resets it): a FAILED
         # child at 0 was killed, or failed by a dependency, before it ran (states.CANCELLED).
-        cancelled = sum(1 for kid in kids if kid["state"] == JobState.FAILED and not kid["attempt"])
-        doc_steps.append(
-            {
-                "name": step["name"],
-                "queue": manifest_steps[step["name"]]["queue"],
-                "image": manifest_steps[step["name"]].get("image"),  # used under --containers only
-                "state": step_state.value,
-                "reason": short or step["reason"],
-                "array_size": len(kids),
-                "counts": counts,
-                "cancelled": cancelled,  # of counts' FAILED
-                "attempts": attempts_of(kid["attempt"] for kid in kids),
-                "elapsed": _elapsed(step["started"], step["finished"] or now) if step["started"] else None,
-                "commands": commands_of(figures),
-                "requests": requests_of(requests),
-                "failed_children": [
-                    {
-                        "index": k["idx"],
-                        "attempt": k["attempt"],
-                        "exit_code": k["exit_code"],
-                        "reason": k["reason"],
-                    }
-                    for k in kids
-                    if k["state"] == JobState.FAILED and k["reason"] != DEPENDENCY_FAILED and k["attempt"]
-                ],
-            }
-        )
-    if state == JobState.SUCCEEDED and (short_steps := [s for s in doc_steps if s["state"] != state]):
-        state, reason = JobState.FAILED.value, f"step '{short_steps[0]['name']}': {short_steps[0]['reason']}"
-    finished = row["finished"] or now
-    run_requests: Counter[str] = Counter()
-    for entry in doc_steps:
-        run_requests.update(entry["requests"])
-    return {
-        "run_id": run_id,
-        "pipeline": row["pipeline"],
-        "backend": "local",
-        "engine": run.manifest.get("engine"),  # steps' images run under it (--containers), or None
-        "state": state,
-        "reason": reason,
-        "created": _iso(row["created"]),
-        "elapsed": _elapsed(row["created"], finished),
-        "steps": doc_steps,
-        "warnings": [],
-        "requests": requests_of(run_requests),  # the workers' operations on the run's state, by price class
-    }
+        cancelled=sum(1 for kid in kids if kid["state"] == JobState.FAILED and not kid["attempt"]),
+        elapsed=elapsed(step["started"], step["finished"]),
+        ended=ended,
+        counted=counted,
+        attempts=attempts,
+        failed_children=[
+            {"index": k["idx"], "attempt": k["attempt"], "exit_code": k["exit_code"], "reason": k["reason"]}
+            for k in kids
+            if k["state"] == JobState.FAILED and k["reason"] != DEPENDENCY_FAILED and k["attempt"]
+        ],
+    )
 
 
 def list_runs() -> list[ListRow]:
@@ -192,12 +178,6 @@ def cost(
     ]
     queues = {s["name"]: s["queue"] for s in doc["steps"]}
     return estimate(sized, queues, lambda _queue, vcpus, gpus: by_hand.rate(vcpus, gpus), None)
-
-
-def _elapsed(started: float, ended: float) -> float:
-    """Seconds from one wall-clock record to another, never below 0: a clock set back between
-    them (NTP, a VM restored) would otherwise show a step running for minus a day."""
-    return max(0.0, round(ended - started, 1))
 
 
 def _iso(timestamp: float) -> str:
