@@ -32,11 +32,13 @@ from opsctl.run.states import Attempts, JobState
 __all__ = [
     "AttemptRecord",
     "Attempts",
+    "AwsManifest",
     "BackendValue",
     "Commands",
     "Dependency",
     "FailedChild",
     "FinalRecord",
+    "InfraRecord",
     "ListRow",
     "ManifestStep",
     "Queue",
@@ -172,8 +174,9 @@ class AttemptRecord(TypedDict):
 # --- the run manifest (opsctl/run/manifest.py MANIFEST, _STEP, _FINAL) --------------------------------
 #
 # These follow the shape checker key for key: a `Maybe` there is `NotRequired[X | None]` here
-# (missing or null), anything else a required key. The checker allows keys it does not name, and
-# the writers add some (see RunManifest); these types name only what the checker does.
+# (missing or null), `Absent` is `NotRequired[X]` (missing, never null), anything else a
+# required key. The checker allows keys it does not name (a newer opsctl's); the writers write
+# none it does not name.
 
 
 class Dependency(TypedDict):
@@ -214,33 +217,64 @@ class FinalRecord(TypedDict):
     counts: NotRequired[dict[State, int] | None]
     cancelled: NotRequired[int | None]
     attempts: NotRequired[Attempts | None]
-    commands: NotRequired[Commands | None]
-    requests: NotRequired[Requests | None]
+    commands: Commands
+    requests: NotRequired[Requests]  # not in a record before opsctl kept requests
     started_at: NotRequired[float | None]  # epoch ms, as Batch gives it
     stopped_at: NotRequired[float | None]
     log_stream: NotRequired[str | None]
 
 
-class RunManifest(TypedDict):
-    """The record of a launched run (opsctl.run.manifest.manifest), in the run directory locally and at
-    runs/<run_id>/manifest.json on AWS; read back through opsctl.run.manifest.read_manifest.
+class InfraRecord(TypedDict):
+    """The stack an AWS run was launched on, as its manifest keeps it."""
 
-    Written with more keys than the checker names, which it lets through: `spec` and
-    `spec_text` (both backends), `infra`, `submitted_at` and `finished` (AWS)."""
+    bucket: str
+    region: str
+
+
+class _Manifest(TypedDict):
+    """What every run's manifest holds (opsctl.run.manifest.manifest writes it)."""
 
     run_id: str
     pipeline: str
     backend: BackendValue
     created: str
     steps: list[ManifestStep]
+    spec: NotRequired[str | None]  # the spec's path at launch
+    spec_text: NotRequired[str | None]  # the spec itself: the record outlives the file
+
+
+class RunManifest(_Manifest):
+    """The record of a launched run (opsctl.run.manifest.manifest), in the run directory locally and at
+    runs/<run_id>/manifest.json on AWS; read back through opsctl.run.manifest.read_manifest, which
+    checks it has this shape (`MANIFEST`) on any backend. AWS reads its own as `AwsManifest`."""
+
     engine: NotRequired[str | None]  # local, --containers: the container engine
     no_gpus: NotRequired[bool | None]  # local, --containers --no-gpus
     generation: NotRequired[int | None]  # AWS; a local run keeps it in run.db
     jobs: NotRequired[dict[str, str] | None]  # AWS: each step's current job id
+    submitted_at: NotRequired[dict[str, float] | None]  # AWS: when each was submitted
     replaced: NotRequired[list[dict[str, str]] | None]  # AWS: the job ids each resume replaced
     final: NotRequired[dict[str, FinalRecord] | None]  # AWS
     state: NotRequired[State | None]  # AWS: once every step ended
+    finished: NotRequired[float | None]  # AWS: when the last step's end was recorded
     launch_requests: NotRequired[dict[str, int] | None]  # AWS
+    infra: NotRequired[InfraRecord | None]  # AWS: the bucket and region it was launched in
+
+
+class AwsManifest(_Manifest):
+    """An AWS run's manifest as opsctl/backends/aws/runs.py reads it (`AWS_MANIFEST`): the
+    keys an AWS launch always writes are required, and none of the optional ones is null, so
+    that a manifest saying `"jobs": null` is refused when read, not a TypeError when polled."""
+
+    jobs: dict[str, str]
+    generation: NotRequired[int]
+    submitted_at: NotRequired[dict[str, float]]
+    replaced: NotRequired[list[dict[str, str]]]
+    final: NotRequired[dict[str, FinalRecord]]
+    state: NotRequired[State]
+    finished: NotRequired[float]
+    launch_requests: NotRequired[dict[str, int]]
+    infra: NotRequired[InfraRecord]
 
 
 # --- `opsctl list --json` ---------------------------------------------------------------------

@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opsctl_contract.split import slice_sizes
+
+if TYPE_CHECKING:
+    from opsctl.records import ManifestStep
 
 # A container image reference as Docker and ECR read one: [registry[:port]/]path[:tag][@digest],
 # path components lowercase. AWS Batch takes up to 255 characters.
@@ -76,7 +79,7 @@ class Step:
     image: str | None = None  # the step's own container image; None: the stack's for its queue
     line: int = 0  # where the step starts in the spec, for later messages
 
-    def record(self, list_uri: str) -> dict[str, Any]:
+    def record(self, list_uri: str) -> ManifestStep:
         """The step as the run manifest keeps it: all a backend needs to run it, plain JSON."""
         return {
             "name": self.name,

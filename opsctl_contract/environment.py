@@ -7,6 +7,7 @@ Batch itself adds the array index and the attempt, and refuses overrides of AWS_
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 ARRAY_INDEX = "AWS_BATCH_JOB_ARRAY_INDEX"  # set by Batch for array children only
@@ -29,7 +30,7 @@ SIZE_VARS = (ARRAY_SIZE, "SLURM_ARRAY_TASK_COUNT")
 
 
 def contract_environment(
-    step: dict[str, Any], run_id: str, run_uri: str, generation: int = 1
+    step: Mapping[str, Any], run_id: str, run_uri: str, generation: int = 1
 ) -> dict[str, str]:
     """What opsctl sets for every child of `step` (a step as the run manifest records it).
 
@@ -50,7 +51,7 @@ def contract_environment(
 
 
 def local_environment(
-    step: dict[str, Any], run_id: str, run_uri: str, index: int, attempt: int, generation: int = 1
+    step: Mapping[str, Any], run_id: str, run_uri: str, index: int, attempt: int, generation: int = 1
 ) -> dict[str, str]:
     """The contract plus what AWS Batch would have set: the child's index and attempt."""
     env = {**contract_environment(step, run_id, run_uri, generation), ATTEMPT: str(attempt)}

@@ -14,6 +14,7 @@ A shape is written as plain data:
 - `Text(pattern)`: a string the regular expression matches whole (a name that becomes a path);
 - `OneOf(values)`: one of some literal values;
 - `Maybe(shape)`: null, or (as a key's shape) the key may be missing too;
+- `Absent(shape)`: as a key's shape, the key may be missing, but is never null;
 - `ListOf(shape)` and `MapOf(shape, keys)`: a list, or an object, of values of one shape (the
   object's keys matched whole by the regular expression `keys`, if given);
 - a dict of key to shape: an object with those keys; keys opsctl does not know are allowed, so a
@@ -53,6 +54,11 @@ class Maybe:
 
 
 @dataclass(frozen=True)
+class Absent:
+    shape: object
+
+
+@dataclass(frozen=True)
 class ListOf:
     shape: object
 
@@ -83,6 +89,8 @@ def problem(value: object, shape: object, at: str = "") -> str | None:
         if isinstance(shape, Maybe):
             if value is not None:
                 pending.append((value, shape.shape, at))
+        elif isinstance(shape, Absent):  # present, so of its shape
+            pending.append((value, shape.shape, at))
         elif isinstance(shape, Int):
             if not _is(value, int) or not shape.low <= value <= shape.high:  # type: ignore[operator]
                 return f"{where}: {brief(value)} is not an integer from {shape.low} to {shape.high}"
@@ -106,7 +114,7 @@ def problem(value: object, shape: object, at: str = "") -> str | None:
             if not isinstance(value, dict):
                 return f"{where}: {brief(value)} is not an object"
             if missing := next(
-                (k for k, v in shape.items() if k not in value and not isinstance(v, Maybe)), None
+                (k for k, v in shape.items() if k not in value and not isinstance(v, Maybe | Absent)), None
             ):
                 return f"{where} has no {missing!r}"
             pending.extend((value[k], v, _key(at, k)) for k, v in reversed(list(shape.items())) if k in value)

@@ -36,9 +36,9 @@ from rich.console import Console
 from opsctl import report
 from opsctl.backends.aws import status as aws_status
 from opsctl.backends.aws.backend import AwsBackend
-from opsctl.backends.local.logs import _whole, tail
 from opsctl.cli.render import status_table
 from opsctl.infra import load_outputs
+from opsctl.run.logfiles import _whole, tail
 from opsctl.visible import VisibleStream, visible
 from tests.helpers import OPSCTL, cli, one_line, one_step_run
 from tests.test_aws import fixture, stubbed

@@ -22,11 +22,13 @@ import jsonschema
 import pytest
 
 from opsctl.backends import BackendName
+from opsctl.backends.aws.runs import AWS_MANIFEST
 from opsctl.pipeline import Queue as QueueEnum
 from opsctl.pipeline import Split as SplitEnum
 from opsctl.records import (
     AttemptRecord,
     Attempts,
+    AwsManifest,
     BackendValue,
     Commands,
     Dependency,
@@ -43,7 +45,7 @@ from opsctl.records import (
 )
 from opsctl.run import manifest as runs
 from opsctl.run.states import JobState
-from opsctl_contract.shapes import Maybe
+from opsctl_contract.shapes import Absent, Maybe, problem
 from tests.batch_player import BatchPlayer
 from tests.helpers import cli
 
@@ -200,6 +202,7 @@ def test_the_literals_are_the_enums_values() -> None:
     ("tp", "shape"),
     [
         (RunManifest, runs.MANIFEST),
+        (AwsManifest, AWS_MANIFEST),
         (ManifestStep, runs._STEP),
         (FinalRecord, runs._FINAL),
         (Dependency, runs._STEP["depends_on"].shape),  # type: ignore[attr-defined]
@@ -210,11 +213,16 @@ def test_the_literals_are_the_enums_values() -> None:
 )
 def test_the_manifest_types_are_the_shape_checker_key_for_key(tp: Any, shape: dict[str, object]) -> None:
     """The manifest's types name the keys opsctl/run/manifest.py checks, and only those; a key the
-    checker calls `Maybe` (missing or null) is NotRequired and admits None, any other required."""
+    checker calls `Maybe` (missing or null) is NotRequired and admits None, one it calls `Absent`
+    (missing, never null) is NotRequired and refuses None, as the checker does; any other required."""
     assert set(get_type_hints(tp)) == set(shape)
-    assert tp.__required_keys__ == {k for k, v in shape.items() if not isinstance(v, Maybe)}
+    assert tp.__required_keys__ == {k for k, v in shape.items() if not isinstance(v, Maybe | Absent)}
     for key in tp.__optional_keys__:
-        assert problems({**_minimal(tp), key: None}, tp) == [], key
+        nulled = {**_minimal(tp), key: None}
+        if isinstance(shape[key], Maybe):
+            assert problems(nulled, tp) == [] and problem(nulled, shape) is None, key
+        else:
+            assert problems(nulled, tp) and problem(nulled, shape), key
 
 
 def _minimal(tp: Any) -> dict[str, Any]:
@@ -231,9 +239,24 @@ def _minimal(tp: Any) -> dict[str, Any]:
         "timeout": 60,
         "env": {},
     }
-    manifest = {"run_id": "r", "pipeline": "p", "backend": "aws", "created": "", "steps": [step]}
-    final = {"job_id": "j", "state": "SUCCEEDED"}
-    by_type: dict[object, dict[str, Any]] = {RunManifest: manifest, ManifestStep: step, FinalRecord: final}
+    manifest = {
+        "run_id": "r-20261203-120000-abcd",
+        "pipeline": "p",
+        "backend": "aws",
+        "created": "",
+        "steps": [step],
+    }
+    final = {
+        "job_id": "j",
+        "state": "SUCCEEDED",
+        "commands": {"total": 1, "done": 1, "failed": 0, "reexecuted": 0},
+    }
+    by_type: dict[object, dict[str, Any]] = {
+        RunManifest: manifest,
+        AwsManifest: {**manifest, "jobs": {}},
+        ManifestStep: step,
+        FinalRecord: final,
+    }
     return by_type[tp]
 
 
@@ -309,5 +332,5 @@ def test_a_type_json_schema_cannot_describe_is_an_error() -> None:
 
 
 def test_every_record_type_makes_a_valid_schema() -> None:
-    for tp in (StatusDocument, AttemptRecord, RunManifest, ListRow):
+    for tp in (StatusDocument, AttemptRecord, RunManifest, AwsManifest, ListRow):
         jsonschema.Draft202012Validator.check_schema(json_schema(tp))

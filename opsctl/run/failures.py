@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,7 +69,7 @@ def failed_indices(store: Store, step: str) -> list[int]:
 
 def child_failure(
     store: Store,
-    step: dict[str, Any],
+    step: Mapping[str, Any],
     child: int,
     generation: int,
     failed: Sequence[int],

@@ -9,21 +9,25 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from opsctl.limits import ENV_NAME, MAX_ARRAY_SIZE, MAX_GPUS, MAX_INTEGER, MAX_RETRIES, MIN_TIMEOUT, STEP_NAME
 from opsctl.run.ids import RUN_ID
 from opsctl.run.states import JobState
 from opsctl_contract.errors import BadInput, brief
 from opsctl_contract.markers import WIDTH
-from opsctl_contract.shapes import Int, ListOf, MapOf, Maybe, OneOf, Text, problem
+from opsctl_contract.shapes import Absent, Int, ListOf, MapOf, Maybe, OneOf, Text, problem
 
 if TYPE_CHECKING:  # the supervisor imports this module; the YAML parser is not its
+    from opsctl.records import BackendValue, ManifestStep, RunManifest
     from opsctl.spec_model import Pipeline
 
 
-def manifest(pipeline: Pipeline, run_id: str, backend: str, list_uris: dict[str, str]) -> dict[str, Any]:
+def manifest(
+    pipeline: Pipeline, run_id: str, backend: BackendValue, list_uris: dict[str, str]
+) -> RunManifest:
     """The record of a launched run; list files are referenced by URI, never inlined."""
     return {
         "run_id": run_id,
@@ -65,26 +69,39 @@ _FINAL = {  # AWS: a step's job as a poll saw it end (opsctl/backends/aws/status
     "counts": Maybe(MapOf(_COUNT)),
     "cancelled": Maybe(_COUNT),  # of counts' FAILED, children that never started
     "attempts": Maybe({"total": _COUNT, "retried": _COUNT}),  # states.Attempts
-    "commands": Maybe(_COMMANDS),
-    "requests": Maybe(MapOf(_COUNT)),
+    "commands": _COMMANDS,
+    "requests": Absent(MapOf(_COUNT)),  # not in a record before opsctl kept requests
     "started_at": Maybe(float),
     "stopped_at": Maybe(float),
     "log_stream": Maybe(str),
 }
-MANIFEST = {
+COMMON = {  # every backend's (records.py `_Manifest`)
     "run_id": Text(RUN_ID),
     "pipeline": str,
     "backend": OneOf(("local", "aws")),
     "created": str,
     "steps": ListOf(_STEP),
+    "spec": Maybe(str),
+    "spec_text": Maybe(str),
+}
+# AWS's own keys, by their shape (records.py `AwsManifest`).
+AWS = {
+    "generation": Int(1, MAX_INTEGER),
+    "jobs": MapOf(str, keys=STEP_NAME),  # each step's current job id
+    "submitted_at": MapOf(float, keys=STEP_NAME),
+    "replaced": ListOf(MapOf(str, keys=STEP_NAME)),  # the job ids each resume replaced
+    "final": MapOf(_FINAL, keys=STEP_NAME),
+    "state": _STATE,
+    "finished": float,
+    "launch_requests": MapOf(_COUNT),
+    "infra": {"bucket": str, "region": str},
+}
+# Any backend's manifest (records.py `RunManifest`): the local keys, and AWS's if there.
+MANIFEST = {
+    **COMMON,
     "engine": Maybe(str),  # local, --containers: the container engine
     "no_gpus": Maybe(bool),  # local, --containers --no-gpus
-    "generation": Maybe(Int(1, MAX_INTEGER)),  # AWS; a local run keeps it in run.db
-    "jobs": Maybe(MapOf(str, keys=STEP_NAME)),  # AWS: each step's current job id
-    "replaced": Maybe(ListOf(MapOf(str, keys=STEP_NAME))),
-    "final": Maybe(MapOf(_FINAL, keys=STEP_NAME)),
-    "state": Maybe(_STATE),
-    "launch_requests": Maybe(MapOf(_COUNT)),
+    **{key: Maybe(shape) for key, shape in AWS.items()},
 }
 
 
@@ -92,22 +109,25 @@ class BadState(BadInput):
     """A state file opsctl wrote that reads back as something else: exit 2, one line naming it."""
 
 
-def read_manifest(data: bytes | str, run_id: str, where: str) -> dict[str, Any]:
+def read_manifest(
+    data: bytes | str, run_id: str, where: str, shape: Mapping[str, object] = MANIFEST
+) -> RunManifest:
     """The manifest of run `run_id` from the bytes of `where` (a path or a URI), checked for
-    shape (MANIFEST): a file that is not JSON, not a manifest, or another run's is `BadState`."""
+    `shape` (MANIFEST, or a backend's own): a file that is not JSON, not a manifest, or another
+    run's is `BadState`."""
     try:
         doc = json.loads(data)
     except ValueError as e:
         raise BadState(f"run {run_id}: its manifest {where} is not JSON ({e})") from None
-    found = problem(doc, MANIFEST) or _order_problem(doc["steps"])
+    found = problem(doc, shape) or _order_problem(doc["steps"])
     if found is None and doc["run_id"] != run_id:
         found = f"run_id: {brief(doc['run_id'])} is another run's"
     if found is not None:
         raise BadState(f"run {run_id}: its manifest {where} is not one opsctl wrote: {found}")
-    return doc  # type: ignore[no-any-return]
+    return doc  # type: ignore[no-any-return]  # of `shape`, checked
 
 
-def _order_problem(steps: list[dict[str, Any]]) -> str | None:
+def _order_problem(steps: list[ManifestStep]) -> str | None:
     """Steps as a launch records them: at least one, names unique, each after those it depends
     on (the supervisor and the submit order rely on it)."""
     if not steps:

@@ -9,7 +9,7 @@ work pack for a generation (which commands each child owns), so that workers ski
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from opsctl.run.manifest import manifest
 from opsctl.run.states import JobState
@@ -19,12 +19,13 @@ from opsctl_contract.markers import DONE, FAILED, Markers
 from opsctl_contract.storage import Store
 
 if TYPE_CHECKING:  # the supervisor imports this module; the YAML parser is not its
+    from opsctl.records import BackendValue, ManifestStep, RunManifest
     from opsctl.spec_model import Pipeline
 
 
 def stage(
-    pipe: Pipeline, run_id: str, backend: str, state: Store, put_list: Callable[[str, bytes], str]
-) -> dict[str, Any]:
+    pipe: Pipeline, run_id: str, backend: BackendValue, state: Store, put_list: Callable[[str, bytes], str]
+) -> RunManifest:
     """Write a new run's list files (`put_list(step, text)` stores one and returns its URI, as
     the workers will read it: OPSCTL_LIST_URI) and generation 1's work packs (in `state`, the
     markers' store), and return its manifest record, which the backend completes with what its
@@ -37,7 +38,7 @@ def stage(
 
 
 def plan_resume(
-    steps: list[dict[str, Any]], states: Mapping[str, JobState | None], generation: int
+    steps: Sequence[ManifestStep], states: Mapping[str, JobState | None], generation: int
 ) -> tuple[list[str], int]:
     """What `opsctl resume` runs again, and in which generation: the rule of both backends.
 
@@ -55,7 +56,7 @@ def plan_resume(
 
 
 def restage(
-    steps: Sequence[Mapping[str, Any]],
+    steps: Sequence[ManifestStep],
     redo: Sequence[str],
     generation: int,
     state: Store,
@@ -69,7 +70,7 @@ def restage(
             write_work(state, step, parse_commands(read_list(step["name"])), generation)
 
 
-def write_work(state: Store, step: Mapping[str, Any], commands: Sequence[str], generation: int) -> None:
+def write_work(state: Store, step: ManifestStep, commands: Sequence[str], generation: int) -> None:
     """Write the work pack of `step` (as the manifest records it) for `generation`, before any
     of its children starts (opsctl_contract/work.py).
 

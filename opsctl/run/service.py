@@ -39,7 +39,7 @@ from opsctl_contract.storage import Store
 if TYPE_CHECKING:
     from opsctl.backends.options import Containers
     from opsctl.costs import HandPrices
-    from opsctl.records import AttemptRecord, ListRow, StatusDocument, StatusStep
+    from opsctl.records import AttemptRecord, ListRow, ManifestStep, StatusDocument, StatusStep
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class FailedStep:
 class Recorded:
     """What the run's manifest says a failed child's commands are found by."""
 
-    steps: dict[str, dict[str, Any]]  # the manifest's step records, by name
+    steps: dict[str, ManifestStep]  # the manifest's step records, by name
     generation: int
     # A command's text from the step's list file, where reading it is cheap (a local file).
     text_of: Callable[[str, int], str | None] | None = None

@@ -22,6 +22,7 @@ from opsctl.records import (
     FailedChild,
     ManifestStep,
     Requests,
+    State,
     StatusDocument,
     StatusStep,
     commands_of,
@@ -46,10 +47,10 @@ class Counted:
 class StepView:
     """One step as its engine sees it, before its markers are counted."""
 
-    step: ManifestStep | dict[str, Any]  # its manifest record
+    step: ManifestStep  # its manifest record
     state: JobState  # the engine's word: SUBMITTED while the engine has not seen it
     reason: str | None = None
-    counts: dict[str, int] = field(default_factory=dict)  # children by state
+    counts: dict[State, int] = field(default_factory=dict)  # children by state
     cancelled: int = 0  # of counts' FAILED: children that never started
     elapsed: float | None = None
     # Its children write no more markers: count them exactly (else from the ledgers).
@@ -151,7 +152,7 @@ def step_status(run_id: str, store: Store, view: StepView) -> StatusStep:
         "state": state_of(state),
         "reason": reason,
         "array_size": step["array_size"],
-        "counts": view.counts,  # type: ignore[typeddict-item]  # keyed by the engine's states
+        "counts": view.counts,
         "cancelled": view.cancelled,
         "attempts": attempts,
         "elapsed": view.elapsed,
@@ -164,7 +165,7 @@ def step_status(run_id: str, store: Store, view: StepView) -> StatusStep:
     return entry
 
 
-def not_counted(step: ManifestStep | dict[str, Any]) -> Counted:
+def not_counted(step: ManifestStep) -> Counted:
     """The figures of a step that never ran: nothing done, nothing asked of storage."""
     return Counted({"total": step["commands"], "done": 0, "failed": 0, "reexecuted": 0}, {}, attempts_of([]))
 

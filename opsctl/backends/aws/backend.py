@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from opsctl.backends.aws import history, logs, status, submit
 from opsctl.backends.aws.batch import STARTED, job_state
-from opsctl.backends.aws.runs import MANIFEST, RETENTION, AwsRuns
+from opsctl.backends.aws.runs import MANIFEST, RETENTION, AwsRuns, read_aws_manifest
 from opsctl.backends.aws.status import AwsView
 from opsctl.costs import HandPrices
 from opsctl.records import AttemptRecord, ListRow, StatusDocument, StatusStep
 from opsctl.run.ids import RUN_ID
-from opsctl.run.manifest import BadState, read_manifest
+from opsctl.run.manifest import BadState
 from opsctl.run.service import FailedStep, LogPass, Recorded, RunService
 from opsctl.run.states import KILLED, STUCK_AFTER, TERMINAL, JobState
 from opsctl.run.status import RunView
@@ -119,7 +119,7 @@ def list_runs(runs: AwsRuns) -> list[ListRow]:
         if not RUN_ID.fullmatch(run_id):
             continue  # not a run: something else put there
         try:
-            doc = read_manifest(
+            doc = read_aws_manifest(
                 bucket.read(f"{run_id}/{MANIFEST}"), run_id, f"{bucket.uri}/{run_id}/{MANIFEST}"
             )
         except NotFound:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opsctl.run.states import TERMINAL, JobState
 from opsctl_contract.environment import contract_environment
+
+if TYPE_CHECKING:
+    from opsctl.records import ManifestStep
 
 # "Maximum job payload size (for SubmitJob API operations): 30 KiB" (user guide, "AWS Batch
 # service quotas"); command lists go to S3 for that reason, but a step's `env` travels inline.
@@ -82,7 +85,7 @@ def job_name(run_id: str, step: str, replaced: str | None = None) -> str:
     return f"{run_id}-{step}" + (f"-{replaced[:8]}" if replaced else "")
 
 
-def batch_environment(step: dict[str, Any], ce_name: str, queue_name: str, job_id: str) -> dict[str, str]:
+def batch_environment(step: ManifestStep, ce_name: str, queue_name: str, job_id: str) -> dict[str, str]:
     """What Batch adds to a child's environment (User Guide, "AWS Batch job environment
     variables"), with the values of its last attempt and highest index: the array variables only
     for an array child, whose job id is `<parent id>:<index>`."""
@@ -133,9 +136,11 @@ def overrides_chars(overrides: dict[str, Any]) -> int:
 
 
 def submit_request(
-    doc: dict[str, Any],
-    step: dict[str, Any],
+    step: ManifestStep,
     *,
+    run_id: str,
+    pipeline: str,
+    generation: int,
     job_name: str,
     queue: str,
     job_definition: str,
@@ -143,19 +148,17 @@ def submit_request(
     run_uri: str,
     after: dict[str, str],
 ) -> dict[str, Any]:
-    """The SubmitJob request for one step of the run `doc` (an array job when array_size >= 2).
+    """The SubmitJob request for one step of run `run_id` of `pipeline`, in `generation` (an
+    array job when array_size >= 2).
 
     `after` maps the dependencies still to wait for to their job ids; a dependency that already
     succeeded (on a resume) is left out, since its job may be past Batch's retention.
     """
-    env = contract_environment(step, doc["run_id"], run_uri, doc.get("generation", 1))
+    env = contract_environment(step, run_id, run_uri, generation)
     # Containers cannot reach the instance metadata (hop limit 1): tell boto3 the region.
     env["AWS_DEFAULT_REGION"] = region
-    resources = [
-        {"type": kind, "value": str(step[key])}
-        for kind, key in (("VCPU", "vcpus"), ("MEMORY", "memory"), ("GPU", "gpus"))
-        if step[key] is not None
-    ]
+    asked = (("VCPU", step.get("vcpus")), ("MEMORY", step.get("memory")), ("GPU", step.get("gpus")))
+    resources = [{"type": kind, "value": str(value)} for kind, value in asked if value is not None]
     overrides: dict[str, Any] = {
         # The images' ENTRYPOINT is opsctl-worker; a GPU step first proves its GPU works.
         "command": ["run", "--preflight-gpu"] if step["queue"] == "gpu" else ["run"],
@@ -171,9 +174,9 @@ def submit_request(
         "retryStrategy": {"attempts": step["retries"] + 1, "evaluateOnExit": RETRY_RULES},
         "timeout": {"attemptDurationSeconds": step["timeout"]},
         "tags": {
-            "opsctl:run": doc["run_id"],
+            "opsctl:run": run_id,
             "opsctl:step": step["name"],
-            "opsctl:pipeline": doc["pipeline"],
+            "opsctl:pipeline": pipeline,
         },
         "propagateTags": True,
     }

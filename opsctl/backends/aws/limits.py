@@ -9,7 +9,7 @@ be refused at launch for its size.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from opsctl.backends.aws.batch import (
     JOB_NAME,
@@ -21,6 +21,9 @@ from opsctl.backends.aws.batch import (
     submit_request,
 )
 from opsctl_contract.errors import brief
+
+if TYPE_CHECKING:
+    from opsctl.records import ManifestStep
 
 
 def longest_submit_request(
@@ -36,10 +39,13 @@ def longest_submit_request(
     run_uri = f"s3://{'b' * 63}/runs/{run_id}"
     arn = "arn:aws-us-gov:batch:us-gov-west-1:000000000000:"
     name = step["name"]
-    record = {**step, "list_uri": f"{run_uri}/lists/{name}.txt"}
+    # The step as the manifest will record it (the spec layer's Step.record, unchecked here).
+    record = cast("ManifestStep", {**step, "list_uri": f"{run_uri}/lists/{name}.txt"})
     request = submit_request(
-        {"run_id": run_id, "pipeline": pipeline_name, "generation": 999_999},
         record,
+        run_id=run_id,
+        pipeline=pipeline_name,
+        generation=999_999,
         job_name=job_name(run_id, name, "0" * 36),
         queue=f"{arn}job-queue/{'q' * 128}",
         job_definition=f"{arn}job-definition/{'d' * 128}:999999",

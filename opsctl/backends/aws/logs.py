@@ -13,7 +13,7 @@ from typing import Any
 
 from opsctl.backends.aws.batch import child_index, never_started
 from opsctl.backends.aws.runs import RETENTION, AwsRuns
-from opsctl.records import StatusStep
+from opsctl.records import AwsManifest, StatusStep
 from opsctl.run.service import ChildStory, FailedStep, LogPass
 from opsctl.run.states import TERMINAL, JobState
 from opsctl_contract.errors import BadInput, OpsctlError
@@ -61,7 +61,7 @@ def failed(runs: AwsRuns, step: StatusStep) -> FailedStep:
 class Following:
     """Where `log_pass` goes on from: the child's job, and its stream and page token so far."""
 
-    doc: dict[str, Any]
+    doc: AwsManifest
     job_id: str
     stream: str | None = None
     token: str | None = None
@@ -119,11 +119,11 @@ def drain(runs: AwsRuns, stream: str, token: str | None) -> Generator[bytes, Non
         token = next_token
 
 
-def gone_job(runs: AwsRuns, doc: dict[str, Any], step: str, job_id: str) -> dict[str, Any]:
+def gone_job(runs: AwsRuns, doc: AwsManifest, step: str, job_id: str) -> dict[str, Any]:
     """A job DescribeJobs no longer returns, as far as the manifest remembers it."""
-    final = doc.get("final", {}).get(step, {})
-    if final.get("job_id") == job_id and final.get("log_stream"):
-        return {"status": final["state"], "container": {"logStreamName": final["log_stream"]}}
+    final = doc.get("final", {}).get(step)
+    if final and final["job_id"] == job_id and final.get("log_stream"):
+        return {"status": final["state"], "container": {"logStreamName": final.get("log_stream")}}
     raise OpsctlError(
         f"job {job_id} (step '{step}') is unknown to AWS Batch ({RETENTION}), and its log stream "
         f"name went with it; the streams stay in log group {runs.infra.log_group} for its retention"

@@ -14,20 +14,30 @@ import functools
 import json
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from opsctl.backends.aws.api import BatchAPI
 from opsctl.backends.aws.prices import Prices
 from opsctl.infra import InfraOutputs
+from opsctl.records import AwsManifest, FinalRecord
 from opsctl.run.ids import check_run_id
-from opsctl.run.manifest import read_manifest
+from opsctl.run.manifest import AWS, COMMON, read_manifest
 from opsctl_contract.awsclient import aws_call
 from opsctl_contract.errors import BadInput, OpsctlError
+from opsctl_contract.shapes import Absent
 from opsctl_contract.storage import NotFound, S3Store, Usage
 
 MANIFEST = "manifest.json"
 ATTEMPTS = "attempts.json"  # beside the manifest: a finished run's child attempts
 RETENTION = "AWS Batch keeps jobs about 7 days after they end"
+# An AWS run's manifest (records.py `AwsManifest`): its job ids always, its other keys where
+# they were written, and none of them null.
+AWS_MANIFEST = {**COMMON, **{key: Absent(shape) for key, shape in AWS.items()}, "jobs": AWS["jobs"]}
+
+
+def read_aws_manifest(data: bytes | str, run_id: str, where: str) -> AwsManifest:
+    """An AWS run's manifest from the bytes of `where`, checked for `AWS_MANIFEST`."""
+    return cast("AwsManifest", read_manifest(data, run_id, where, AWS_MANIFEST))
 
 
 class Manifest:
@@ -39,7 +49,7 @@ class Manifest:
     Changes must therefore be safe to apply to a newer document.
     """
 
-    def __init__(self, store: S3Store, doc: dict[str, Any], etag: str) -> None:
+    def __init__(self, store: S3Store, doc: AwsManifest, etag: str) -> None:
         self.store = store
         self.doc = doc
         self.etag = etag
@@ -50,16 +60,16 @@ class Manifest:
             data, etag = store.read_tagged(MANIFEST)
         except NotFound:
             raise BadInput(f"run '{run_id}' not found in {store.uri.rsplit('/', 1)[0]}/ ({where})") from None
-        return cls(store, read_manifest(data, run_id, f"{store.uri}/{MANIFEST}"), etag)
+        return cls(store, read_aws_manifest(data, run_id, f"{store.uri}/{MANIFEST}"), etag)
 
     @classmethod
-    def create(cls, store: S3Store, doc: dict[str, Any]) -> Manifest:
+    def create(cls, store: S3Store, doc: AwsManifest) -> Manifest:
         etag = store.create_tagged(MANIFEST, _dump(doc))
         if etag is None:
             raise OpsctlError(f"{store.uri}/{MANIFEST} exists already: run id collision, launch again")
         return cls(store, doc, etag)
 
-    def update(self, change: Callable[[dict[str, Any]], None]) -> None:
+    def update(self, change: Callable[[AwsManifest], None]) -> None:
         change(self.doc)
         for _ in range(20):
             etag = self.store.replace(MANIFEST, _dump(self.doc), self.etag)
@@ -67,12 +77,12 @@ class Manifest:
                 self.etag = etag
                 return
             data, self.etag = self.store.read_tagged(MANIFEST)
-            self.doc = read_manifest(data, self.doc["run_id"], f"{self.store.uri}/{MANIFEST}")
+            self.doc = read_aws_manifest(data, self.doc["run_id"], f"{self.store.uri}/{MANIFEST}")
             change(self.doc)
         raise OpsctlError(f"{self.store.uri}/{MANIFEST} kept changing under this update; try again")
 
 
-def _dump(doc: dict[str, Any]) -> bytes:
+def _dump(doc: AwsManifest) -> bytes:
     return json.dumps(doc, indent=2).encode()
 
 
@@ -92,14 +102,14 @@ def denied(error: BaseException) -> bool:
     return False
 
 
-def record_job(doc: dict[str, Any], *, name: str, job_id: str, at: float) -> None:
+def record_job(doc: AwsManifest, *, name: str, job_id: str, at: float) -> None:
     doc["jobs"][name] = job_id
     doc.setdefault("submitted_at", {})[name] = at
 
 
-def final_record(doc: dict[str, Any], step: str) -> dict[str, Any] | None:
+def final_record(doc: AwsManifest, step: str) -> FinalRecord | None:
     """The final record of a step's current job, if one was written."""
-    kept: dict[str, Any] | None = doc.get("final", {}).get(step)
+    kept = doc.get("final", {}).get(step)
     return kept if kept and kept["job_id"] == doc["jobs"].get(step) else None
 
 
@@ -148,7 +158,7 @@ class AwsRuns:
         check_run_id(run_id)
         return Manifest.read(self.store(run_id), run_id, f"infra: {self.infra.source}")
 
-    def read_manifest(self, run_id: str) -> dict[str, Any]:
+    def read_manifest(self, run_id: str) -> AwsManifest:
         return self.manifest(run_id).doc
 
     def record(self, run_id: str) -> Manifest:

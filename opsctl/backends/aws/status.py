@@ -16,7 +16,7 @@ from typing import Any
 
 from opsctl.backends.aws.batch import STARTED, job_state, never_started
 from opsctl.backends.aws.runs import MANIFEST, RETENTION, AwsRuns, Manifest, denied, final_record
-from opsctl.records import FinalRecord, StatusStep
+from opsctl.records import AwsManifest, FinalRecord, ManifestStep, Requests, StatusStep
 from opsctl.run.states import TERMINAL, JobState, roll_up
 from opsctl.run.status import Counted, RunView, StepView, not_counted
 from opsctl.run.status import elapsed as seconds_between
@@ -64,7 +64,7 @@ def view_of(runs: AwsRuns, record: Manifest, stuck_after: float) -> AwsView:
 
 
 def step_view(
-    runs: AwsRuns, doc: dict[str, Any], step: dict[str, Any], jobs: dict[str, dict[str, Any]], now: float
+    runs: AwsRuns, doc: AwsManifest, step: ManifestStep, jobs: dict[str, dict[str, Any]], now: float
 ) -> StepView:
     """One step as Batch sees its job, to be settled against its markers (opsctl/run/status.py).
 
@@ -83,7 +83,8 @@ def step_view(
     # Counted once when the step ended: no listing (a record before opsctl kept attempts: None).
     counted = None
     if final and (job is None or state in TERMINAL):
-        counted = Counted(final["commands"], final.get("requests", {}), final.get("attempts"))
+        requests: Requests = final.get("requests", {})
+        counted = Counted(final["commands"], requests, final.get("attempts"))
     if job is not None and state is not None:
         summary = job.get("arrayProperties", {}).get("statusSummary")
         extra |= {
@@ -167,7 +168,7 @@ def record_final(runs: AwsRuns, record: Manifest, steps: list[StatusStep]) -> No
     if not new:
         return
 
-    def change(d: dict[str, Any]) -> None:
+    def change(d: AwsManifest) -> None:
         for name, final in new.items():
             if d["jobs"].get(name) == final["job_id"]:  # not since resubmitted by a resume
                 d.setdefault("final", {})[name] = final
@@ -206,7 +207,7 @@ def _final_of(step: StatusStep, job_id: str) -> FinalRecord:
     }
 
 
-def _stuck_warning(step: dict[str, Any], waited: float) -> str:
+def _stuck_warning(step: ManifestStep, waited: float) -> str:
     return (
         f"step '{step['name']}' has been RUNNABLE for {waited / 60:.0f} min: likely "
         + ("no GPU instance types in the gpu compute environment, or " if step["queue"] == "gpu" else "")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ from opsctl_contract.storage import Usage
 if TYPE_CHECKING:
     from opsctl.backends.aws.backend import AwsBackend
     from opsctl.backends.options import Containers
+    from opsctl.records import AwsManifest, ManifestStep
 
 # The tags opsctl puts on each job (batch.submit_request). With propagateTags, "if the total
 # number of combined tags from the job and job definition is over 50, the job is moved to the
@@ -52,14 +54,25 @@ def launch(
         store.write(f"lists/{step}.txt", text)
         return f"{store.uri}/lists/{step}.txt"
 
-    doc = stage(pipe, run_id, "aws", runs.state_store(run_id, usage), put_list)
-    for recorded in doc["steps"]:
+    staged = stage(pipe, run_id, "aws", runs.state_store(run_id, usage), put_list)
+    for recorded in staged["steps"]:
         recorded["job_definition"] = definitions[recorded["name"]]
-    doc.update(infra={"bucket": runs.infra.bucket, "region": runs.infra.region}, jobs={}, generation=1)
     # The list files, work packs and this manifest, and (counted ahead) its update after
     # each submit.
     launched = usage.requests + Counter(put=1 + len(pipe.steps))
-    doc["launch_requests"] = dict(launched)
+    doc: AwsManifest = {
+        "run_id": run_id,
+        "pipeline": staged["pipeline"],
+        "backend": "aws",
+        "created": staged["created"],
+        "spec": staged.get("spec"),
+        "spec_text": staged.get("spec_text"),
+        "steps": staged["steps"],
+        "infra": {"bucket": runs.infra.bucket, "region": runs.infra.region},
+        "jobs": {},
+        "generation": 1,
+        "launch_requests": dict(launched),
+    }
     record = Manifest.create(store, doc)
     submitted: list[str] = []
     try:
@@ -69,7 +82,7 @@ def launch(
     return run_id
 
 
-def job_definitions(runs: AwsRuns, steps: list[dict[str, Any]]) -> dict[str, str]:
+def job_definitions(runs: AwsRuns, steps: Sequence[ManifestStep]) -> dict[str, str]:
     """Each step's job definition ARN, by step name: the stack's for its queue as it is now,
     or one derived from it for the step's own image (opsctl/backends/aws/definitions.py).
     Checked before anything is uploaded or submitted: queues ENABLED, stack definitions
@@ -114,8 +127,8 @@ def job_definitions(runs: AwsRuns, steps: list[dict[str, Any]]) -> dict[str, str
         )
     own = Definitions(runs.api, stack)
     return {
-        step["name"]: own.arn(runs.infra.job_definition(step["queue"]), step["image"])
-        if step.get("image")
+        step["name"]: own.arn(runs.infra.job_definition(step["queue"]), image)
+        if (image := step.get("image"))
         else str(stack[runs.infra.job_definition(step["queue"])]["jobDefinitionArn"])
         for step in steps
     }
@@ -163,8 +176,10 @@ def submit(
             after = {d: j for d, j in doc["jobs"].items() if d not in succeeded}
             job_id = runs.api.submit_step(
                 **submit_request(
-                    doc,
                     step,
+                    run_id=doc["run_id"],
+                    pipeline=doc["pipeline"],
+                    generation=doc.get("generation", 1),
                     job_name=named,
                     queue=queue,
                     job_definition=step.get("job_definition") or runs.infra.job_definition(step["queue"]),
@@ -211,7 +226,7 @@ def resume(runs: AwsBackend, run_id: str) -> str:
         if was and short(was) != short(now):
             changed.setdefault((short(was), short(now)), []).append(step["name"])
 
-    def new_generation(d: dict[str, Any]) -> None:
+    def new_generation(d: AwsManifest) -> None:
         d["generation"] = max(d.get("generation", 1), generation)
         for step in d["steps"]:
             if step["name"] in definitions:

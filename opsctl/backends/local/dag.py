@@ -12,13 +12,16 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opsctl.backends.local.state import LocalRun
 from opsctl.run.states import TERMINAL, JobState, settle
 from opsctl_contract.markers import Markers
 from opsctl_contract.storage import LocalStore, NotFound
 from opsctl_contract.work import DamagedWork, Pack
+
+if TYPE_CHECKING:
+    from opsctl.records import Dependency
 
 DEPENDENCY_FAILED = "dependency failed"
 
@@ -175,7 +178,7 @@ class Dag:
             if new != self.children[(name, index)]["state"]:
                 self._set_child(conn, (name, index), state=new)
 
-    def _dependency_met(self, dep: dict[str, Any], index: int) -> bool:
+    def _dependency_met(self, dep: Dependency, index: int) -> bool:
         if dep["n_to_n"]:
             return bool(self.children[(dep["step"], index)]["state"] == JobState.SUCCEEDED)
         return self.step_state[dep["step"]] is JobState.SUCCEEDED

@@ -44,6 +44,7 @@ from opsctl_contract.storage import LocalStore, private_dirs
 
 if TYPE_CHECKING:  # the supervisor process starts without the YAML parser: it reads the manifest
     from opsctl import pipeline as spec
+    from opsctl.records import RunManifest
 
 # An attempt `opsctl kill` stopped says so: its exit code alone (143, SIGTERM) reads as a failure.
 KILLED_ATTEMPT = f"{KILLED} (opsctl kill)"
@@ -140,7 +141,7 @@ class LocalRun:
             conn.close()
 
     @functools.cached_property
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self) -> RunManifest:
         """The manifest, read once and checked for shape (opsctl.run.manifest.MANIFEST): it never changes
         after the run is created."""
         path = self.path / "manifest.json"

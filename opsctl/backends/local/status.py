@@ -16,7 +16,7 @@ from opsctl.backends.local.dag import DEPENDENCY_FAILED
 from opsctl.backends.local.schema import migrate
 from opsctl.backends.local.state import BrokenRun, LocalRun, runs_dir, writable
 from opsctl.costs import HandPrices, estimate
-from opsctl.records import AttemptRecord, ListRow, StatusDocument, commands_of, requests_of
+from opsctl.records import AttemptRecord, ListRow, ManifestStep, StatusDocument, commands_of, requests_of
 from opsctl.run.ids import check_run_id
 from opsctl.run.manifest import BadState
 from opsctl.run.states import TERMINAL, JobState, attempts_of
@@ -30,6 +30,10 @@ def view(run_id: str) -> RunView:
     """The run as its supervisor recorded it in run.db: each step's state, children, reasons
     and times. Local children never wait for capacity, only for a slot: nothing is stuck."""
     run = LocalRun.find(run_id)
+    # Asked before the rows are read: a supervisor that ends while they are read has written
+    # its last rows by then, and the next poll reads them; asked after, it would read as dead
+    # beside rows older than its end, and `watch` would stop on a run that finished fine.
+    supervised = run.supervised()
     with run.db() as conn:
         runs = run.rows(conn, "run")
         steps = run.rows(conn, "step", "ORDER BY position")
@@ -39,7 +43,7 @@ def view(run_id: str) -> RunView:
     row = runs[0]
     state = JobState(row["state"])
     reason = row["reason"]
-    if state not in TERMINAL and not run.supervised():
+    if state not in TERMINAL and not supervised:
         reason = f"supervisor died (or never started): `opsctl resume {run_id}` continues the run"
     by_step: dict[str, list[sqlite3.Row]] = {}
     for child in children:
@@ -64,7 +68,7 @@ def view(run_id: str) -> RunView:
 
 
 def _step_view(
-    store: LocalStore, record: dict[str, Any], step: sqlite3.Row, kids: list[sqlite3.Row]
+    store: LocalStore, record: ManifestStep, step: sqlite3.Row, kids: list[sqlite3.Row]
 ) -> StepView:
     ended = step["state"] in TERMINAL
     attempts = attempts_of(kid["attempt"] for kid in kids)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from opsctl.backends.local import containers
 from opsctl.backends.local.dag import Dag
@@ -33,12 +33,15 @@ from opsctl_contract import subreaper
 from opsctl_contract.environment import local_environment
 from opsctl_contract.errors import OpsctlError
 
+if TYPE_CHECKING:
+    from opsctl.records import ManifestStep
+
 LOCK_FD = "OPSCTL_LOCK_FD"  # the inherited descriptor that holds the run's lock
 
 
 @dataclass
 class _Child:
-    step: dict[str, Any]
+    step: ManifestStep
     index: int
     proc: subprocess.Popen[bytes]
     deadline: float
@@ -59,6 +62,7 @@ class Supervisor(Dag):
         stop_grace: float = STOP_GRACE,
     ) -> None:
         self.manifest = run.manifest
+        self.engine = self.manifest.get("engine") or ""  # the container engine, under --containers
         self.clock = clock
         self.tick = tick
         self.stop_grace = stop_grace
@@ -167,7 +171,7 @@ class Supervisor(Dag):
             child.log.close()
             finished = time.time()
             if child.container and code:  # a killed engine client may leave its container behind
-                containers.remove(self.manifest["engine"], child.container)
+                containers.remove(self.engine, child.container)
             attempt = self.children[key]["attempt"]
             if code == 0:
                 self._set_child(
@@ -209,7 +213,7 @@ class Supervisor(Dag):
             if self.children[key]["state"] == JobState.RUNNABLE and key not in self.running:
                 self._spawn(conn, self.steps[name], index)
 
-    def _spawn(self, conn: sqlite3.Connection, step: dict[str, Any], index: int) -> None:
+    def _spawn(self, conn: sqlite3.Connection, step: ManifestStep, index: int) -> None:
         key = (step["name"], index)
         attempt = int(self.children[key]["attempt"]) + 1
         contract = local_environment(
@@ -280,7 +284,7 @@ class Supervisor(Dag):
         terminate([p.pid for p in procs], wait=ended, grace=self.stop_grace)
         for key, child in self.running.items():
             if child.container:
-                containers.remove(self.manifest["engine"], child.container)
+                containers.remove(self.engine, child.container)
             code, cpu = _reaped(child.proc)
             attempt = self.children[key]["attempt"]
             self._attempt(key, attempt, finished=time.time(), exit_code=code, reason=KILLED_ATTEMPT, cpu=cpu)
