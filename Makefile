@@ -32,10 +32,11 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 # What the tests need from the machine (tools/system.sh): an OpenCL CPU driver that builds for
-# this processor, Chromium, a Docker engine with debootstrap, npm, jq (the README's examples). Installed from Debian's
+# this processor, Chromium, a Docker engine with debootstrap, npm, jq (the README's examples), a Slurm
+# (slurm-wlm, munge: the Slurm tests start one node). Installed from Debian's
 # archive as root; named in one line otherwise.
 system: $(STAMP)
-	@tools/system.sh $(BIN)/python opencl chromium docker npm jq
+	@tools/system.sh $(BIN)/python opencl chromium docker npm jq slurm
 
 test: system static
 	$(BIN)/python -m pytest
@@ -113,7 +114,7 @@ $(VENV)/.opencl-cpu-intel: $(VENV)/.bench
 	$(BIN)/python tools/opencl_vendors.py $(OPENCL_VENDORS)
 	@touch $@
 
-bench: $(BENCH_DEPS)
+bench: system $(BENCH_DEPS)
 	@set -e; for script in bench/[!_]*.py; do echo "== $$script"; $(BENCH_ENV) $(BIN)/python $$script; done
 
 clean:

@@ -45,6 +45,8 @@ __all__ = [
     "Requests",
     "RunManifest",
     "RunRequests",
+    "SlurmArray",
+    "SlurmManifest",
     "Split",
     "State",
     "StatusDocument",
@@ -58,7 +60,7 @@ __all__ = [
 State = Literal["SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED"]
 """A job state by AWS Batch's name (opsctl.run.states.JobState), as every record writes one."""
 
-BackendValue = Literal["local", "aws"]  # opsctl.backends.BackendName
+BackendValue = Literal["local", "aws", "slurm"]  # opsctl.backends.BackendName
 Queue = Literal["cpu", "gpu"]  # opsctl.pipeline.Queue
 Split = Literal["contiguous", "dynamic"]  # opsctl.pipeline.Split
 
@@ -275,6 +277,27 @@ class AwsManifest(_Manifest):
     finished: NotRequired[float]
     launch_requests: NotRequired[dict[str, int]]
     infra: NotRequired[InfraRecord]
+
+
+class SlurmArray(TypedDict):
+    """One `sbatch --array` of a step on Slurm: a step above the cluster's MaxArraySize is
+    submitted as several, and a resume submits only the children it runs again."""
+
+    job: str  # its job id
+    offset: int  # a task's child index is its task id plus this
+    # The child indices it runs, as sbatch's --array writes ids ("0-9999", "3,7,10-12"): a
+    # manifest of 10,000 children stays short, and is checked for shape in one match.
+    children: str
+
+
+class SlurmManifest(_Manifest):
+    """A Slurm run's manifest, in its directory (opsctl/backends/slurm/runs.py `SLURM_MANIFEST`)."""
+
+    generation: int
+    arrays: dict[str, list[SlurmArray]]  # each submitted step's arrays, in its newest generation
+    earlier: list[str]  # the job ids of arrays a resume replaced (`kill` cancels them too)
+    submitted_at: dict[str, float]
+    killed: NotRequired[float]  # when `opsctl kill` stopped it
 
 
 # --- `opsctl list --json` ---------------------------------------------------------------------

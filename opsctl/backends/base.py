@@ -116,19 +116,30 @@ def _build_aws(infra: Path | None, run_id: str | None) -> Backend:
     from opsctl.infra import load_outputs
 
     if infra is None and run_id is not None and _aws_has(run_id):
-        infra = _recorded_infra(run_id)
+        infra = _recorded(BackendName.AWS, run_id, "infra", "--backend aws --infra FILE")
     return AwsBackend(load_outputs(infra))
 
 
-def _recorded_infra(run_id: str) -> Path:
-    """The infra file AWS run `run_id` was launched with from this machine (`remember`)."""
-    record = _record(BackendName.AWS, run_id)
+def _build_slurm(_infra: Path | None, run_id: str | None) -> Backend:
+    from dataclasses import replace
+
+    from opsctl.backends.slurm.backend import SlurmBackend
+    from opsctl.backends.slurm.settings import SlurmSettings
+
+    settings = SlurmSettings.from_environment()
+    if run_id is not None and _record(BackendName.SLURM, run_id).is_file():
+        settings = replace(settings, root=_recorded(BackendName.SLURM, run_id, "dir", "--backend slurm"))
+    return SlurmBackend(settings)
+
+
+def _recorded(name: BackendName, run_id: str, key: str, flags: str) -> Path:
+    """The path `key` of this machine's record of run `run_id` on backend `name` (`remember`):
+    the infra file an AWS run was launched with, the root a Slurm run's directory is under."""
+    record = _record(name, run_id)
     try:
-        return Path(json.loads(record.read_text())["infra"])
+        return Path(json.loads(record.read_text())[key])
     except (OSError, ValueError, KeyError, TypeError):
-        raise BadInput(
-            f"{record}: unreadable record of run '{run_id}'; pass --backend aws --infra FILE"
-        ) from None
+        raise BadInput(f"{record}: unreadable record of run '{run_id}'; pass {flags}") from None
 
 
 def _local_here() -> Iterable[str]:
@@ -139,13 +150,22 @@ def _local_has(run_id: str) -> bool:
     return (opsctl_home() / "runs" / run_id).is_dir()
 
 
+def _recorded_here(name: BackendName) -> Callable[[], Iterable[str]]:
+    """The runs launched on backend `name` from this machine, by their records (`remember`)."""
+
+    def here() -> Iterable[str]:
+        found = _entries(_records(name))
+        return (p.name.removesuffix(".json") for p in found if p.name.endswith(".json"))
+
+    return here
+
+
+def _recorded_has(name: BackendName) -> Callable[[str], bool]:
+    return lambda run_id: _record(name, run_id).is_file()
+
+
 def _aws_has(run_id: str) -> bool:
-    return _record(BackendName.AWS, run_id).is_file()
-
-
-def _aws_here() -> Iterable[str]:
-    found = _entries(_records(BackendName.AWS))
-    return (p.name.removesuffix(".json") for p in found if p.name.endswith(".json"))
+    return _recorded_has(BackendName.AWS)(run_id)
 
 
 REGISTRY: dict[BackendName, Entry] = {
@@ -164,8 +184,16 @@ REGISTRY: dict[BackendName, Entry] = {
             "AWS",
             containers=False,
             build=_build_aws,
-            here=_aws_here,
+            here=_recorded_here(BackendName.AWS),
             has=_aws_has,
+        ),
+        Entry(
+            BackendName.SLURM,
+            "Slurm",
+            containers=False,
+            build=_build_slurm,
+            here=_recorded_here(BackendName.SLURM),
+            has=_recorded_has(BackendName.SLURM),
         ),
     )
 }

@@ -78,7 +78,7 @@ _FINAL = {  # AWS: a step's job as a poll saw it end (opsctl/backends/aws/status
 COMMON = {  # every backend's (records.py `_Manifest`)
     "run_id": Text(RUN_ID),
     "pipeline": str,
-    "backend": OneOf(("local", "aws")),
+    "backend": OneOf(("local", "aws", "slurm")),
     "created": str,
     "steps": ListOf(_STEP),
     "spec": Maybe(str),

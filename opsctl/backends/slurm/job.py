@@ -1,0 +1,104 @@
+"""The batch script every child of a Slurm run runs, and the records it leaves.
+
+Slurm retries nothing by itself but a job on a node that failed (`--requeue`), and no process of
+opsctl's stays on the submitting machine, so a child's retries happen inside its own allocation:
+the script runs the worker up to `retries + 1` times, each attempt under `timeout` of the step's
+own, and stops early on success or a timed-out attempt (not retried, as on AWS Batch). The worker
+skips the commands that have done markers, so an attempt runs only what is left.
+
+After each attempt the script writes an exit record, `exits/<step>/<index>-<generation>-
+<attempt>` in the run's directory (`{"started": …, "finished": …, "exit_code": …}`, written to a
+temporary name and renamed), which is what `status` and `report` read once Slurm has forgotten
+the job (squeue keeps an ended job 300 s, and `sacct` is not on every cluster): the run carries
+its own history.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from opsctl_contract.storage import Store
+
+EXITS = "exits"  # the records' folder in the run's directory
+# The worker's exit code for a step past its time: `timeout`'s, as on the local backend.
+TIMED_OUT = 124
+
+SCRIPT = """#!/bin/sh
+# opsctl: one child of a step on Slurm (docs/slurm.md). Up to OPSCTL_TRIES attempts of the
+# worker in this allocation; each attempt's end recorded under the run's exits/<step>/.
+index=$(( ${SLURM_ARRAY_TASK_ID:-0} + ${OPSCTL_INDEX_OFFSET:-0} ))
+if [ "$ARRAY_SIZE" -gt 1 ]; then
+  AWS_BATCH_JOB_ARRAY_INDEX=$index
+  export AWS_BATCH_JOB_ARRAY_INDEX
+fi
+exits="$OPSCTL_RUN_URI/exits/$OPSCTL_STEP"
+mkdir -p "$exits" "$OPSCTL_RUN_URI/logs/$OPSCTL_STEP"
+exec >>"$OPSCTL_RUN_URI/logs/$OPSCTL_STEP/$index.log" 2>&1
+# Attempts made before this allocation (a node that failed, `--requeue`) count too.
+attempt=$(( $(ls "$exits" 2>/dev/null | grep -c "^$index-$OPSCTL_GENERATION-") + 1 ))
+while [ "$attempt" -le "$OPSCTL_TRIES" ]; do
+  echo "== $OPSCTL_RUN_ID $OPSCTL_STEP[$index] attempt $attempt =="
+  started=$(date +%s.%N)
+  AWS_BATCH_JOB_ATTEMPT=$attempt timeout -k 5 "$OPSCTL_TIMEOUT" \\
+    "$OPSCTL_PYTHON" -I -m worker run $OPSCTL_WORKER_FLAGS
+  code=$?
+  record="$exits/$index-$OPSCTL_GENERATION-$attempt"
+  printf '{"started": %s, "finished": %s, "exit_code": %d, "job": "%s"}\\n' \\
+    "$started" "$(date +%s.%N)" "$code" "${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}" >"$record.tmp" \\
+    && mv "$record.tmp" "$record"
+  if [ "$code" -eq 0 ] || [ "$code" -eq 124 ]; then
+    exit "$code"
+  fi
+  attempt=$((attempt + 1))
+done
+exit "${code:-1}"
+"""
+
+_NAME = re.compile(r"(\d+)-(\d+)-(\d+)")
+
+
+@dataclass(frozen=True)
+class Exit:
+    """One attempt's end, as the script recorded it."""
+
+    index: int
+    generation: int
+    attempt: int
+    started: float | None
+    finished: float | None
+    exit_code: int | None
+
+
+def exits(store: Store, step: str) -> list[Exit]:
+    """Every attempt's record of `step` in `store` (the run's exits/): one listing, and a read
+    of each (under 100 bytes)."""
+    found = []
+    for key in store.list(step):
+        name = key.rsplit("/", 1)[-1]
+        match = _NAME.fullmatch(name)
+        if match is None:
+            continue  # a record being written (`.tmp`), or not one
+        index, generation, attempt = map(int, match.groups())
+        try:
+            record = json.loads(store.read(key))
+        except (OSError, ValueError):
+            record = {}
+        if not isinstance(record, dict):
+            record = {}
+        found.append(
+            Exit(
+                index,
+                generation,
+                attempt,
+                _number(record.get("started")),
+                _number(record.get("finished")),
+                code if isinstance(code := record.get("exit_code"), int) else None,
+            )
+        )
+    return found
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

@@ -1,0 +1,113 @@
+"""What a Slurm run printed: each child's log in the run's directory, and its failed children.
+
+The batch script sends a child's output to `logs/<step>/<index>.log` (all its attempts, each after
+a header line); Slurm's own words about the job (a time limit, a cancel) go beside it, to
+`logs/<step>/slurm-<job>_<task>.out`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from opsctl.backends.slurm.job import TIMED_OUT, exits
+from opsctl.backends.slurm.status import DEPENDENCY_FAILED, Seen, job_name
+from opsctl.records import StatusStep
+from opsctl.run.failures import list_file_text
+from opsctl.run.logfiles import LOG_TAIL, LOG_WINDOW, read_logs, tail
+from opsctl.run.service import ChildStory, FailedStep, LogPass, Recorded
+from opsctl.run.states import JobState
+from opsctl_contract.errors import BadInput
+
+if TYPE_CHECKING:
+    from opsctl.backends.slurm.backend import SlurmBackend
+
+ASK_EVERY = 10.0  # seconds between squeue calls of a followed log (its exit records are read every pass)
+
+
+def log_pass(
+    backend: SlurmBackend, run_id: str, step: str, index: int | None, at: Following | None, *, follow: bool
+) -> LogPass:
+    """One pass over a step's logs (one child's, or all) from `at`; the last once every child
+    followed has its final exit record, or Slurm holds none of the step's jobs live."""
+    run = backend.run(run_id)
+    if at is None:
+        steps = {s["name"]: s for s in run.doc["steps"]}
+        if step not in steps:
+            raise BadInput(f"step '{step}' is not in run {run_id} (steps: {', '.join(steps)})")
+        size = steps[step]["array_size"]
+        if index is not None and index >= size:
+            raise BadInput(f"--index {index}: step '{step}' has children 0..{size - 1}")
+        at = Following(dict.fromkeys([index] if index is not None else range(size), 0))
+    ended = not follow or _ended(backend, run_id, step, set(at.offsets), at)
+    yield from read_logs(lambda i: run.log_path(step, i), at.offsets, last=ended)
+    return at, ended
+
+
+class Following:
+    """Where a followed log goes on from: each child's offset, and when squeue was last asked."""
+
+    def __init__(self, offsets: dict[int, int]) -> None:
+        self.offsets = offsets
+        self.asked = 0.0
+
+
+def _ended(backend: SlurmBackend, run_id: str, step: str, followed: set[int], at: Following) -> bool:
+    """Whether the children followed write no more: each has its final exit record (success, a
+    timeout, or its last attempt), or, asked of squeue at most every ASK_EVERY s, none of the
+    step's jobs is live any more (cancelled, killed, or never started)."""
+    run = backend.run(run_id)
+    record = next(s for s in run.doc["steps"] if s["name"] == step)
+    tries = record["retries"] + 1
+    final = {
+        e.index
+        for e in exits(run.exits, step)
+        if e.generation == run.doc["generation"] and (e.exit_code in (0, TIMED_OUT) or e.attempt >= tries)
+    }
+    if followed <= final:
+        return True
+    if time.monotonic() - at.asked < ASK_EVERY:
+        return False
+    at.asked = time.monotonic()
+    jobs = {a["job"] for a in run.doc["arrays"].get(step, [])}
+    seen = Seen.poll(backend.client, job_name(run_id))
+    return bool(jobs) and not any(
+        row.state in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED")
+        for job in jobs
+        for row in seen.rows.get(job, [])
+    )
+
+
+def failed(backend: SlurmBackend, run_id: str, step: StatusStep) -> FailedStep:
+    """The failed children that ran (`failed_children`), each with its reason, attempt and exit
+    code and its log's last lines; a failed step with none, its reason (but not a dependent's:
+    the failed step it depends on is told already)."""
+    children = step.get("failed_children") or []
+    reason = step["reason"]
+    said = step["state"] == JobState.FAILED and not children and reason != DEPENDENCY_FAILED
+    run = backend.run(run_id)
+    return FailedStep(
+        said=reason if said else None,
+        children=[
+            ChildStory(
+                child["index"],
+                f"{child['reason']} (attempt {child['attempt']}, exit code {_or_dash(child['exit_code'])})",
+                tail(run.log_path(step["name"], child["index"]), LOG_WINDOW),
+                LOG_TAIL,
+            )
+            for child in children
+        ],
+    )
+
+
+def recorded(backend: SlurmBackend, run_id: str) -> Recorded:
+    run = backend.run(run_id)
+    return Recorded(
+        {s["name"]: s for s in run.doc["steps"]},
+        run.doc["generation"],
+        lambda step, k: list_file_text(run.path / "lists" / f"{step}.txt", k),
+    )
+
+
+def _or_dash(value: object) -> str:
+    return "-" if value is None else str(value)

@@ -1,0 +1,228 @@
+"""A Slurm run as the cluster and the run's own records tell it: each child's state, for the run
+service to settle against the markers (opsctl/run/status.py).
+
+One `squeue` per poll, by the run's job name, gives every child Slurm still holds: live ones, and
+ended ones for MinJobAge (300 s by default). A child's end is also in its exit records (job.py),
+which the run keeps for good: they are read first, so a run reads the same once Slurm forgot it,
+on clusters with or without accounting.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from opsctl.backends.slurm.client import QueueRow, SlurmClient
+from opsctl.backends.slurm.job import TIMED_OUT, Exit, exits
+from opsctl.backends.slurm.runs import SlurmRun
+from opsctl.records import ManifestStep, SlurmArray
+from opsctl.run.states import KILLED, TERMINAL, JobState, attempts_of
+from opsctl.run.status import RunView, StepView, elapsed, not_counted
+
+# A job this recently submitted that squeue does not show yet is taken as waiting; later, as lost.
+UNSEEN_GRACE = 60.0
+DEPENDENCY_FAILED = "dependency failed"
+
+# Slurm's job states (squeue's %T) as Batch's. PENDING waits for a dependency or for room.
+LIVE = {
+    "PENDING": JobState.PENDING,
+    "REQUEUED": JobState.PENDING,
+    "REQUEUE_HOLD": JobState.PENDING,
+    "REQUEUE_FED": JobState.PENDING,
+    "CONFIGURING": JobState.STARTING,
+    "RUNNING": JobState.RUNNING,
+    "COMPLETING": JobState.RUNNING,
+    "RESIZING": JobState.RUNNING,
+    "SIGNALING": JobState.RUNNING,
+    "STAGE_OUT": JobState.RUNNING,
+    "SUSPENDED": JobState.RUNNING,
+    "STOPPED": JobState.RUNNING,
+}
+# Why Slurm ended a child that left no exit record (it never ran the script to its end).
+_ENDED = {
+    "CANCELLED": "cancelled",
+    "NODE_FAIL": "its node failed",
+    "PREEMPTED": "preempted",
+    "BOOT_FAIL": "its node failed to boot",
+    "DEADLINE": "past its deadline",
+    "OUT_OF_MEMORY": "out of memory",
+    "TIMEOUT": "past its time limit",
+    "FAILED": "failed before the worker started",
+}
+
+
+@dataclass(slots=True)
+class Child:
+    """What is known of one child in the step's newest generation."""
+
+    state: JobState = JobState.SUBMITTED
+    attempt: int = 0  # its latest attempt, from 1; 0 before it started
+    exit_code: int | None = None
+    reason: str | None = None
+    started: float | None = None
+    finished: float | None = None
+    ran: bool = False  # an attempt of it ran the worker
+
+
+@dataclass
+class Seen:
+    """One poll of the cluster: squeue's rows by array job id."""
+
+    rows: dict[str, list[QueueRow]] = field(default_factory=dict)
+
+    @classmethod
+    def poll(cls, client: SlurmClient, name: str) -> Seen:
+        seen = cls()
+        for row in client.queue(name):
+            seen.rows.setdefault(row.array_job, []).append(row)
+        return seen
+
+
+def job_name(run_id: str) -> str:
+    """The name every job of the run is submitted under: one `squeue --name` finds them all."""
+    return f"opsctl-{run_id}"
+
+
+def tasks(text: str) -> list[int]:
+    """squeue's task ids ("3", "4-9%2", "1,3,5-7", "[4-9]") as ids; a plain job's "N/A" as 0."""
+    text = text.strip("[]").split("%", 1)[0]
+    if text in ("N/A", ""):
+        return [0]
+    found: list[int] = []
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        if first.isdigit() and (not last or last.isdigit()):
+            found.extend(range(int(first), int(last or first) + 1))
+    return found
+
+
+def children(
+    step: ManifestStep, arrays: list[SlurmArray], seen: Seen, records: list[Exit], generation: int, tries: int
+) -> dict[int, Child]:
+    """Each child the step's newest arrays run: live as squeue shows it, else ended as its exit
+    record says, else ended as squeue shows it (it never ran to the end of its script)."""
+    kids = {i: Child() for a in arrays for i in tasks(a["children"]) if i < step["array_size"]}
+    for e in sorted(records, key=lambda e: e.attempt):
+        if e.generation != generation or e.index not in kids:
+            continue
+        kid = kids[e.index]
+        kid.attempt, kid.exit_code, kid.ran = e.attempt, e.exit_code, True
+        kid.started = kid.started or e.started
+        kid.finished = e.finished
+        if e.exit_code == 0:
+            kid.state, kid.reason = JobState.SUCCEEDED, None
+        else:
+            kid.state = JobState.FAILED
+            kid.reason = (
+                f"timed out after {step['timeout']} s"
+                if e.exit_code == TIMED_OUT
+                else f"exit code {e.exit_code}"
+                if e.exit_code is not None
+                else "no exit code recorded"
+            )
+    for array in arrays:
+        for row in seen.rows.get(array["job"], []):
+            for task in tasks(row.tasks):
+                index = task + array["offset"]
+                if index not in kids:
+                    continue
+                kid = kids[index]
+                if row.state in LIVE:
+                    state = LIVE[row.state]
+                    if state is JobState.PENDING and row.reason not in (
+                        "Dependency",
+                        "DependencyNeverSatisfied",
+                    ):
+                        state = JobState.RUNNABLE  # its dependencies are met: it waits for room
+                    kid.state = state
+                    if state is JobState.RUNNING and kid.attempt < tries:
+                        kid.attempt += 1  # the attempt running now
+                    kid.finished = None
+                elif not kid.ran:
+                    kid.state = JobState.FAILED
+                    kid.reason = (
+                        DEPENDENCY_FAILED
+                        if row.reason == "DependencyNeverSatisfied"
+                        else _ENDED.get(row.state, row.state.lower())
+                    )
+    return kids
+
+
+def step_view(run: SlurmRun, step: ManifestStep, seen: Seen, now: float) -> StepView:
+    """One step as Slurm and its exit records see it."""
+    doc = run.doc
+    arrays = doc["arrays"].get(step["name"])
+    if arrays is None:
+        return StepView(step, JobState.SUBMITTED, settled=False, counted=not_counted(step))
+    kids = children(
+        step, arrays, seen, exits(run.exits, step["name"]), doc["generation"], step["retries"] + 1
+    )
+    unseen = not any(seen.rows.get(a["job"]) for a in arrays)
+    recent = now - doc["submitted_at"].get(step["name"], now) < UNSEEN_GRACE
+    for kid in kids.values():
+        if kid.state is JobState.SUBMITTED and not (unseen and recent):
+            kid.state = JobState.FAILED
+            kid.reason = (
+                "killed by user" if "killed" in doc else "unknown to Slurm, and it left no exit record"
+            )
+    counts = Counter(k.state for k in kids.values())
+    failed = [i for i, k in sorted(kids.items()) if k.state is JobState.FAILED]
+    state = _roll(counts, len(kids))
+    reason = None
+    if state is JobState.FAILED:
+        never = [i for i in failed if not kids[i].ran]
+        if "killed" in doc:
+            reason = KILLED
+        elif never and all(kids[i].reason == DEPENDENCY_FAILED for i in never) and len(never) == len(failed):
+            reason = DEPENDENCY_FAILED
+        else:
+            reason = f"{len(failed)} of {len(kids)} children failed"
+    started = [k.started for k in kids.values() if k.started]
+    finished = [k.finished for k in kids.values() if k.finished]
+    return StepView(
+        step,
+        state,
+        reason=reason,
+        counts={s.value: n for s, n in counts.items()},
+        cancelled=sum(1 for i in failed if not kids[i].ran),
+        elapsed=elapsed(min(started), max(finished) if state in TERMINAL and finished else None)
+        if started
+        else None,
+        ended=state in TERMINAL,
+        attempts=attempts_of(k.attempt for k in kids.values()),
+        failed_children=[
+            {"index": i, "attempt": kids[i].attempt, "exit_code": kids[i].exit_code, "reason": kids[i].reason}
+            for i in failed
+            if kids[i].ran
+        ],
+    )
+
+
+def _roll(counts: Counter[JobState], size: int) -> JobState:
+    """A step's state from its children's, as Batch gives an array parent's."""
+    if counts[JobState.SUCCEEDED] == size:
+        return JobState.SUCCEEDED
+    if counts[JobState.SUCCEEDED] + counts[JobState.FAILED] == size:
+        return JobState.FAILED
+    for state in (JobState.RUNNING, JobState.STARTING, JobState.RUNNABLE, JobState.PENDING):
+        if counts[state]:
+            return JobState.RUNNING if state is JobState.STARTING else state
+    return JobState.SUBMITTED
+
+
+def view(run: SlurmRun, client: SlurmClient) -> RunView:
+    """The run: one squeue, and a listing of each submitted step's exit records."""
+    doc = run.doc
+    seen = Seen.poll(client, job_name(run.run_id))
+    now = time.time()
+    submitted = len(doc["arrays"]) == len(doc["steps"])
+    return RunView(
+        run_id=run.run_id,
+        pipeline=doc["pipeline"],
+        backend="slurm",
+        created=doc["created"],
+        steps=[step_view(run, step, seen, now) for step in doc["steps"]],
+        reason=None if submitted else f"launch incomplete: `opsctl resume {run.run_id}` submits the rest",
+        submitted=submitted,
+    )

@@ -1,0 +1,287 @@
+"""The Slurm backend against a real one-node Slurm (tests/slurm_cluster.py): munged, slurmctld and
+slurmd started from a scratch directory for this module, jobs run by the real sbatch.
+
+Where Slurm is not installed the tests skip with the reason, except in CI (`CI=true`), where
+they fail: `make system` installs it. The stand-in GPUs are Slurm GRES that nothing computes on,
+so these runs turn the GPU preflight off (OPSCTL_SLURM_GPU_PREFLIGHT=0) and check the `--gres`
+request as Slurm recorded it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import by_name, cli, one_line, wait_until
+from tests.slurm_cluster import SlurmCluster, missing
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    why = missing()
+    if why is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"no Slurm in CI: {why}")
+        pytest.skip(why)
+    # MaxArraySize 10: task ids 0..9, so a step of 12 children is two arrays (hello's fit in one).
+    started = SlurmCluster(tmp_path_factory.mktemp("slurm"), max_array_size=10).start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def slurm(cluster: SlurmCluster, home: Path, monkeypatch: pytest.MonkeyPatch) -> SlurmCluster:
+    """The cluster, for a test whose commands all talk to it, and whose runs live in its home."""
+    monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
+    monkeypatch.setenv("OPSCTL_SLURM_GPU_PREFLIGHT", "0")
+    return cluster
+
+
+def launch(spec: Path, *args: str) -> str:
+    result = cli("launch", str(spec), "--backend", "slurm", "--json", *args)
+    assert result.returncode == 0, result.stderr
+    return str(json.loads(result.stdout)["run_id"])
+
+
+def watch(run_id: str, timeout: float = 300) -> tuple[int, dict[str, object], str]:
+    result = cli("watch", run_id, "--json", "--interval", "0.5", timeout=timeout)
+    return result.returncode, json.loads(result.stdout), result.stderr
+
+
+def write_spec(folder: Path, text: str) -> Path:
+    spec = folder / "pipeline.yaml"
+    spec.write_text(text)
+    return spec
+
+
+def job(cluster: SlurmCluster, job_id: str) -> dict[str, str]:
+    """`scontrol show job` of one job (an array's first task), as its fields."""
+    out = subprocess.run(
+        ["scontrol", "--oneliner", "show", "job", job_id],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()[0]
+    return dict(word.split("=", 1) for word in out.split() if "=" in word)
+
+
+def manifest(home: Path, run_id: str) -> dict[str, object]:
+    return json.loads((home / "home" / "slurm" / run_id / "manifest.json").read_text())  # type: ignore[no-any-return]
+
+
+def live(cluster: SlurmCluster) -> list[str]:
+    out = subprocess.run(
+        ["squeue", "--noheader", "--format=%i %T"],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.split("\n")[:-1]
+
+
+def test_hello_runs_one_submission_per_step_with_slurms_dependencies(slurm: SlurmCluster, home: Path) -> None:
+    run_id = launch(EXAMPLES / "hello.yaml")
+    ids = {name: a[0]["job"] for name, a in manifest(home, run_id)["arrays"].items()}  # type: ignore[union-attr,index]
+    # While it waits, the last step's dependency as Slurm recorded it.
+    waiting = job(slurm, ids["reconstruct"])
+    assert waiting["Dependency"].startswith(f"afterok:{ids['calibrate']}"), waiting
+    assert waiting["KillOInInvalidDependent"] == "Yes"  # Slurm's spelling
+    code, doc, err = watch(run_id)
+    steps = by_name(doc)  # type: ignore[arg-type]
+    assert (code, doc["state"]) == (0, "SUCCEEDED"), err
+    assert {name: s["commands"]["done"] for name, s in steps.items()} == {
+        "preprocess": 10,
+        "process": 64,
+        "calibrate": 1,
+        "reconstruct": 4,
+    }
+    arrays = manifest(home, run_id)["arrays"]
+    assert {name: len(a) for name, a in arrays.items()} == dict.fromkeys(steps, 1), "one sbatch a step"  # type: ignore[union-attr]
+    shown = {name: job(slurm, ids[name]) for name in ids}
+    assert shown["preprocess"]["ArrayJobId"] == ids["preprocess"] and "ArrayTaskId" in shown["preprocess"]
+    assert "ArrayJobId" not in shown["calibrate"], "a one-child step is a plain job"
+    assert shown["process"]["Partition"] == "cpu" and shown["reconstruct"]["Partition"] == "gpu"
+    assert "gpu:1" in shown["reconstruct"].get("TresPerNode", "") + shown["reconstruct"].get("TresPerJob", "")
+    assert shown["process"]["JobName"] == f"opsctl-{run_id}"
+
+    # A poll is one squeue for the whole run; list and report run no Slurm command.
+    from opsctl.backends.slurm.backend import SlurmBackend
+
+    backend = SlurmBackend()
+    assert backend.status(run_id)["state"] == "SUCCEEDED" and backend.calls == {"squeue": 1}
+    backend.list_runs()
+    backend.attempts(run_id)
+    assert backend.calls == {"squeue": 1}
+    listed = json.loads(cli("list", "--backend", "slurm", "--json").stdout)
+    assert [r["run_id"] for r in listed] == [run_id]
+    logged = cli("logs", run_id, "process", "--index", "3")
+    assert logged.returncode == 0 and "processing slice 24" in logged.stdout, logged.stderr
+    reported = cli("report", run_id, "--json")
+    assert reported.returncode == 0, reported.stderr
+
+
+def test_a_step_above_max_array_size_is_several_arrays_and_n_to_n_waits_child_by_child(
+    slurm: SlurmCluster, home: Path
+) -> None:
+    spec = write_spec(
+        home,
+        """
+name: wide
+defaults: {retries: 0, timeout: 60}
+steps:
+  - name: a
+    queue: cpu
+    array_size: 12
+    commands: {template: "echo a{i} > $OPSCTL_RUN_URI/a{i}", range: 12}
+  - name: b
+    queue: cpu
+    array_size: 12
+    commands: {template: "test -e $OPSCTL_RUN_URI/a{i}", range: 12}
+    depends_on: [{step: a, type: N_TO_N}]
+""",
+    )
+    run_id = launch(spec)
+    arrays = manifest(home, run_id)["arrays"]
+    assert [(x["offset"], x["children"]) for x in arrays["b"]] == [(0, "0-9"), (10, "10-11")]  # type: ignore[index]
+    recorded = [job(slurm, x["job"])["Dependency"] for x in arrays["b"]]  # type: ignore[index]
+    for dependency, upstream in zip(recorded, arrays["a"], strict=True):  # type: ignore[arg-type]
+        assert dependency.startswith(f"aftercorr:{upstream['job']}"), recorded  # type: ignore[index]
+    code, doc, err = watch(run_id)
+    assert (code, doc["state"]) == (0, "SUCCEEDED"), err
+    assert [s["commands"]["done"] for s in doc["steps"]] == [12, 12]  # type: ignore[attr-defined,index]
+
+
+def test_a_failed_step_fails_its_dependents_without_running_them(slurm: SlurmCluster, home: Path) -> None:
+    spec = write_spec(
+        home,
+        """
+name: fails
+defaults: {retries: 1, timeout: 60}
+steps:
+  - name: bad
+    queue: cpu
+    array_size: 2
+    commands: ["exit 3", "echo fine"]
+  - name: after
+    queue: cpu
+    command: echo never
+    depends_on: [bad]
+""",
+    )
+    run_id = launch(spec)
+    code, doc, _ = watch(run_id)
+    steps = by_name(doc)  # type: ignore[arg-type]
+    assert code == 1 and (steps["bad"]["state"], steps["after"]["state"]) == ("FAILED", "FAILED")
+    assert steps["bad"]["attempts"] == {"total": 3, "retried": 1}, (
+        "retries: 1 gives the failed child 2 attempts"
+    )
+    assert steps["after"]["cancelled"] == 1 and steps["after"]["commands"]["done"] == 0
+    told = cli("watch", run_id, "--interval", "0.5").stderr  # the table's failure lines
+    assert "bad[0] command 0 failed (exit 3): exit 3" in told, told
+    assert live(slurm) == [], "nothing left pending"
+
+
+def test_kill_leaves_nothing_in_squeue_and_resume_runs_only_what_is_left(
+    slurm: SlurmCluster, home: Path
+) -> None:
+    spec = write_spec(
+        home,
+        """
+name: long
+defaults: {retries: 0, timeout: 120}
+steps:
+  - name: work
+    queue: cpu
+    array_size: 2
+    commands: {template: "echo {i} >> $OPSCTL_RUN_URI/ran.txt; sleep 0.2", range: 40}
+""",
+    )
+    run_id = launch(spec)
+    ran = home / "home" / "slurm" / run_id / "ran.txt"
+    wait_until(lambda: ran.exists() and len(ran.read_text().split()) >= 4, 60, "commands started")
+    killed = cli("kill", run_id)
+    assert killed.returncode == 0 and "killed" in killed.stdout, killed.stderr
+    assert live(slurm) == []
+    gone = subprocess.run(["pgrep", "-f", run_id], capture_output=True, text=True, check=False)
+    assert gone.stdout == "", "no process of the run"
+    doc = json.loads(cli("status", run_id, "--json").stdout)
+    assert doc["state"] == "FAILED" and doc["steps"][0]["reason"] == "killed by user"
+    before = ran.read_text().split()
+    resumed = cli("resume", run_id)
+    assert resumed.returncode == 0 and "generation 2" in resumed.stdout, resumed.stderr
+    code, doc, err = watch(run_id)
+    assert (code, doc["state"]) == (0, "SUCCEEDED"), err
+    after = ran.read_text().split()
+    assert sorted(set(after)) == sorted(str(i) for i in range(40)), "every command ran"
+    # Only commands in flight at the kill (one a child) may have run twice.
+    assert len(after) - 40 <= 2 and len(before) <= len(after)
+
+
+def test_a_timed_out_child_is_not_retried(slurm: SlurmCluster, home: Path) -> None:
+    spec = write_spec(
+        home,
+        """
+name: slow
+defaults: {retries: 2, timeout: 60}
+steps:
+  - name: nap
+    queue: cpu
+    command: sleep 600
+""",
+    )
+    code, doc, _ = watch(launch(spec))
+    step = by_name(doc)["nap"]  # type: ignore[arg-type]
+    assert (code, step["state"], step["attempts"]) == (1, "FAILED", {"total": 1, "retried": 0})
+
+
+@pytest.mark.parametrize("setup", ["no sbatch", "SLURM_CONF nowhere", "unknown partition"])
+def test_a_bad_setup_is_one_line_exit_2_and_nothing_submitted(
+    slurm: SlurmCluster, home: Path, setup: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = dict(os.environ)
+    expected = {
+        "no sbatch": "opsctl: sbatch: not on PATH",
+        "SLURM_CONF nowhere": f"opsctl: SLURM_CONF={home}/nowhere.conf: no such file",
+        "unknown partition": "opsctl: partition 'nope' (for queue cpu) is not on this cluster",
+    }[setup]
+    if setup == "no sbatch":
+        env["PATH"] = str(Path(os.environ["PATH"].split(os.pathsep)[0]))  # the venv's bin only
+    elif setup == "SLURM_CONF nowhere":
+        env["SLURM_CONF"] = str(home / "nowhere.conf")
+    else:
+        env["OPSCTL_SLURM_PARTITION_CPU"] = "nope"
+    result = cli("launch", str(EXAMPLES / "hello.yaml"), "--backend", "slurm", env=env)
+    assert one_line(result, 2).startswith(expected)
+    assert live(slurm) == [], "nothing submitted"
+    runs = home / "home" / "slurm"
+    assert not runs.exists() or not any(runs.iterdir()), "no run written"
+
+
+def test_the_tomography_pipeline_reconstructs_on_slurm(slurm: SlurmCluster, home: Path) -> None:
+    """examples/tomo at test_tomo's small size, its gpu step on the gpu partition (OpenCL on the
+    CPU: the stand-in GRES computes nothing), to the same calibration as on the local backend."""
+    small = (
+        (EXAMPLES / "tomo" / "pipeline.yaml")
+        .read_text()
+        .replace("range: 32", "range: 4")
+        .replace(
+            "TOMO_SLICES: 32, TOMO_SIZE: 256, TOMO_ANGLES: 256",
+            "TOMO_SLICES: 4, TOMO_SIZE: 128, TOMO_ANGLES: 128",
+        )
+        .replace("array_size: 8", "array_size: 2")
+    )
+    run_id = launch(write_spec(home, small))
+    code, doc, err = watch(run_id, timeout=600)
+    assert (code, doc["state"]) == (0, "SUCCEEDED"), err
+    assert [s["commands"]["done"] for s in doc["steps"]] == [4, 4, 1, 4]  # type: ignore[attr-defined,index]
+    report = json.loads((home / "home" / "slurm" / run_id / "tomo" / "report.json").read_text())
+    assert abs(report["centre_offset_px"] - 2.7) <= 0.25
