@@ -12,11 +12,42 @@ import os
 from collections.abc import Callable, Generator
 from pathlib import Path
 
+from opsctl.records import StatusStep
+from opsctl.run.service import ChildStory, FailedStep
+from opsctl.run.states import DEPENDENCY_FAILED, JobState
 from opsctl.visible import visible
 
 LOG_CHUNK = 1 << 20  # bytes read at a time: memory stays flat however long a log grows
 LOG_TAIL = 10  # lines of a failed child's log in the failure summary, as on AWS (batch.LOG_TAIL)
 LOG_WINDOW = 40  # lines read for them: the worker's accounting events are left out
+
+
+def failed_from_files(step: StatusStep, log_path: Callable[[str, int], Path]) -> FailedStep:
+    """What an engine that keeps each failed child (`failed_children`: its reason, attempt and
+    exit code) and its log file (`log_path(step, index)`) says of a failed step: each child with
+    its log's last lines; a step with none, its reason (but not a dependent's: the failed step it
+    depends on is told already)."""
+    children = step.get("failed_children") or []
+    reason = step["reason"]
+    said = step["state"] == JobState.FAILED and not children and reason != DEPENDENCY_FAILED
+    return FailedStep(
+        said=reason if said else None,
+        children=[
+            ChildStory(
+                child["index"],
+                f"{child['reason']} (attempt {child['attempt']}, exit code {_or_dash(child['exit_code'])})",
+                tail(log_path(step["name"], child["index"]), LOG_WINDOW),
+                LOG_TAIL,
+            )
+            for child in children
+        ],
+    )
+
+
+def _or_dash(value: object) -> str:
+    """A figure as the failure lines show it: `-` where there is none (a killed child has no
+    exit code of its own), as on AWS."""
+    return "-" if value is None else str(value)
 
 
 def read_logs(

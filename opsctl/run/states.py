@@ -46,6 +46,9 @@ CANCELLED_STYLE = "dim"
 
 # The reason every backend gives what `opsctl kill` ended (a local child, a Batch job).
 KILLED = "killed by user"
+# The reason of a step, and of its children, that a failed step it depends on ended unrun (AWS
+# Batch says "Dependent Job failed" itself).
+DEPENDENCY_FAILED = "dependency failed"
 # Seconds a step may wait RUNNABLE (dependencies met, no capacity) before `status` warns.
 STUCK_AFTER = 15 * 60.0
 

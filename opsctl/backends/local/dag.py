@@ -15,15 +15,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from opsctl.backends.local.state import LocalRun
-from opsctl.run.states import TERMINAL, JobState, settle
+from opsctl.run.states import DEPENDENCY_FAILED, TERMINAL, JobState, settle
 from opsctl_contract.markers import Markers
 from opsctl_contract.storage import LocalStore, NotFound
 from opsctl_contract.work import DamagedWork, Pack
 
 if TYPE_CHECKING:
     from opsctl.records import Dependency
-
-DEPENDENCY_FAILED = "dependency failed"
 
 
 class Dag:

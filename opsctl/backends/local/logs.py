@@ -8,13 +8,12 @@ the child's failed command and stderr.
 
 from __future__ import annotations
 
-from opsctl.backends.local.dag import DEPENDENCY_FAILED
 from opsctl.backends.local.state import LocalRun
 from opsctl.records import StatusStep
 from opsctl.run.failures import list_file_text
-from opsctl.run.logfiles import LOG_TAIL, LOG_WINDOW, read_logs, tail
-from opsctl.run.service import ChildStory, FailedStep, LogPass, Recorded
-from opsctl.run.states import TERMINAL, JobState
+from opsctl.run.logfiles import failed_from_files, read_logs
+from opsctl.run.service import FailedStep, LogPass, Recorded
+from opsctl.run.states import TERMINAL
 from opsctl_contract.errors import BadInput
 
 
@@ -44,25 +43,8 @@ def log_pass(
 
 
 def failed(run_id: str, step: StatusStep) -> FailedStep:
-    """The failed children the supervisor recorded (`failed_children`), each with its reason,
-    attempt and exit code and its log's last lines; a failed step with none, its reason (but
-    not a dependent's: the failed step it depends on is told already)."""
-    children = step.get("failed_children") or []
-    reason = step["reason"]
-    said = step["state"] == JobState.FAILED and not children and reason != DEPENDENCY_FAILED
-    run = LocalRun.find(run_id) if children else None
-    return FailedStep(
-        said=reason if said else None,
-        children=[
-            ChildStory(
-                child["index"],
-                f"{child['reason']} (attempt {child['attempt']}, exit code {_or_dash(child['exit_code'])})",
-                tail(run.log_path(step["name"], child["index"]), LOG_WINDOW) if run else [],
-                LOG_TAIL,
-            )
-            for child in children
-        ],
-    )
+    """The failed children the supervisor recorded, each with its log's last lines."""
+    return failed_from_files(step, LocalRun.find(run_id).log_path)
 
 
 def recorded(run_id: str) -> Recorded:
@@ -73,9 +55,3 @@ def recorded(run_id: str) -> Recorded:
         run.run_row()["generation"],
         lambda step, k: list_file_text(run.path / "lists" / f"{step}.txt", k),
     )
-
-
-def _or_dash(value: object) -> str:
-    """A figure as the failure lines show it: `-` where there is none (a killed child has no
-    exit code of its own), as on AWS."""
-    return "-" if value is None else str(value)

@@ -12,14 +12,13 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from opsctl.backends.local.dag import DEPENDENCY_FAILED
 from opsctl.backends.local.schema import migrate
 from opsctl.backends.local.state import BrokenRun, LocalRun, runs_dir, writable
 from opsctl.costs import HandPrices, estimate
 from opsctl.records import AttemptRecord, ListRow, ManifestStep, StatusDocument, commands_of, requests_of
 from opsctl.run.ids import check_run_id
 from opsctl.run.manifest import BadState
-from opsctl.run.states import TERMINAL, JobState, attempts_of
+from opsctl.run.states import DEPENDENCY_FAILED, TERMINAL, JobState, attempts_of
 from opsctl.run.status import Counted, RunView, StepView, elapsed
 from opsctl_contract.errors import BadInput
 from opsctl_contract.markers import ledger_totals

@@ -11,12 +11,11 @@ import time
 from typing import TYPE_CHECKING
 
 from opsctl.backends.slurm.job import TIMED_OUT, exits
-from opsctl.backends.slurm.status import DEPENDENCY_FAILED, Seen, job_name
+from opsctl.backends.slurm.status import Seen, job_name
 from opsctl.records import StatusStep
 from opsctl.run.failures import list_file_text
-from opsctl.run.logfiles import LOG_TAIL, LOG_WINDOW, read_logs, tail
-from opsctl.run.service import ChildStory, FailedStep, LogPass, Recorded
-from opsctl.run.states import JobState
+from opsctl.run.logfiles import failed_from_files, read_logs
+from opsctl.run.service import FailedStep, LogPass, Recorded
 from opsctl_contract.errors import BadInput
 
 if TYPE_CHECKING:
@@ -79,25 +78,8 @@ def _ended(backend: SlurmBackend, run_id: str, step: str, followed: set[int], at
 
 
 def failed(backend: SlurmBackend, run_id: str, step: StatusStep) -> FailedStep:
-    """The failed children that ran (`failed_children`), each with its reason, attempt and exit
-    code and its log's last lines; a failed step with none, its reason (but not a dependent's:
-    the failed step it depends on is told already)."""
-    children = step.get("failed_children") or []
-    reason = step["reason"]
-    said = step["state"] == JobState.FAILED and not children and reason != DEPENDENCY_FAILED
-    run = backend.run(run_id)
-    return FailedStep(
-        said=reason if said else None,
-        children=[
-            ChildStory(
-                child["index"],
-                f"{child['reason']} (attempt {child['attempt']}, exit code {_or_dash(child['exit_code'])})",
-                tail(run.log_path(step["name"], child["index"]), LOG_WINDOW),
-                LOG_TAIL,
-            )
-            for child in children
-        ],
-    )
+    """The failed children that ran (status.py keeps them), each with its log's last lines."""
+    return failed_from_files(step, backend.run(run_id).log_path)
 
 
 def recorded(backend: SlurmBackend, run_id: str) -> Recorded:
@@ -107,7 +89,3 @@ def recorded(backend: SlurmBackend, run_id: str) -> Recorded:
         run.doc["generation"],
         lambda step, k: list_file_text(run.path / "lists" / f"{step}.txt", k),
     )
-
-
-def _or_dash(value: object) -> str:
-    return "-" if value is None else str(value)

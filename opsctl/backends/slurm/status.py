@@ -17,12 +17,11 @@ from opsctl.backends.slurm.client import QueueRow, SlurmClient
 from opsctl.backends.slurm.job import TIMED_OUT, Exit, exits
 from opsctl.backends.slurm.runs import SlurmRun
 from opsctl.records import ManifestStep, SlurmArray
-from opsctl.run.states import KILLED, TERMINAL, JobState, attempts_of
+from opsctl.run.states import DEPENDENCY_FAILED, KILLED, TERMINAL, JobState, attempts_of
 from opsctl.run.status import RunView, StepView, elapsed, not_counted
 
 # A job this recently submitted that squeue does not show yet is taken as waiting; later, as lost.
 UNSEEN_GRACE = 60.0
-DEPENDENCY_FAILED = "dependency failed"
 
 # Slurm's job states (squeue's %T) as Batch's. PENDING waits for a dependency or for room.
 LIVE = {
