@@ -24,6 +24,7 @@ from opsctl.run.manifest import BadState
 from opsctl.run.service import FailedStep, LogPass, Recorded, RunService
 from opsctl.run.status import RunView
 from opsctl_contract.errors import OpsctlError
+from opsctl_contract.storage import LocalStore
 
 if TYPE_CHECKING:
     from opsctl.backends.options import Containers
@@ -58,7 +59,7 @@ class SlurmBackend(RunService):
         self.client.check("squeue")
         return status.view(self.run(run_id), self.client)
 
-    def state_store(self, run_id: str) -> Any:
+    def state_store(self, run_id: str) -> LocalStore:
         return self.run(run_id).state
 
     def ended(self, view: RunView, steps: list[StatusStep]) -> None:
