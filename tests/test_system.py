@@ -30,7 +30,7 @@ def system(
 
 
 def bare_path(tmp_path: Path) -> str:
-    """A PATH holding `id` alone: no chromium, docker, debootstrap, npm or apt-get."""
+    """A PATH holding `id` alone: no chromium, docker, debootstrap, npm, Slurm or apt-get."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "id").symlink_to(shutil.which("id") or "/usr/bin/id")
@@ -40,10 +40,17 @@ def bare_path(tmp_path: Path) -> str:
 def test_what_is_missing_is_named_in_one_line(tmp_path: Path) -> None:
     vendors = tmp_path / "vendors"  # no such directory: the ICD loader finds no driver at all
     result = system(
-        "opencl", "chromium", "docker", "npm", "jq", path=bare_path(tmp_path), OCL_ICD_VENDORS=str(vendors)
+        "opencl",
+        "chromium",
+        "docker",
+        "npm",
+        "jq",
+        "slurm",
+        path=bare_path(tmp_path),
+        OCL_ICD_VENDORS=str(vendors),
     )
     assert result.returncode == 2, result.stderr
-    packages = "pocl-opencl-icd chromium docker.io debootstrap npm jq"
+    packages = "pocl-opencl-icd chromium docker.io debootstrap npm jq slurm-wlm munge"
     assert result.stderr == (
         f"make: this machine lacks Debian/Ubuntu packages {packages}: sudo apt-get install -y {packages}\n"
     )
@@ -68,14 +75,14 @@ def test_a_driver_present_that_cannot_build_is_said(tmp_path: Path) -> None:
 
 def test_this_machine_has_what_the_tests_need() -> None:
     """`make test` ran this before the tests: here it finds everything, and installs nothing."""
-    result = system("opencl", "chromium", "docker", "npm", "jq", path=os.environ["PATH"])
+    result = system("opencl", "chromium", "docker", "npm", "jq", "slurm", path=os.environ["PATH"])
     assert (result.returncode, result.stderr) == (0, "")
 
 
 def test_an_unknown_need_is_refused(tmp_path: Path) -> None:
     result = system("opencl", "gpu", path=bare_path(tmp_path))
     assert result.returncode == 2
-    assert result.stderr == "tools/system.sh: unknown need 'gpu' (opencl, chromium, docker, npm, jq)\n"
+    assert result.stderr == "tools/system.sh: unknown need 'gpu' (opencl, chromium, docker, npm, jq, slurm)\n"
 
 
 def test_a_docker_client_without_an_engine_is_not_an_engine(tmp_path: Path) -> None:
