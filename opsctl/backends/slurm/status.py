@@ -162,18 +162,15 @@ def step_view(run: SlurmRun, step: ManifestStep, seen: Seen, now: float) -> Step
     for kid in kids.values():
         if kid.state is JobState.SUBMITTED and not (unseen and recent):
             kid.state = JobState.FAILED
-            kid.reason = (
-                "killed by user" if "killed" in doc else "unknown to Slurm, and it left no exit record"
-            )
+            kid.reason = KILLED if "killed" in doc else "unknown to Slurm, and it left no exit record"
     counts = Counter(k.state for k in kids.values())
     failed = [i for i, k in sorted(kids.items()) if k.state is JobState.FAILED]
     state = _roll(counts, len(kids))
     reason = None
     if state is JobState.FAILED:
-        never = [i for i in failed if not kids[i].ran]
         if "killed" in doc:
             reason = KILLED
-        elif never and all(kids[i].reason == DEPENDENCY_FAILED for i in never) and len(never) == len(failed):
+        elif all(not kids[i].ran and kids[i].reason == DEPENDENCY_FAILED for i in failed):
             reason = DEPENDENCY_FAILED
         else:
             reason = f"{len(failed)} of {len(kids)} children failed"
