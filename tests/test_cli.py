@@ -7,11 +7,15 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import pytest
 
 from tests.conftest import ROOT
 from tests.helpers import OPSCTL, cli, one_line
+
+if TYPE_CHECKING:
+    from opsctl.records import StatusDocument
 
 
 def test_validate_json_from_a_shell() -> None:
@@ -163,3 +167,18 @@ def test_container_options_where_they_mean_nothing_are_one_line(
     result = cli("launch", "examples/hello.yaml", *options, cwd=ROOT, env={"OPSCTL_HOME": str(tmp_path)})
     assert says in one_line(result, 2)
     assert not (tmp_path / "runs").exists(), "nothing launched"
+
+
+def test_watch_backs_off_while_the_run_shows_nothing_new() -> None:
+    """Pace doubles its wait after a poll that saw nothing new (elapsed alone is not new), up to
+    its ceiling, and is back at once after one that saw a command done."""
+    from opsctl.cli.runs import Pace
+
+    def doc(done: int, elapsed: float) -> StatusDocument:
+        step = {"name": "work", "state": "RUNNING", "commands": {"done": done}, "elapsed": elapsed}
+        return cast("StatusDocument", {"state": "RUNNING", "reason": None, "steps": [step]})
+
+    pace = Pace(2.0, 10.0)
+    waits = [pace.after(doc(0, t)) for t in range(6)]
+    assert waits == [2.0, 4.0, 8.0, 10.0, 10.0, 10.0]
+    assert [pace.after(doc(1, 7.0)), pace.after(doc(1, 8.0))] == [2.0, 4.0]

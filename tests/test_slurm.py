@@ -226,6 +226,55 @@ steps:
     assert len(after) - 40 <= 2 and len(before) <= len(after)
 
 
+def test_resume_resubmits_exactly_the_children_that_did_not_succeed(slurm: SlurmCluster, home: Path) -> None:
+    """Children 0 and 1 succeed, 2 and 3 are killed mid-command: the next generation is one
+    array of tasks 2 and 3, as Slurm recorded it, and no command runs twice."""
+    spec = write_spec(
+        home,
+        """
+name: half
+defaults: {retries: 0, timeout: 120}
+steps:
+  - name: work
+    queue: cpu
+    array_size: 4
+    commands:
+      template: '[ {i} -lt 2 ] || [ $OPSCTL_GENERATION != 1 ] || sleep 99; echo {i} >>$OPSCTL_RUN_URI/ran.txt'
+      range: 4
+""",
+    )
+    run_id = launch(spec)
+
+    def two_done() -> bool:
+        doc = json.loads(cli("status", run_id, "--json").stdout)
+        return bool(doc["steps"][0]["counts"].get("SUCCEEDED") == 2)
+
+    wait_until(two_done, 60, "children 0 and 1 succeeded")
+    assert cli("kill", run_id).returncode == 0
+    assert cli("resume", run_id).returncode == 0
+    arrays = manifest(home, run_id)["arrays"]["work"]  # type: ignore[index]
+    assert [(a["offset"], a["children"]) for a in arrays] == [(0, "2-3")]  # type: ignore[index]
+    assert job(slurm, arrays[0]["job"])["ArrayTaskId"] in ("2-3", "2", "3")  # type: ignore[index]
+    code, doc, err = watch(run_id)
+    assert (code, doc["state"]) == (0, "SUCCEEDED"), err
+    ran = (home / "home" / "slurm" / run_id / "ran.txt").read_text().split()
+    assert sorted(ran) == ["0", "1", "2", "3"], "each command once"
+
+
+def test_watch_backs_off_while_the_run_shows_nothing_new(slurm: SlurmCluster, home: Path) -> None:
+    """A step that sleeps 12 s, watched every 0.5 s: the polls double while nothing changes, so
+    the watch asks squeue about 10 times where a fixed pace would ask 24."""
+    from opsctl.backends.slurm.backend import SlurmBackend
+    from opsctl.cli.runs import Pace, _follow
+
+    spec = write_spec(home, "name: quiet\nsteps:\n  - name: nap\n    queue: cpu\n    command: sleep 12\n")
+    backend = SlurmBackend()
+    run_id = backend.launch(spec)
+    doc = _follow(backend.status, run_id, Pace(0.5, 60.0))
+    assert doc["state"] == "SUCCEEDED"
+    assert backend.calls["squeue"] <= 12, backend.calls
+
+
 def test_a_timed_out_child_is_not_retried(slurm: SlurmCluster, home: Path) -> None:
     spec = write_spec(
         home,

@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # types only: `opsctl --help` does not load them
 
 
 class Backend(Protocol):
-    """All the CLI knows of a backend: 12 methods and 3 attributes. Every backend is a run
+    """All the CLI knows of a backend: 12 methods and 5 attributes. Every backend is a run
     service (opsctl/run/service.py `RunService`) over its engine's port (docs/architecture.md)."""
 
     name: str
@@ -39,6 +39,9 @@ class Backend(Protocol):
     priced: bool
     # What a read could not record (a denied write), each said once: `status` and `report` show them.
     warnings: list[str]
+    # `watch`: seconds between polls by default, and the most it waits while nothing changes.
+    poll_every: float
+    poll_ceiling: float
 
     @property
     def calls(self) -> Counter[str] | None:

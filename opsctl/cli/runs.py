@@ -106,7 +106,7 @@ def launch(
             typer.echo(where, err=True)
     if watch_run:
         _watch(
-            chosen, run_id, 1.0, as_json, STUCK_AFTER / 60, COST_EVERY
+            chosen, run_id, None, as_json, STUCK_AFTER / 60, COST_EVERY
         )  # with --json: the final status document
     elif as_json:
         typer.echo(json.dumps({"run_id": run_id}))
@@ -117,9 +117,15 @@ def watch(
     backend: BackendOption = None,
     infra: Infra = None,
     interval: Annotated[
-        float,
-        typer.Option("--interval", min=0.1, max=3600, callback=finite, help="Seconds between refreshes."),
-    ] = 1.0,
+        float | None,
+        typer.Option(
+            "--interval",
+            min=0.1,
+            max=3600,
+            callback=finite,
+            help="Seconds between refreshes (default 1; Slurm: 2, doubling while nothing changes, up to 60).",
+        ),
+    ] = None,
     stuck_after: StuckAfter = STUCK_AFTER / 60,
     cost_every: Annotated[
         float,
@@ -144,11 +150,13 @@ def watch(
 
 
 def _watch(
-    chosen: Backend, run_id: str, interval: float, as_json: bool, stuck_after: float, cost_every: float
+    chosen: Backend, run_id: str, interval: float | None, as_json: bool, stuck_after: float, cost_every: float
 ) -> None:
     poll = functools.partial(chosen.status, stuck_after=stuck_after * 60)
+    every = chosen.poll_every if interval is None else interval
+    pace = Pace(every, max(every, chosen.poll_ceiling))
     if as_json:
-        doc = _follow(poll, run_id, interval)
+        doc = _follow(poll, run_id, pace)
         typer.echo(json.dumps(doc, indent=2))
     else:
         from rich.console import Console
@@ -162,7 +170,7 @@ def _watch(
             doc = _follow(
                 poll,
                 run_id,
-                interval,
+                pace,
                 lambda d: live.update(status_table(d, cost(d), chosen.notes(d)), refresh=True),
             )
         if not console.is_terminal:
@@ -199,10 +207,33 @@ class CostSoFar:
         return self.text
 
 
+class Pace:
+    """How long `watch` waits before its next poll: `every` seconds after a poll that saw the
+    run change, twice the last wait after one that saw nothing new, up to `ceiling`.
+
+    A Slurm controller is shared by the whole cluster, and a run whose children sleep for an
+    hour needs no poll a second (bench/slurm_calls.py counts them); a change, even one command
+    done, brings the pace back at once. Elapsed times are not a change.
+    """
+
+    def __init__(self, every: float, ceiling: float) -> None:
+        self.every, self.ceiling = every, ceiling
+        self.wait = every
+        self._last: str | None = None
+
+    def after(self, doc: StatusDocument) -> float:
+        """The wait after a poll that gave `doc`."""
+        steps = [{k: v for k, v in step.items() if k != "elapsed"} for step in doc["steps"]]
+        seen = json.dumps([doc["state"], doc["reason"], steps], sort_keys=True)
+        self.wait = self.every if seen != self._last else min(self.wait * 2, self.ceiling)
+        self._last = seen
+        return self.wait
+
+
 def _follow(
     poll: Callable[[str], StatusDocument],
     run_id: str,
-    interval: float,
+    pace: Pace,
     show: Callable[[StatusDocument], None] = lambda _: None,
 ) -> StatusDocument:
     """Poll the status until the run will not change by itself, showing each document.
@@ -215,7 +246,7 @@ def _follow(
         show(doc)
         if doc["state"] in TERMINAL or doc.get("reason"):
             return doc
-        time.sleep(interval)
+        time.sleep(pace.after(doc))
 
 
 def status(

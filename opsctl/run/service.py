@@ -14,9 +14,9 @@ port below, the abstract methods, each of which knows only its engine:
   (opsctl.backends.base.Backend says what each does);
 - `ended`: keep what the engine will forget of a step that ended.
 
-and the attributes `name`, `priced`, `warnings`, `calls`, `log_poll`. The engine's limits on a
-step are not asked of a built backend: `opsctl validate` reads them from the spec alone
-(opsctl/backends/__init__.py `LIMITS`).
+and the attributes `name`, `priced`, `warnings`, `calls`, `log_poll`, `poll_every`,
+`poll_ceiling`. The engine's limits on a step are not asked of a built backend: `opsctl
+validate` reads them from the spec alone (opsctl/backends/__init__.py `LIMITS`).
 """
 
 from __future__ import annotations
@@ -82,6 +82,10 @@ class RunService(ABC):
     priced: bool  # prices a run by itself (`watch`'s header); else only by hand
     warnings: list[str]  # what a read could not record, each said once
     log_poll: float  # seconds between passes over a log while it is followed
+    # `watch`'s polls: every this many seconds by default, doubling while nothing changes up to
+    # `poll_ceiling` (opsctl/cli/runs.py `Pace`); a ceiling equal to the pace is no backoff.
+    poll_every = 1.0
+    poll_ceiling = 1.0
 
     @property
     def calls(self) -> Counter[str] | None:

@@ -38,6 +38,10 @@ class SlurmBackend(RunService):
     name = "slurm"
     priced = False  # a cluster has no price list: a cost only with `--price`
     log_poll = 2.0
+    # A controller serves the whole cluster: a watch asks it every 2 s at most, and backs off to
+    # once a minute while nothing changes (Snakemake's Slurm plugin polls every 40-180 s).
+    poll_every = 2.0
+    poll_ceiling = 60.0
 
     def __init__(self, settings: SlurmSettings | None = None, client: SlurmClient | None = None) -> None:
         self.settings = settings or SlurmSettings.from_environment()

@@ -6,11 +6,14 @@ the script runs the worker up to `retries + 1` times, each attempt under `timeou
 own, and stops early on success or a timed-out attempt (not retried, as on AWS Batch). The worker
 skips the commands that have done markers, so an attempt runs only what is left.
 
-After each attempt the script writes an exit record, `exits/<step>/<index>-<generation>-
-<attempt>` in the run's directory (`{"started": …, "finished": …, "exit_code": …}`, written to a
-temporary name and renamed), which is what `status` and `report` read once Slurm has forgotten
-the job (squeue keeps an ended job 300 s, and `sacct` is not on every cluster): the run carries
-its own history.
+Each attempt has a record, `exits/<step>/<index>-<generation>-<attempt>` in the run's
+directory, written when it starts (`{"started": …, "job": …}`) and again when it ends (with
+`finished` and `exit_code`), each time to a temporary name and renamed. It is what `status` and
+`report` read once Slurm has forgotten the job (squeue keeps an ended job 300 s, and `sacct` is
+not on every cluster): the run carries its own history. An attempt whose node died leaves its
+start record alone; Slurm runs the job again (`--requeue`), and the script counts the records
+to number the next attempt, so a lost attempt uses one of the child's tries, as a spot loss
+does on AWS Batch.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ TIMED_OUT = 124
 
 SCRIPT = """#!/bin/sh
 # opsctl: one child of a step on Slurm (docs/slurm.md). Up to OPSCTL_TRIES attempts of the
-# worker in this allocation; each attempt's end recorded under the run's exits/<step>/.
+# worker in this allocation; each attempt recorded as it starts and ends, in exits/<step>/.
 index=$(( ${SLURM_ARRAY_TASK_ID:-0} + ${OPSCTL_INDEX_OFFSET:-0} ))
 if [ "$ARRAY_SIZE" -gt 1 ]; then
   AWS_BATCH_JOB_ARRAY_INDEX=$index
@@ -36,23 +39,27 @@ fi
 exits="$OPSCTL_RUN_URI/exits/$OPSCTL_STEP"
 mkdir -p "$exits" "$OPSCTL_RUN_URI/logs/$OPSCTL_STEP"
 exec >>"$OPSCTL_RUN_URI/logs/$OPSCTL_STEP/$index.log" 2>&1
-# Attempts made before this allocation (a node that failed, `--requeue`) count too.
-attempt=$(( $(ls "$exits" 2>/dev/null | grep -c "^$index-$OPSCTL_GENERATION-") + 1 ))
+job="${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}"
+# Attempts begun before this allocation (one lost with its node: `--requeue`) count too.
+attempt=$(( $(ls "$exits" 2>/dev/null | grep -c "^$index-$OPSCTL_GENERATION-[0-9]*$") + 1 ))
 while [ "$attempt" -le "$OPSCTL_TRIES" ]; do
   echo "== $OPSCTL_RUN_ID $OPSCTL_STEP[$index] attempt $attempt =="
+  record="$exits/$index-$OPSCTL_GENERATION-$attempt"
   started=$(date +%s.%N)
+  printf '{"started": %s, "job": "%s"}\\n' "$started" "$job" >"$record.tmp" && mv "$record.tmp" "$record"
   AWS_BATCH_JOB_ATTEMPT=$attempt timeout -k 5 "$OPSCTL_TIMEOUT" \\
     "$OPSCTL_PYTHON" -I -m worker run $OPSCTL_WORKER_FLAGS
   code=$?
-  record="$exits/$index-$OPSCTL_GENERATION-$attempt"
   printf '{"started": %s, "finished": %s, "exit_code": %d, "job": "%s"}\\n' \\
-    "$started" "$(date +%s.%N)" "$code" "${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}" >"$record.tmp" \\
-    && mv "$record.tmp" "$record"
+    "$started" "$(date +%s.%N)" "$code" "$job" >"$record.tmp" && mv "$record.tmp" "$record"
   if [ "$code" -eq 0 ] || [ "$code" -eq 124 ]; then
     exit "$code"
   fi
   attempt=$((attempt + 1))
 done
+if [ -z "${code:-}" ]; then
+  echo "== $OPSCTL_RUN_ID $OPSCTL_STEP[$index]: no attempt left of $OPSCTL_TRIES (the last one's node died)"
+fi
 exit "${code:-1}"
 """
 

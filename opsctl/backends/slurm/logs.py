@@ -61,7 +61,9 @@ def _ended(backend: SlurmBackend, run_id: str, step: str, followed: set[int], at
     final = {
         e.index
         for e in exits(run.exits, step)
-        if e.generation == run.doc["generation"] and (e.exit_code in (0, TIMED_OUT) or e.attempt >= tries)
+        if e.generation == run.doc["generation"]
+        and e.exit_code is not None
+        and (e.exit_code in (0, TIMED_OUT) or e.attempt >= tries)
     }
     if followed <= final:
         return True

@@ -38,7 +38,10 @@ LIVE = {
     "SUSPENDED": JobState.RUNNING,
     "STOPPED": JobState.RUNNING,
 }
-# Why Slurm ended a child that left no exit record (it never ran the script to its end).
+# An attempt with a start record and no end, whose job is not live: the script was stopped
+# from outside (its node died with no attempt left to run again, scancel, the OOM killer).
+LOST = "its attempt ended without an exit code (its node failed, or the job was cancelled)"
+# Why Slurm ended a child whose script never recorded an end.
 _ENDED = {
     "CANCELLED": "cancelled",
     "NODE_FAIL": "its node failed",
@@ -62,6 +65,7 @@ class Child:
     started: float | None = None
     finished: float | None = None
     ran: bool = False  # an attempt of it ran the worker
+    open: bool = False  # its latest attempt has a start record and no end yet
 
 
 @dataclass
@@ -108,7 +112,7 @@ def children(
         kid = kids[e.index]
         kid.attempt, kid.exit_code, kid.ran = e.attempt, e.exit_code, True
         kid.started = kid.started or e.started
-        kid.finished = e.finished
+        kid.finished, kid.open = e.finished, e.finished is None
         if e.exit_code == 0:
             kid.state, kid.reason = JobState.SUCCEEDED, None
         else:
@@ -118,7 +122,7 @@ def children(
                 if e.exit_code == TIMED_OUT
                 else f"exit code {e.exit_code}"
                 if e.exit_code is not None
-                else "no exit code recorded"
+                else LOST
             )
     for array in arrays:
         for row in seen.rows.get(array["job"], []):
@@ -135,8 +139,8 @@ def children(
                     ):
                         state = JobState.RUNNABLE  # its dependencies are met: it waits for room
                     kid.state = state
-                    if state is JobState.RUNNING and kid.attempt < tries:
-                        kid.attempt += 1  # the attempt running now
+                    if state is JobState.RUNNING and not kid.open and kid.attempt < tries:
+                        kid.attempt += 1  # the attempt starting now, before its record
                     kid.finished = None
                 elif not kid.ran:
                     kid.state = JobState.FAILED
@@ -145,6 +149,8 @@ def children(
                         if row.reason == "DependencyNeverSatisfied"
                         else _ENDED.get(row.state, row.state.lower())
                     )
+                elif kid.reason == LOST and row.state in _ENDED:
+                    kid.reason = _ENDED[row.state]  # Slurm still says why it ended
     return kids
 
 
@@ -163,6 +169,8 @@ def step_view(run: SlurmRun, step: ManifestStep, seen: Seen, now: float) -> Step
         if kid.state is JobState.SUBMITTED and not (unseen and recent):
             kid.state = JobState.FAILED
             kid.reason = KILLED if "killed" in doc else "unknown to Slurm, and it left no exit record"
+        elif kid.reason == LOST and "killed" in doc:
+            kid.reason = KILLED
     counts = Counter(k.state for k in kids.values())
     failed = [i for i, k in sorted(kids.items()) if k.state is JobState.FAILED]
     state = _roll(counts, len(kids))
