@@ -33,7 +33,7 @@ venv: $(STAMP)
 
 # What the tests need from the machine (tools/system.sh): an OpenCL CPU driver that builds for
 # this processor, Chromium, a Docker engine with debootstrap, npm, jq (the README's examples), a Slurm
-# (slurm-wlm, munge: the Slurm tests start one node). Installed from Debian's
+# (slurm-wlm, munge, slurmdbd, mariadb-server: the Slurm tests start one node). Installed from Debian's
 # archive as root; named in one line otherwise.
 system: $(STAMP)
 	@tools/system.sh $(BIN)/python opencl chromium docker npm jq slurm

