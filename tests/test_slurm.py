@@ -10,11 +10,13 @@ request as Slurm recorded it. Two tests start a cluster of their own: one with a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,15 +28,31 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
-    why = missing()
-    if why is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"no Slurm in CI: {why}")
-        pytest.skip(why)
+    require(missing())
     # MaxArraySize 10: task ids 0..9, so a step of 12 children is two arrays (hello's fit in one).
     started = SlurmCluster(tmp_path_factory.mktemp("slurm"), max_array_size=10).start()
     yield started
     started.stop()
+
+
+def require(why: str | None) -> None:
+    """Skip where a part of Slurm is missing (`why`), except in CI, where that fails."""
+    if why is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"no Slurm in CI: {why}")
+        pytest.skip(why)
+
+
+@contextlib.contextmanager
+def own_cluster(root: Path, monkeypatch: pytest.MonkeyPatch, **options: Any) -> Iterator[SlurmCluster]:
+    """A cluster of the test's own (accounting, other timeouts), which its commands talk to."""
+    started = SlurmCluster(root, **options).start()
+    try:
+        monkeypatch.setenv("SLURM_CONF", str(started.conf))
+        monkeypatch.setenv("OPSCTL_SLURM_GPU_PREFLIGHT", "0")
+        yield started
+    finally:
+        started.stop()
 
 
 @pytest.fixture
@@ -285,11 +303,7 @@ def test_children_whose_node_dies_mid_step_are_requeued_and_finish(
     # A cluster of its own (`cluster` only skips the test where Slurm is missing), whose
     # timeouts make Slurm notice the death and run the job again in seconds, not minutes.
     fast = {"slurmd_timeout": 5, "message_timeout": 2, "cred_expire": 5, "bf_interval": 1}
-    dying = SlurmCluster(tmp_path / "slurm", **fast)
-    dying.start()
-    try:
-        monkeypatch.setenv("SLURM_CONF", str(dying.conf))
-        monkeypatch.setenv("OPSCTL_SLURM_GPU_PREFLIGHT", "0")
+    with own_cluster(tmp_path / "slurm", monkeypatch, **fast) as dying:
         spec = write_spec(
             home,
             """
@@ -316,8 +330,6 @@ steps:
         done = ran.read_text().split()
         assert sorted(set(done)) == [str(i) for i in range(6)]
         assert len(done) <= 6 + 2, "only the commands in flight at the death ran twice"
-    finally:
-        dying.stop()
 
 
 def test_hello_on_a_cluster_with_accounting_is_one_sacct_name(
@@ -325,15 +337,8 @@ def test_hello_on_a_cluster_with_accounting_is_one_sacct_name(
 ) -> None:
     """With slurmdbd (and MariaDB) the same run succeeds, and one `sacct --name` of the run's job
     name lists every job of it: each step's array or plain job, and nothing else."""
-    why = missing(accounting=True)
-    if why is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"no Slurm accounting in CI: {why}")
-        pytest.skip(why)
-    recorded = SlurmCluster(tmp_path / "slurm", accounting=True).start()
-    try:
-        monkeypatch.setenv("SLURM_CONF", str(recorded.conf))
-        monkeypatch.setenv("OPSCTL_SLURM_GPU_PREFLIGHT", "0")
+    require(missing(accounting=True))
+    with own_cluster(tmp_path / "slurm", monkeypatch, accounting=True) as recorded:
         run_id = launch(EXAMPLES / "hello.yaml")
         code, doc, err = watch(run_id)
         assert (code, doc["state"]) == (0, "SUCCEEDED"), err
@@ -350,8 +355,6 @@ def test_hello_on_a_cluster_with_accounting_is_one_sacct_name(
             return {line.split("_")[0] for line in out.split()}
 
         wait_until(lambda: accounted() == jobs, 30, "sacct shows every job of the run", interval=0.5)
-    finally:
-        recorded.stop()
 
 
 def test_a_timed_out_child_is_not_retried(slurm: SlurmCluster, home: Path) -> None:
