@@ -10,7 +10,10 @@ the target is 100 ms a poll. The peer is the per-job polling other tools fall in
 (a `squeue -j` or `sacct -j` per job): 10,000 commands a poll; its figure follows from the
 count, it is not run. The run is killed at the end.
 
-Usage: python bench/slurm_calls.py [--children 10000]
+`--accounting`: the cluster keeps accounting (slurmdbd and MariaDB), so that a poll is one
+`sacct` of the run, timed beside the same `sacct` from the shell.
+
+Usage: python bench/slurm_calls.py [--children 10000] [--accounting]
 """
 
 from __future__ import annotations
@@ -35,13 +38,15 @@ POLLS = 5
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--children", type=int, default=10_000, help="children of the one step")
-    children = parser.parse_args().children
-    why = missing()
+    parser.add_argument("--accounting", action="store_true", help="a cluster with slurmdbd: polls by sacct")
+    args = parser.parse_args()
+    children, accounting = args.children, args.accounting
+    why = missing(accounting=accounting)
     if why is not None:
         raise SystemExit(f"bench/slurm_calls.py: {why}")
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
-        cluster = SlurmCluster(root / "slurm", max_array_size=10_001).start()
+        cluster = SlurmCluster(root / "slurm", max_array_size=10_001, accounting=accounting).start()
         try:
             os.environ.update(SLURM_CONF=str(cluster.conf), OPSCTL_HOME=str(root / "home"))
             from opsctl.backends.slurm.backend import SlurmBackend
@@ -57,7 +62,21 @@ def main() -> None:
             run_id = backend.launch(spec, max_parallel=2)
             launch_s = time.perf_counter() - began
             launched = dict(backend.calls)
-            time.sleep(3)  # let a few children start
+            time.sleep(5)  # let a few children start, and slurmdbd record them
+            job = backend.run(run_id).doc["arrays"]["s"][0]["job"]
+            peer_argv = (
+                [
+                    "sacct",
+                    "-n",
+                    "-P",
+                    "-X",
+                    f"--name=opsctl-{run_id}",
+                    f"--jobs={job}",
+                    "--format=JobID,State,Reason",
+                ]
+                if accounting
+                else ["squeue", "-h", "--states=all", f"--name=opsctl-{run_id}", "--format=%F|%K|%T|%r"]
+            )
             polls, peers = [], []
             for _ in range(POLLS):
                 polling = SlurmBackend()
@@ -65,12 +84,7 @@ def main() -> None:
                 doc = polling.status(run_id)
                 polls.append(time.perf_counter() - began)
                 began = time.perf_counter()
-                subprocess.run(
-                    ["squeue", "-h", "--states=all", f"--name=opsctl-{run_id}", "--format=%F|%K|%T|%r"],
-                    env=cluster.env,
-                    capture_output=True,
-                    check=True,
-                )
+                subprocess.run(peer_argv, env=cluster.env, capture_output=True, check=True)
                 peers.append(time.perf_counter() - began)
             poll_calls = sum(polling.calls.values())
             counts = doc["steps"][0]["counts"]
@@ -80,14 +94,18 @@ def main() -> None:
     poll, peer = statistics.median(polls), statistics.median(peers)
     print(f"launch of {children} children: {launched} in {launch_s:.2f} s")
     print(f"one poll: {dict(polling.calls)}; children by state then: {counts}")
-    print(f"poll median {poll * 1000:.0f} ms; one squeue of the run from the shell {peer * 1000:.0f} ms")
+    command = "sacct" if accounting else "squeue"
+    print(f"poll median {poll * 1000:.0f} ms; one {command} of the run from the shell {peer * 1000:.0f} ms")
     print("| approach | Slurm commands a poll | poll ms |")
     print("|---|---|---|")
-    print(f"| opsctl (one squeue --name a run) | {poll_calls} | {poll * 1000:.0f} |")
-    print(f"| one squeue a job | {children} | - |")
+    print(f"| opsctl (one {command} --name a run) | {poll_calls} | {poll * 1000:.0f} |")
+    print(f"| one {command} a job | {children} | - |")
     print(f"RESULT slurm_commands_per_poll {poll_calls} calls target <= 1")
-    print(f"poll against one squeue of the run: {poll / peer:.2f}")
-    print(f"RESULT poll_ms_at_{children}_children {poll * 1000:.0f} ms target <= 100")
+    if accounting:  # the floor is sacct's own, a database query: the target is opsctl's part
+        print(f"RESULT sacct_poll_vs_one_sacct {poll / peer:.2f} target <= 2.0")
+    else:
+        print(f"poll against one squeue of the run: {poll / peer:.2f}")
+        print(f"RESULT poll_ms_at_{children}_children {poll * 1000:.0f} ms target <= 100")
 
 
 if __name__ == "__main__":

@@ -168,7 +168,10 @@ class AttemptRecord(TypedDict):
     finished: float | None  # epoch seconds; None while it runs
     exit_code: int | None
     reason: str | None
-    cpu_seconds: float | None  # local: wait4's user + system time; AWS: always None
+    # local: wait4's user + system time; AWS: always None; Slurm: sacct's TotalCPU of the
+    # allocation the attempt ended, with accounting (None on attempts retried in the same one)
+    cpu_seconds: float | None
+    max_rss: NotRequired[int | None]  # Slurm with accounting only: bytes, the allocation's MaxRSS
     vcpus: NotRequired[float | None]  # AWS only: the job's vCPUs
     gpus: NotRequired[float]  # AWS only: the job's GPUs, 0.0 when it asked for none
 
@@ -298,6 +301,9 @@ class SlurmManifest(_Manifest):
     earlier: list[str]  # the job ids of arrays a resume replaced (`kill` cancels them too)
     submitted_at: dict[str, float]
     killed: NotRequired[float]  # when `opsctl kill` stopped it
+    # The cluster keeps accounting (slurmdbd), as its configuration said at launch or the last
+    # resume: polls then read `sacct` in place of `squeue`. Missing: no accounting.
+    accounting: NotRequired[bool]
 
 
 # --- `opsctl list --json` ---------------------------------------------------------------------

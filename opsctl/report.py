@@ -42,7 +42,6 @@ def facts(
     commands = {
         k: sum(s["commands"][k] for s in status["steps"]) for k in ("total", "done", "failed", "reexecuted")
     }
-    cpu = [seconds for a in attempts if (seconds := a["cpu_seconds"]) is not None]
     return {
         "run_id": status["run_id"],
         "pipeline": status["pipeline"],
@@ -55,12 +54,25 @@ def facts(
         "children": sum(s["array_size"] for s in status["steps"]),
         "attempts": len(attempts),
         "commands": commands,
-        "cpu_seconds": round(sum(cpu), 3) if cpu else None,
+        "cpu_seconds": _cpu(attempts),
+        "max_rss_bytes": _peak(attempts),
         "steps": steps,
         "timeline": [_bar(a, begin) for a in attempts],
         "failures": [visible(line) for line in failures],  # as the backend made them visible
         "cost": cost,
     }
+
+
+def _cpu(attempts: Sequence[AttemptRecord]) -> float | None:
+    """The attempts' CPU time, None where the backend measured none."""
+    cpu = [seconds for a in attempts if (seconds := a["cpu_seconds"]) is not None]
+    return round(sum(cpu), 3) if cpu else None
+
+
+def _peak(attempts: Sequence[AttemptRecord]) -> int | None:
+    """The largest resident memory of any attempt (Slurm's MaxRSS), None where none was measured."""
+    sizes = [size for a in attempts if (size := a.get("max_rss")) is not None]
+    return max(sizes) if sizes else None
 
 
 def _clamped(a: AttemptRecord) -> AttemptRecord:
@@ -110,6 +122,8 @@ def _step(step: StatusStep, attempts: list[AttemptRecord]) -> dict[str, Any]:
         "busy_share": round(busy / (size * wall), 3) if wall else None,
         "commands": step["commands"],
         "commands_per_second": round(step["commands"]["done"] / wall, 3) if wall else None,
+        "cpu_seconds": _cpu(attempts),
+        "max_rss_bytes": _peak(attempts),
         "slowest": [{"index": i, "seconds": round(t, 3)} for i, t in slowest],
         # Work was done but no attempt is known: an AWS run whose jobs Batch forgot (about 7 days
         # after they ended) before any report kept their attempts.
@@ -139,6 +153,7 @@ def _bar(a: AttemptRecord, begin: float | None) -> dict[str, Any]:
         "exit_code": a["exit_code"],
         "reason": _shown(a["reason"]),
         "cpu_seconds": a.get("cpu_seconds"),
+        "max_rss": a.get("max_rss"),
         "outcome": outcome,
     }
 
@@ -180,6 +195,7 @@ def render(report: dict[str, Any]) -> str:
         ("failed", report["commands"]["failed"]),
         ("re-executed", report["commands"]["reexecuted"]),
         ("CPU time", _seconds(report["cpu_seconds"])),
+        ("peak memory", _bytes(report["max_rss_bytes"])),
     ]
     cost = report.get("cost")
     if cost is not None:
@@ -198,7 +214,7 @@ def render(report: dict[str, Any]) -> str:
         "</div>",
         "<h2>Steps</h2><table id=steps><tr><th>step</th><th>queue</th><th>state</th><th>children</th>"
         "<th>attempts</th><th>wall</th><th>busy share</th><th>commands/s</th><th>done</th>"
-        "<th>re-executed</th><th>slowest children</th></tr>",
+        "<th>re-executed</th><th>CPU time</th><th>peak memory</th><th>slowest children</th></tr>",
     ]
     for s in report["steps"]:
         slow = ", ".join(f"[{c['index']}] {c['seconds']:.1f} s" for c in s["slowest"])
@@ -209,6 +225,7 @@ def render(report: dict[str, Any]) -> str:
             f"<td>{_seconds(s['wall_seconds'])}</td><td>{_share(s['busy_share'])}</td>"
             f"<td>{'-' if s['commands_per_second'] is None else s['commands_per_second']}</td>"
             f"<td>{s['commands']['done']} / {s['commands']['total']}</td><td>{s['reexecuted']}</td>"
+            f"<td>{_seconds(s['cpu_seconds'])}</td><td>{_bytes(s['max_rss_bytes'])}</td>"
             f"<td>{e(slow)}</td></tr>"
         )
     out.append("</table><h2>Timeline</h2>")
@@ -358,6 +375,15 @@ def _seconds(value: float | None) -> str:
     if value < 120:
         return f"{value:.1f} s"
     return f"{value / 60:.1f} min" if value < 7200 else f"{value / 3600:.2f} h"
+
+
+def _bytes(value: int | None) -> str:
+    if value is None:
+        return "-"
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if value >= size:
+            return f"{value / size:.1f} {unit}"
+    return f"{value} B"
 
 
 def _share(value: float | None) -> str:

@@ -75,7 +75,7 @@ ECR = "pushes an image to a real account's ECR with the AWS CLI and a Docker eng
 
 SLURM = (
     "needs a Slurm cluster (the doc test's sandbox has none); tests/test_slurm.py runs launch, "
-    "watch, status, logs, kill and resume --backend slurm against a real one-node Slurm"
+    "watch, status, logs, kill, resume and report --backend slurm against a real one-node Slurm"
 )
 
 # (file, the command's first line as printed, prompt stripped): why it does not run here.
@@ -83,12 +83,16 @@ EXEMPT: dict[tuple[str, str], str] = {
     ("README.md", "run=$(opsctl launch examples/hello.yaml --backend slurm)"): SLURM,
     (
         "README.md",
-        "opsctl watch $run                          # one squeue per poll, for the whole run",
+        "opsctl watch $run                          # one sacct (or squeue) per poll, for the whole run",
     ): SLURM,
     ("README.md", "opsctl logs $run process --index 3 --follow"): SLURM,
     (
         "README.md",
-        "opsctl kill $run                           # scancel, until squeue shows none of its jobs",
+        "opsctl kill $run                           # scancel, until Slurm shows none of its jobs live",
+    ): SLURM,
+    (
+        "README.md",
+        "opsctl report $run -o run.html             # with accounting: CPU time and peak memory from sacct",
     ): SLURM,
     (
         "README.md",

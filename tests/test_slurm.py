@@ -4,8 +4,9 @@ slurmd started from a scratch directory for this module, jobs run by the real sb
 Where Slurm is not installed the tests skip with the reason, except in CI (`CI=true`), where
 they fail: `make system` installs it. The stand-in GPUs are Slurm GRES that nothing computes on,
 so these runs turn the GPU preflight off (OPSCTL_SLURM_GPU_PREFLIGHT=0) and check the `--gres`
-request as Slurm recorded it. Two tests start a cluster of their own: one with accounting
-(slurmdbd and MariaDB), one whose node dies and returns within seconds.
+request as Slurm recorded it. A second cluster, with accounting (slurmdbd and MariaDB), is
+started for the tests of polls by sacct, and one test starts a cluster of its own whose node
+dies and returns within seconds.
 """
 
 from __future__ import annotations
@@ -48,9 +49,7 @@ def own_cluster(root: Path, monkeypatch: pytest.MonkeyPatch, **options: Any) -> 
     """A cluster of the test's own (accounting, other timeouts), which its commands talk to."""
     started = SlurmCluster(root, **options).start()
     try:
-        monkeypatch.setenv("SLURM_CONF", str(started.conf))
-        monkeypatch.setenv("OPSCTL_SLURM_GPU_PREFLIGHT", "0")
-        yield started
+        yield talk_to(started, monkeypatch)
     finally:
         started.stop()
 
@@ -58,6 +57,11 @@ def own_cluster(root: Path, monkeypatch: pytest.MonkeyPatch, **options: Any) -> 
 @pytest.fixture
 def slurm(cluster: SlurmCluster, home: Path, monkeypatch: pytest.MonkeyPatch) -> SlurmCluster:
     """The cluster, for a test whose commands all talk to it, and whose runs live in its home."""
+    return talk_to(cluster, monkeypatch)
+
+
+def talk_to(cluster: SlurmCluster, monkeypatch: pytest.MonkeyPatch) -> SlurmCluster:
+    """`cluster`, which the test's commands now talk to, with the GPU preflight off."""
     monkeypatch.setenv("SLURM_CONF", str(cluster.conf))
     monkeypatch.setenv("OPSCTL_SLURM_GPU_PREFLIGHT", "0")
     return cluster
@@ -179,10 +183,8 @@ steps:
     assert [s["commands"]["done"] for s in doc["steps"]] == [12, 12]  # type: ignore[attr-defined,index]
 
 
-def test_a_failed_step_fails_its_dependents_without_running_them(slurm: SlurmCluster, home: Path) -> None:
-    spec = write_spec(
-        home,
-        """
+# Child 0 of `bad` fails both its attempts; `after` must end unrun.
+FAILS = """
 name: fails
 defaults: {retries: 1, timeout: 60}
 steps:
@@ -194,8 +196,11 @@ steps:
     queue: cpu
     command: echo never
     depends_on: [bad]
-""",
-    )
+"""
+
+
+def test_a_failed_step_fails_its_dependents_without_running_them(slurm: SlurmCluster, home: Path) -> None:
+    spec = write_spec(home, FAILS)
     run_id = launch(spec)
     code, doc, _ = watch(run_id)
     steps = by_name(doc)  # type: ignore[arg-type]
@@ -332,29 +337,88 @@ steps:
         assert len(done) <= 6 + 2, "only the commands in flight at the death ran twice"
 
 
-def test_hello_on_a_cluster_with_accounting_is_one_sacct_name(
-    cluster: SlurmCluster, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With slurmdbd (and MariaDB) the same run succeeds, and one `sacct --name` of the run's job
-    name lists every job of it: each step's array or plain job, and nothing else."""
+@pytest.fixture(scope="module")
+def accounting_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
     require(missing(accounting=True))
-    with own_cluster(tmp_path / "slurm", monkeypatch, accounting=True) as recorded:
-        run_id = launch(EXAMPLES / "hello.yaml")
-        code, doc, err = watch(run_id)
-        assert (code, doc["state"]) == (0, "SUCCEEDED"), err
-        jobs = {a[0]["job"] for a in manifest(home, run_id)["arrays"].values()}  # type: ignore[union-attr,index]
+    started = SlurmCluster(tmp_path_factory.mktemp("slurmdbd"), accounting=True).start()
+    yield started
+    started.stop()
 
-        def accounted() -> set[str]:
-            out = subprocess.run(
-                ["sacct", "--noheader", "--parsable2", "-X", f"--name=opsctl-{run_id}", "--format=JobID"],
-                env=recorded.env,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-            return {line.split("_")[0] for line in out.split()}
 
-        wait_until(lambda: accounted() == jobs, 30, "sacct shows every job of the run", interval=0.5)
+@pytest.fixture
+def accounted(accounting_cluster: SlurmCluster, home: Path, monkeypatch: pytest.MonkeyPatch) -> SlurmCluster:
+    """The cluster with accounting (slurmdbd, MariaDB), which the test's commands talk to."""
+    return talk_to(accounting_cluster, monkeypatch)
+
+
+def test_with_accounting_a_poll_is_one_sacct_and_report_has_cpu_time_and_peak_memory(
+    accounted: SlurmCluster, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hello, then a step whose commands each hold 64 MB for 2 s, sampled every second
+    (`--acctg-freq`, through the settings' extra sbatch options): every poll is one sacct, which
+    lists every job of the run, and the report's CPU time and peak memory are sacct's."""
+    from opsctl.backends.slurm.backend import SlurmBackend
+
+    run_id = launch(EXAMPLES / "hello.yaml")
+    code, doc, err = watch(run_id)
+    assert (code, doc["state"]) == (0, "SUCCEEDED"), err
+    backend = SlurmBackend()
+    assert backend.status(run_id)["state"] == "SUCCEEDED" and backend.calls == {"sacct": 1}
+    jobs = {a[0]["job"] for a in manifest(home, run_id)["arrays"].values()}  # type: ignore[union-attr,index]
+    rows = backend.client.accounted(f"opsctl-{run_id}", sorted(jobs))
+    assert {r.array_job for r in rows} == jobs and {r.state for r in rows} == {"COMPLETED"}
+
+    monkeypatch.setenv("OPSCTL_SLURM_SBATCH_CPU", "--acctg-freq=task=1")
+    hold = "python3 -c 'import time; x = bytearray(64 << 20); time.sleep(2)'"
+    spec = write_spec(
+        home,
+        f"name: big\nsteps:\n  - name: hold\n    queue: cpu\n    array_size: 2\n"
+        f'    commands: ["{hold}", "{hold}"]\n',
+    )
+    run_id = launch(spec)
+    code, doc, err = watch(run_id)
+    assert (code, doc["state"]) == (0, "SUCCEEDED"), json.dumps(doc["steps"])
+    result = cli("report", run_id, "--json")
+    assert result.returncode == 0, result.stderr
+    facts = json.loads(result.stdout)
+    bars = facts["timeline"]
+    assert len(bars) == 2 and all(b["cpu_seconds"] is not None for b in bars), bars
+    assert all(b["max_rss"] >= 64 << 20 for b in bars), "each child held 64 MiB"
+    assert facts["max_rss_bytes"] == max(b["max_rss"] for b in bars)
+    assert facts["cpu_seconds"] == pytest.approx(sum(b["cpu_seconds"] for b in bars), abs=0.01)
+
+
+def test_with_accounting_dependents_end_unrun_and_kill_is_checked_by_sacct(
+    accounted: SlurmCluster, home: Path
+) -> None:
+    """What squeue told before, sacct tells now: a step after a failed one ended unrun (a bare
+    CANCELLED), and a kill waited out until none is live."""
+    from opsctl.backends.slurm.backend import SlurmBackend
+
+    spec = write_spec(home, FAILS)
+    run_id = launch(spec)
+    code, doc, _ = watch(run_id)
+    steps = by_name(doc)  # type: ignore[arg-type]
+    assert code == 1 and steps["after"]["reason"] == "dependency failed", steps["after"]
+    assert steps["after"]["cancelled"] == 1
+    backend = SlurmBackend()
+    attempts = sorted((a for a in backend.attempts(run_id) if a["index"] == 0), key=lambda a: a["attempt"])
+    assert [a["attempt"] for a in attempts] == [1, 2]
+    assert attempts[0]["cpu_seconds"] is None and attempts[1]["cpu_seconds"] is not None, (
+        "two attempts in one allocation: its CPU time on the last"
+    )
+
+    long = write_spec(
+        home,
+        "name: long\nsteps:\n  - name: nap\n    queue: cpu\n    array_size: 3\n"
+        "    commands: {template: 'sleep 60 # {i}', range: 3}\n",
+    )
+    run_id = SlurmBackend().launch(long)
+    wait_until(lambda: "RUNNING" in " ".join(live(accounted)), 60, "children running")
+    killing = SlurmBackend()
+    assert "killed" in killing.kill(run_id)
+    assert live(accounted) == [] and set(killing.calls) == {"sacct", "scancel"}, killing.calls
+    assert SlurmBackend().status(run_id)["steps"][0]["reason"] == "killed by user"
 
 
 def test_a_timed_out_child_is_not_retried(slurm: SlurmCluster, home: Path) -> None:
@@ -416,3 +480,70 @@ def test_the_tomography_pipeline_reconstructs_on_slurm(slurm: SlurmCluster, home
     assert [s["commands"]["done"] for s in doc["steps"]] == [4, 4, 1, 4]  # type: ignore[attr-defined,index]
     report = json.loads((home / "home" / "slurm" / run_id / "tomo" / "report.json").read_text())
     assert abs(report["centre_offset_px"] - 2.7) <= 0.25
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        # sacct(1), "Elapsed time fields are presented as [days-]hours:minutes:seconds
+        # [.microseconds]"; 22.05 writes a CPU time under an hour as MM:SS.mmm (measured).
+        ("00:03.148", 3.148),
+        ("01:02:03", 3723.0),
+        ("2-00:00:01", 172801.0),
+        ("1-02:03:04.5", 93784.5),
+        ("", None),
+        ("INVALID", None),
+        ("x-01:02:03", None),
+    ],
+)
+def test_sacct_cpu_times_are_read_in_each_of_its_forms(text: str, seconds: float | None) -> None:
+    from opsctl.backends.slurm.client import cpu_seconds
+
+    assert cpu_seconds(text) == (pytest.approx(seconds) if seconds is not None else None)
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    # --noconvert on 22.05 writes bytes (measured: 65413120 for a 64 MiB bytearray); sacct's
+    # default form is a number of 1024s with a K/M/G suffix ("10452K"); never sampled: empty.
+    [
+        ("65413120", 65413120),
+        ("10452K", 10452 * 1024),
+        ("1.5G", 3 << 29),
+        ("0", 0),
+        ("", None),
+        ("12Q", None),
+    ],
+)
+def test_sacct_memory_sizes_are_read_as_bytes(text: str, size: int | None) -> None:
+    from opsctl.backends.slurm.client import size_bytes
+
+    assert size_bytes(text) == size
+
+
+def test_the_exit_records_win_over_a_lagging_sacct() -> None:
+    """sacct lags the controller (measured on 22.05, 9 children, 2 at a time, `sleep 1` each): its
+    rows still showed tasks 6 and 7 in the array's pending range after their scripts had
+    recorded exit 0, and task 8 pending after its attempt had started. The records decide for a
+    child whose last attempt ended; an attempt started within the lag is running; a child with
+    no record waits as sacct says. squeue does not lag: there a pending row is pending."""
+    import time
+
+    from opsctl.backends.slurm.client import QueueRow
+    from opsctl.backends.slurm.job import Exit
+    from opsctl.backends.slurm.status import Seen, children
+    from opsctl.run.states import JobState
+
+    now = time.time()
+    rows = [QueueRow("52", str(i), "COMPLETED", "None") for i in range(6)]
+    rows.append(QueueRow("52", "[6-9%2]", "PENDING", "JobArrayTaskLimit"))
+    records = [Exit(i, 1, 1, now - 3, now - 1, 0) for i in range(8)] + [Exit(8, 1, 1, now - 1, None, None)]
+    step: Any = {"array_size": 10, "timeout": 60}
+    arrays: Any = [{"job": "52", "offset": 0, "children": "0-9"}]
+
+    def states(accounted: bool) -> list[str]:
+        seen = Seen({"52": rows}, at=now, accounted=accounted)
+        return [k.state.value for _, k in sorted(children(step, arrays, seen, records, 1, 1).items())]
+
+    assert states(True) == [JobState.SUCCEEDED.value] * 8 + ["RUNNING", "RUNNABLE"]
+    assert states(False)[8:] == ["RUNNABLE", "RUNNABLE"]

@@ -1,20 +1,22 @@
 """`SlurmBackend`: a Slurm cluster as the scheduler of a run service, and kill, list and attempts.
 
-submit.py launches and resumes, status.py reads the run as squeue and its exit records tell it,
-logs.py reads its log files; the run's directory and manifest are runs.py's, the batch script
-job.py's, the client commands client.py's and the `OPSCTL_SLURM_*` settings settings.py's.
+submit.py launches and resumes, status.py reads the run as Slurm (sacct or squeue) and its exit
+records tell it, logs.py reads its log files; the run's directory and manifest are runs.py's, the
+batch script job.py's, the client commands client.py's and the `OPSCTL_SLURM_*` settings
+settings.py's.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from math import inf
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from opsctl.backends.slurm import logs, status, submit
-from opsctl.backends.slurm.client import SlurmClient
-from opsctl.backends.slurm.job import TIMED_OUT, exits
+from opsctl.backends.slurm.client import Allocation, QueueRow, SlurmClient
+from opsctl.backends.slurm.job import TIMED_OUT, Exit, exits
 from opsctl.backends.slurm.runs import MANIFEST, SlurmRun
 from opsctl.backends.slurm.settings import SlurmSettings
 from opsctl.costs import HandPrices, estimate
@@ -29,7 +31,7 @@ from opsctl_contract.storage import LocalStore
 if TYPE_CHECKING:
     from opsctl.backends.options import Containers
 
-STOP_WAIT = 30.0  # seconds `kill` waits for squeue to show none of the run's jobs live
+STOP_WAIT = 30.0  # seconds `kill` waits for Slurm to show none of the run's jobs live
 
 
 class SlurmBackend(RunService):
@@ -99,7 +101,7 @@ class SlurmBackend(RunService):
         return list_runs(self.settings.root)
 
     def attempts(self, run_id: str) -> list[AttemptRecord]:
-        return attempts(self.run(run_id))
+        return attempts(self, self.run(run_id))
 
     def cost(
         self, run_id: str, doc: StatusDocument, attempts: list[AttemptRecord], by_hand: HandPrices | None
@@ -120,23 +122,33 @@ class SlurmBackend(RunService):
 
 
 def kill(backend: SlurmBackend, run_id: str) -> str:
-    """scancel every job of the run (its earlier generations' too), then wait until squeue
-    shows none of them pending or running; the manifest records the kill."""
+    """scancel every job of the run (its earlier generations' too), then wait until Slurm
+    (sacct where there is accounting, else squeue) shows none of them pending or running; the
+    manifest records the kill."""
     backend.client.check("scancel", "squeue")
     run = backend.run(run_id)
     doc = run.doc
     jobs = [a["job"] for arrays in doc["arrays"].values() for a in arrays] + doc["earlier"]
-    seen = status.Seen.poll(backend.client, status.job_name(run_id))
-    live = [row for job in jobs for row in seen.rows.get(job, []) if row.state in status.LIVE]
-    if not live:
+    # Jobs submitted this recently may not be in sacct yet: unlisted, they count as live.
+    now = time.time()
+    recent = [
+        a["job"]
+        for step, arrays in doc["arrays"].items()
+        for a in arrays
+        if now - doc["submitted_at"].get(step, 0.0) < status.UNSEEN_GRACE
+    ]
+
+    def live(seen: status.Seen) -> list[QueueRow]:
+        rows = [row for job in jobs for row in seen.rows.get(job, []) if row.state in status.LIVE]
+        return rows + [QueueRow(job, "N/A", "PENDING", "") for job in recent if not seen.rows.get(job)]
+
+    running = live(status.Seen.poll(backend.client, run, earlier=True))
+    if not running:
         return f"{run_id}: nothing left to stop"
-    running = sum(len(status.tasks(r.tasks)) for r in live if r.state in ("RUNNING", "COMPLETING"))
+    started = sum(len(status.tasks(r.tasks)) for r in running if r.state in ("RUNNING", "COMPLETING"))
     backend.client.cancel(jobs)
     deadline = time.monotonic() + STOP_WAIT
-    while True:
-        seen = status.Seen.poll(backend.client, status.job_name(run_id))
-        if not any(row.state in status.LIVE for job in jobs for row in seen.rows.get(job, [])):
-            break
+    while live(status.Seen.poll(backend.client, run, earlier=True)):
         if time.monotonic() > deadline:
             raise OpsctlError(
                 f"{run_id}: Slurm still shows jobs of the run live {STOP_WAIT:.0f} s after scancel; "
@@ -144,7 +156,7 @@ def kill(backend: SlurmBackend, run_id: str) -> str:
             )
         time.sleep(0.5)
     run.change(lambda d: d.__setitem__("killed", time.time()))
-    return f"{run_id} killed: cancelled {len(jobs)} jobs ({running} children were running)"
+    return f"{run_id} killed: cancelled {len(jobs)} jobs ({started} children were running)"
 
 
 def list_runs(root: Path) -> list[ListRow]:
@@ -180,9 +192,10 @@ def list_runs(root: Path) -> list[ListRow]:
     return sorted(rows, key=lambda r: (r["created"], r["run_id"]), reverse=True)
 
 
-def attempts(run: SlurmRun) -> list[AttemptRecord]:
-    """Every child attempt that ended, from its exit record, in the order they started."""
-    found: list[AttemptRecord] = []
+def attempts(backend: SlurmBackend, run: SlurmRun) -> list[AttemptRecord]:
+    """Every child attempt that ended, from its exit record, in the order they started; where
+    the cluster keeps accounting, with its allocation's CPU time and peak memory (one sacct)."""
+    ended: list[tuple[Exit, AttemptRecord]] = []
     for step in run.doc["steps"]:
         for e in exits(run.exits, step["name"]):
             reason = None
@@ -190,17 +203,63 @@ def attempts(run: SlurmRun) -> list[AttemptRecord]:
                 reason = f"timed out after {step['timeout']} s"
             elif e.exit_code:
                 reason = f"exit code {e.exit_code}"
-            found.append(
-                {
-                    "step": step["name"],
-                    "index": e.index,
-                    "generation": e.generation,
-                    "attempt": e.attempt,
-                    "started": e.started,
-                    "finished": e.finished,
-                    "exit_code": e.exit_code,
-                    "reason": reason,
-                    "cpu_seconds": None,
-                }
-            )
-    return sorted(found, key=lambda a: (a["started"] or 0.0, a["step"], a["index"]))
+            record: AttemptRecord = {
+                "step": step["name"],
+                "index": e.index,
+                "generation": e.generation,
+                "attempt": e.attempt,
+                "started": e.started,
+                "finished": e.finished,
+                "exit_code": e.exit_code,
+                "reason": reason,
+                "cpu_seconds": None,
+            }
+            ended.append((e, record))
+    if run.doc.get("accounting"):
+        backend.client.check("sacct")
+        jobs = [a["job"] for arrays in run.doc["arrays"].values() for a in arrays] + run.doc["earlier"]
+        # slurmdbd records a job's end a few seconds after it: a report of attempts that ended
+        # this recently asks sacct again, once a second, until it has them.
+        deadline = time.monotonic() + status.SACCT_LAG
+        while not _measure(ended, backend.client.allocations(status.job_name(run.run_id), jobs)):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+    return sorted((r for _, r in ended), key=lambda a: (a["started"] or 0.0, a["step"], a["index"]))
+
+
+SKEW = 2.0  # seconds: sacct's times are whole seconds, and a node's clock the controller's within that
+
+
+def _measure(ended: list[tuple[Exit, AttemptRecord]], allocations: list[Allocation]) -> bool:
+    """Give each allocation's CPU time and peak memory to the last attempt that started in it
+    (the batch script retries inside one allocation; sacct measures the allocation): earlier
+    attempts of the same allocation keep None, so a sum over attempts is the run's. False where
+    an attempt that ended under status.SACCT_LAG ago has no ended allocation yet."""
+    of_job: dict[str, list[Allocation]] = {}
+    for alloc in allocations:
+        of_job.setdefault(alloc.job, []).append(alloc)
+    last: dict[int, tuple[float, AttemptRecord, Allocation]] = {}
+    measured: set[int] = set()  # the attempts whose allocation has ended in sacct
+    for e, record in ended:
+        began = e.started
+        if e.job is None or began is None:
+            continue
+        for alloc in of_job.get(e.job, []):
+            if alloc.started is not None and alloc.started - SKEW <= began <= (alloc.finished or inf) + SKEW:
+                if id(alloc) not in last or last[id(alloc)][0] < began:
+                    last[id(alloc)] = (began, record, alloc)
+                if alloc.finished is not None:
+                    measured.add(id(record))
+                break
+    for _, record, alloc in last.values():
+        record["cpu_seconds"] = alloc.cpu_seconds
+        record["max_rss"] = alloc.max_rss
+    now = time.time()
+    return not any(
+        e.job is not None
+        and e.finished is not None
+        and now - e.finished < status.SACCT_LAG
+        and id(r) not in measured
+        for e, r in ended
+    )

@@ -7,10 +7,11 @@ own, and stops early on success or a timed-out attempt (not retried, as on AWS B
 skips the commands that have done markers, so an attempt runs only what is left.
 
 Each attempt has a record, `exits/<step>/<index>-<generation>-<attempt>` in the run's
-directory, written when it starts (`{"started": …, "job": …}`) and again when it ends (with
-`finished` and `exit_code`), each time to a temporary name and renamed. It is what `status` and
-`report` read once Slurm has forgotten the job (squeue keeps an ended job 300 s, and `sacct` is
-not on every cluster): the run carries its own history. An attempt whose node died leaves its
+directory, written when it starts (`{"started": …, "job": …}`, the job id Slurm gave the child)
+and again when it ends (with `finished` and `exit_code`), each time to a temporary name and
+renamed. It is what `status` and `report` read once Slurm has forgotten the job (squeue keeps
+an ended job 300 s, and `sacct` is not on every cluster), and what they trust over sacct, which
+lags: the run carries its own history. An attempt whose node died leaves its
 start record alone; Slurm runs the job again (`--requeue`), and the script counts the records
 to number the next attempt, so a lost attempt uses one of the child's tries, as a spot loss
 does on AWS Batch.
@@ -39,7 +40,7 @@ fi
 exits="$OPSCTL_RUN_URI/exits/$OPSCTL_STEP"
 mkdir -p "$exits" "$OPSCTL_RUN_URI/logs/$OPSCTL_STEP"
 exec >>"$OPSCTL_RUN_URI/logs/$OPSCTL_STEP/$index.log" 2>&1
-job="${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}"
+job="$SLURM_JOB_ID"  # this child's own job id (an array task has one): sacct's JobIDRaw
 # Attempts begun before this allocation (one lost with its node: `--requeue`) count too.
 attempt=$(( $(ls "$exits" 2>/dev/null | grep -c "^$index-$OPSCTL_GENERATION-[0-9]*$") + 1 ))
 while [ "$attempt" -le "$OPSCTL_TRIES" ]; do
@@ -76,6 +77,7 @@ class Exit:
     started: float | None
     finished: float | None
     exit_code: int | None
+    job: str | None = None  # the child's own job id, where the record has one
 
 
 def exits(store: Store, step: str) -> list[Exit]:
@@ -102,6 +104,7 @@ def exits(store: Store, step: str) -> list[Exit]:
                 _number(record.get("started")),
                 _number(record.get("finished")),
                 code if isinstance(code := record.get("exit_code"), int) else None,
+                job if isinstance(job := record.get("job"), str) and job.isdigit() else None,
             )
         )
     return found

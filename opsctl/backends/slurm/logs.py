@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING
 
 from opsctl.backends.slurm.job import TIMED_OUT, exits
-from opsctl.backends.slurm.status import Seen, job_name
+from opsctl.backends.slurm.status import UNSEEN_GRACE, Seen
 from opsctl.records import StatusStep
 from opsctl.run.failures import list_file_text
 from opsctl.run.logfiles import failed_from_files, read_logs
@@ -21,7 +21,7 @@ from opsctl_contract.errors import BadInput
 if TYPE_CHECKING:
     from opsctl.backends.slurm.backend import SlurmBackend
 
-ASK_EVERY = 10.0  # seconds between squeue calls of a followed log (its exit records are read every pass)
+ASK_EVERY = 10.0  # seconds between polls of Slurm for a followed log (its exit records are read every pass)
 
 
 def log_pass(
@@ -44,7 +44,7 @@ def log_pass(
 
 
 class Following:
-    """Where a followed log goes on from: each child's offset, and when squeue was last asked."""
+    """Where a followed log goes on from: each child's offset, and when Slurm was last asked."""
 
     def __init__(self, offsets: dict[int, int]) -> None:
         self.offsets = offsets
@@ -53,7 +53,7 @@ class Following:
 
 def _ended(backend: SlurmBackend, run_id: str, step: str, followed: set[int], at: Following) -> bool:
     """Whether the children followed write no more: each has its final exit record (success, a
-    timeout, or its last attempt), or, asked of squeue at most every ASK_EVERY s, none of the
+    timeout, or its last attempt), or, asked of Slurm at most every ASK_EVERY s, none of the
     step's jobs is live any more (cancelled, killed, or never started)."""
     run = backend.run(run_id)
     record = next(s for s in run.doc["steps"] if s["name"] == step)
@@ -71,7 +71,11 @@ def _ended(backend: SlurmBackend, run_id: str, step: str, followed: set[int], at
         return False
     at.asked = time.monotonic()
     jobs = {a["job"] for a in run.doc["arrays"].get(step, [])}
-    seen = Seen.poll(backend.client, job_name(run_id))
+    seen = Seen.poll(backend.client, run)
+    if not any(seen.rows.get(job) for job in jobs) and (
+        time.time() - run.doc["submitted_at"].get(step, 0.0) < UNSEEN_GRACE
+    ):
+        return False  # just submitted: sacct records a job a few seconds after sbatch
     return bool(jobs) and not any(
         row.state in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED")
         for job in jobs

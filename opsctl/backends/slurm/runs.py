@@ -39,6 +39,7 @@ SLURM_MANIFEST = {
     "earlier": ListOf(_JOB_ID),
     "submitted_at": MapOf(float, keys=STEP_NAME),
     "killed": Absent(float),
+    "accounting": Absent(bool),
 }
 
 

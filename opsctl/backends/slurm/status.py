@@ -1,10 +1,11 @@
 """A Slurm run as the cluster and the run's own records tell it: each child's state, for the run
 service to settle against the markers (opsctl/run/status.py).
 
-One `squeue` per poll, by the run's job name, gives every child Slurm still holds: live ones, and
-ended ones for MinJobAge (300 s by default). A child's end is also in its exit records (job.py),
-which the run keeps for good: they are read first, so a run reads the same once Slurm forgot it,
-on clusters with or without accounting.
+One command per poll, by the run's job name, gives every child Slurm knows of: one `sacct` where
+the cluster keeps accounting (slurmdbd answers it, and keeps ended jobs for good), else one
+`squeue` (the controller's live jobs, and ended ones for MinJobAge, 300 s by default). A child's
+end is also in its exit records (job.py), which the run keeps for good: they are read first, so
+a run reads the same once Slurm forgot it, on clusters with or without accounting.
 """
 
 from __future__ import annotations
@@ -19,11 +20,16 @@ from opsctl.backends.slurm.runs import SlurmRun
 from opsctl.records import ManifestStep, SlurmArray
 from opsctl.run.states import DEPENDENCY_FAILED, KILLED, TERMINAL, JobState, attempts_of
 from opsctl.run.status import RunView, StepView, elapsed, not_counted
+from opsctl_contract.errors import OpsctlError
 
-# A job this recently submitted that squeue does not show yet is taken as waiting; later, as lost.
+# A job this recently submitted that Slurm does not show yet is taken as waiting; later, as lost.
 UNSEEN_GRACE = 60.0
+# Seconds slurmdbd may be behind the controller (1-4 s measured): an attempt this recently
+# started that sacct shows pending, or not at all, is taken as running.
+SACCT_LAG = 10.0
 
-# Slurm's job states (squeue's %T) as Batch's. PENDING waits for a dependency or for room.
+# Slurm's job states (squeue's %T, sacct's State) as Batch's. PENDING waits for a dependency or
+# for room.
 LIVE = {
     "PENDING": JobState.PENDING,
     "REQUEUED": JobState.PENDING,
@@ -66,29 +72,52 @@ class Child:
     finished: float | None = None
     ran: bool = False  # an attempt of it ran the worker
     open: bool = False  # its latest attempt has a start record and no end yet
+    began: float | None = None  # when its latest attempt started
+    listed: bool = False  # Slurm's poll has a row of it
 
 
 @dataclass
 class Seen:
-    """One poll of the cluster: squeue's rows by array job id."""
+    """One poll of the cluster: its rows of the run's jobs by array job id."""
 
     rows: dict[str, list[QueueRow]] = field(default_factory=dict)
+    at: float = field(default_factory=time.time)  # when it was asked
+    accounted: bool = False  # the rows are sacct's, which lags squeue by a few seconds
 
     @classmethod
-    def poll(cls, client: SlurmClient, name: str) -> Seen:
-        seen = cls()
-        for row in client.queue(name):
+    def poll(cls, client: SlurmClient, run: SlurmRun, *, earlier: bool = False) -> Seen:
+        """One command for the whole run: `sacct` where the cluster keeps accounting (it answers
+        from slurmdbd, for good), else `squeue`; squeue too when sacct fails (slurmdbd down),
+        as the exit records carry the rest. `earlier`: the jobs a resume replaced as well."""
+        doc = run.doc
+        name = job_name(run.run_id)
+        rows: list[QueueRow] | None = None
+        if doc.get("accounting"):
+            jobs = [a["job"] for arrays in doc["arrays"].values() for a in arrays]
+            try:
+                rows = client.accounted(name, jobs + (doc["earlier"] if earlier else []))
+            except OpsctlError:
+                rows = None
+        seen = cls(accounted=rows is not None)
+        for row in client.queue(name) if rows is None else rows:
             seen.rows.setdefault(row.array_job, []).append(row)
         return seen
 
 
+def within_lag(began: float | None, now: float) -> bool:
+    """Whether an attempt began within sacct's lag of `now`."""
+    return began is not None and now - began < SACCT_LAG
+
+
 def job_name(run_id: str) -> str:
-    """The name every job of the run is submitted under: one `squeue --name` finds them all."""
+    """The name every job of the run is submitted under: one `sacct --name` or `squeue --name`
+    finds them all."""
     return f"opsctl-{run_id}"
 
 
 def tasks(text: str) -> list[int]:
-    """squeue's task ids ("3", "4-9%2", "1,3,5-7", "[4-9]") as ids; a plain job's "N/A" as 0."""
+    """The task ids of squeue and sacct ("3", "4-9%2", "1,3,5-7", "[4-9]") as ids; a plain
+    job's "N/A" as 0."""
     text = text.strip("[]").split("%", 1)[0]
     if text in ("N/A", ""):
         return [0]
@@ -103,8 +132,9 @@ def tasks(text: str) -> list[int]:
 def children(
     step: ManifestStep, arrays: list[SlurmArray], seen: Seen, records: list[Exit], generation: int, tries: int
 ) -> dict[int, Child]:
-    """Each child the step's newest arrays run: live as squeue shows it, else ended as its exit
-    record says, else ended as squeue shows it (it never ran to the end of its script)."""
+    """Each child the step's newest arrays run: ended as its exit records say once the script
+    recorded its last attempt, else live as Slurm shows it, else ended as Slurm shows it (it
+    never ran to the end of its script)."""
     kids = {i: Child() for a in arrays for i in tasks(a["children"]) if i < step["array_size"]}
     for e in sorted(records, key=lambda e: e.attempt):
         if e.generation != generation or e.index not in kids:
@@ -112,7 +142,7 @@ def children(
         kid = kids[e.index]
         kid.attempt, kid.exit_code, kid.ran = e.attempt, e.exit_code, True
         kid.started = kid.started or e.started
-        kid.finished, kid.open = e.finished, e.finished is None
+        kid.finished, kid.open, kid.began = e.finished, e.finished is None, e.started
         if e.exit_code == 0:
             kid.state, kid.reason = JobState.SUCCEEDED, None
         else:
@@ -131,9 +161,19 @@ def children(
                 if index not in kids:
                     continue
                 kid = kids[index]
+                kid.listed = True
+                if kid.exit_code is not None and (kid.exit_code in (0, TIMED_OUT) or kid.attempt >= tries):
+                    continue  # its script recorded its last attempt: Slurm may not have caught up
                 if row.state in LIVE:
                     state = LIVE[row.state]
-                    if state is JobState.PENDING and row.reason not in (
+                    if (
+                        state is JobState.PENDING
+                        and kid.open
+                        and seen.accounted
+                        and within_lag(kid.began, seen.at)
+                    ):
+                        state = JobState.RUNNING  # its attempt started since sacct last heard
+                    elif state is JobState.PENDING and row.reason not in (
                         "Dependency",
                         "DependencyNeverSatisfied",
                     ):
@@ -171,6 +211,9 @@ def step_view(run: SlurmRun, step: ManifestStep, seen: Seen, now: float) -> Step
             kid.reason = KILLED if "killed" in doc else "unknown to Slurm, and it left no exit record"
         elif kid.reason == LOST and "killed" in doc:
             kid.reason = KILLED
+        elif kid.reason == LOST and not kid.listed and seen.accounted and within_lag(kid.began, seen.at):
+            # Started, and not yet in sacct, which records a job a few seconds behind squeue.
+            kid.state, kid.reason = JobState.RUNNING, None
     counts = Counter(k.state for k in kids.values())
     failed = [i for i, k in sorted(kids.items()) if k.state is JobState.FAILED]
     state = _roll(counts, len(kids))
@@ -216,9 +259,9 @@ def _roll(counts: Counter[JobState], size: int) -> JobState:
 
 
 def view(run: SlurmRun, client: SlurmClient) -> RunView:
-    """The run: one squeue, and a listing of each submitted step's exit records."""
+    """The run: one poll of Slurm, and a listing of each submitted step's exit records."""
     doc = run.doc
-    seen = Seen.poll(client, job_name(run.run_id))
+    seen = Seen.poll(client, run)
     now = time.time()
     submitted = len(doc["arrays"]) == len(doc["steps"])
     return RunView(

@@ -53,7 +53,7 @@ def launch(backend: SlurmBackend, spec_path: Path, max_parallel: int | None) -> 
                 f"partition '{partition}' (for queue {queue}) is not on this cluster (partitions: "
                 f"{', '.join(sorted(known)) or 'none'}); {PREFIX}PARTITION_{queue.upper()} names another"
             )
-    max_array = _max_array_size(backend)
+    max_array, accounting = _cluster(backend)
     run_id = new_run_id(pipe.name)
     path = settings.root / run_id
     building = settings.root / f".building-{run_id}"
@@ -79,6 +79,8 @@ def launch(backend: SlurmBackend, spec_path: Path, max_parallel: int | None) -> 
             "earlier": [],
             "submitted_at": {},
         }
+        if accounting:
+            doc["accounting"] = True
         (building / "job.sh").write_text(SCRIPT)
         (building / "job.sh").chmod(0o755)
         run = SlurmRun(settings.root, run_id)
@@ -99,10 +101,12 @@ def launch(backend: SlurmBackend, spec_path: Path, max_parallel: int | None) -> 
     return run_id
 
 
-def _max_array_size(backend: SlurmBackend) -> int:
-    """The cluster's MaxArraySize: task ids run from 0 to one less."""
-    value = backend.client.config().get("MaxArraySize", "1001")
-    return int(value) if value.isdigit() and int(value) > 1 else 1001
+def _cluster(backend: SlurmBackend) -> tuple[int, bool]:
+    """From one `scontrol show config`: the cluster's MaxArraySize (task ids run from 0 to one
+    less), and whether it keeps accounting."""
+    config = backend.client.config()
+    value = config.get("MaxArraySize", "1001")
+    return int(value) if value.isdigit() and int(value) > 1 else 1001, backend.client.keeps_accounting(config)
 
 
 def submit(
@@ -254,7 +258,7 @@ def resume(backend: SlurmBackend, run_id: str) -> str:
             return f"{run_id} already SUCCEEDED; nothing to resume"
         return f"{run_id}: every step is running or succeeded; nothing to resume"
     backend.client.check("sbatch", "squeue", "scancel", "scontrol")
-    seen = Seen.poll(backend.client, job_name(run_id))
+    seen = Seen.poll(backend.client, run)
     only: dict[str, list[int]] = {}
     for step in run.doc["steps"]:
         name = step["name"]
@@ -268,11 +272,16 @@ def resume(backend: SlurmBackend, run_id: str) -> str:
         if left:
             only[name] = left
 
+    max_array, accounting = _cluster(backend)
+
     def new_generation(d: SlurmManifest) -> None:
         d["generation"] = generation
         for name in redo:
             d["earlier"] += [a["job"] for a in d["arrays"].pop(name, [])]
         d.pop("killed", None)  # the run is live again
+        d.pop("accounting", None)
+        if accounting:
+            d["accounting"] = True
 
     run.change(new_generation)
     restage(
@@ -283,5 +292,5 @@ def resume(backend: SlurmBackend, run_id: str) -> str:
         lambda step: read_text(run.path / "lists" / f"{step}.txt", LIST_FILE_LIMIT, "list file"),
     )
     succeeded = {n for n, s in states.items() if s is JobState.SUCCEEDED}
-    done = submit(backend, run, redo, _max_array_size(backend), None, only=only, succeeded=succeeded)
+    done = submit(backend, run, redo, max_array, None, only=only, succeeded=succeeded)
     return f"{run_id} resumed: submitted {', '.join(done)} (generation {generation})"
