@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from opsctl_contract.storage import NotFound, Store
+from opsctl_contract.storage import Store
 
 WIDTH = 9  # digits of a marker's index: 10^9 - 1 is beyond any list file opsctl reads
 DONE = "done"
@@ -54,9 +54,6 @@ class Markers:
     def mark(self, kind: str, index: int, record: dict[str, Any]) -> None:
         self.store.write(self._key(kind, index), json.dumps(record, sort_keys=True).encode())
 
-    def exists(self, kind: str, index: int) -> bool:
-        return self.store.exists(self._key(kind, index))
-
     def read(self, kind: str, index: int) -> dict[str, Any]:
         record: dict[str, Any] = json.loads(self.store.read(self._key(kind, index)))
         return record
@@ -76,23 +73,17 @@ class Ledger:
     `status` reads every child's counts of a running step with one LIST of `<step>/ledger/` (a
     page per 1,000 children), instead of listing every marker: a poll then costs the same at
     10^3 or 10^6 commands done. The name is
-    `<child>-<generation>-<attempt>-<seq>-<done>-<failed>-<rerun>-<put>-<get>-<left>-<victim>-<pace>-<at>`;
+    `<child>-<generation>-<attempt>-<seq>-<done>-<failed>-<rerun>-<put>-<get>-<left>-<victim>-<pace>`;
     an update writes the next name and deletes the previous one, every LEDGER_EVERY commands,
     when a dynamic-split child starts stealing from another shard, and when the attempt ends.
     put/get are the attempt's storage requests by S3 price class; `left` is how much of its own
     shard the child has not claimed yet, `victim` the shard it steals from, plus one (0: none),
     and `pace` the milliseconds its commands took on average (0: none ran yet), which is how
-    dynamic-split thieves choose where to steal; `at` is a position of the shard it works on
-    (its own, or `victim`) at or before every claim it made there since, where a retry of the
-    child looks for the run it left unfinished (worker/claims.py).
+    dynamic-split thieves choose where to steal (worker/claims.py).
 
     Counts are what the attempt did: `done` are done markers it wrote. A killed attempt's last
     up to LEDGER_EVERY - 1 commands are missing from its ledger, so a running step's figures may
     trail; a step that ended is counted exactly from its markers, once.
-
-    On the dynamic split the object's body lists the commands whose last run in this child
-    failed, each with where it lies (shard and position), saved as soon as one fails: a retry
-    of the child runs them again (worker/claims.py). It is empty while nothing failed.
     """
 
     def __init__(self, store: Store, step: str, child: int, generation: int, attempt: int) -> None:
@@ -103,35 +94,23 @@ class Ledger:
         self.left = 0
         self.victim: int | None = None
         self.pace = 0  # milliseconds per command, for thieves; 0 until one has run
-        self.at = 0
-        # Dynamic split: where each command this attempt ran lies, and those whose last run failed.
-        self.places: dict[int, tuple[int, int]] = {}
-        self.failed: dict[int, tuple[int, int]] = {}
         self.seq = 0
         self.key: str | None = None
         self.unsaved = 0
 
-    def note(self, kind: str, index: int | None = None) -> None:
-        """Count a marker of `kind` this attempt wrote (for command `index`)."""
+    def note(self, kind: str) -> None:
         self.counts[kind] += 1
         self.unsaved += 1
-        if index is not None and index in self.places:
-            if kind == FAILED:  # at once: a retry runs it again only if the ledger names it
-                self.failed[index] = self.places[index]
-                self.save()
-                return
-            if kind == DONE:
-                self.failed.pop(index, None)
         if self.unsaved >= LEDGER_EVERY:
             self.save()
 
-    def aim(self, victim: int | None, at: int = 0) -> None:
-        """Name shard `victim` (None: none) as the one this attempt steals from, from position
-        `at` on, and save: other thieves share it only where it has enough left, and a retry of
-        this child must find there the run it may have left unfinished, so the ledger names the
-        shard before the first claim in it."""
-        self.victim, self.at = victim, at
-        self.publish()
+    def aim(self, victim: int | None) -> None:
+        """Name shard `victim` (None: none) as the one this attempt steals from, for the next
+        save: other thieves share it only where it has enough left, and a retry of this child
+        finds the block it may have left in flight there."""
+        if victim != self.victim:
+            self.victim = victim
+            self.unsaved += 1
 
     def publish(self) -> None:
         """Save now, even with no new count: `left` or `pace` changed for thieves to see."""
@@ -147,11 +126,10 @@ class Ledger:
         victim = 0 if self.victim is None else self.victim + 1
         figures = (
             f"{self.counts[DONE]}-{self.counts[FAILED]}-{self.counts[RERUN]}-{puts}-{requests['get']}"
-            f"-{self.left}-{victim}-{self.pace}-{self.at}"
+            f"-{self.left}-{victim}-{self.pace}"
         )
         key = f"{self.folder}/{self.stem}-{self.seq}-{figures}"
-        body = [[k, *place] for k, place in sorted(self.failed.items())]
-        self.store.write(key, json.dumps({"failed": body}).encode() if body else b"")
+        self.store.write(key, b"")
         if self.key is not None:
             self.store.delete(self.key)
         self.key = key
@@ -173,8 +151,6 @@ class Entry:
     left: int
     victim: int | None
     pace: int  # milliseconds per command; 0: unknown
-    at: int  # where in the shard it works on (its own, or `victim`) its claims since begin
-    key: str
 
 
 def ledgers(
@@ -191,53 +167,17 @@ def ledgers(
 
 def _entries(keys: list[str]) -> list[Entry]:
     latest: dict[tuple[int, int, int], tuple[int, ...]] = {}
-    names: dict[tuple[int, int, int], str] = {}
     for key in keys:
         parts = key.rsplit("/", 1)[1].split("-")
-        if len(parts) == 12:
-            parts.append("0")  # written before ledgers named a position: nothing is before 0
-        if len(parts) != 13 or not all(p.isdigit() for p in parts):
+        if len(parts) != 12 or not all(p.isdigit() for p in parts):
             continue  # a staging file, or a key of another layout
         c, g, a, seq, *figures = (int(p) for p in parts)
         if (c, g, a) not in latest or latest[(c, g, a)][0] < seq:
             latest[(c, g, a)] = (seq, *figures)
-            names[(c, g, a)] = key
     return [
-        Entry(
-            c,
-            g,
-            a,
-            done,
-            failed,
-            rerun,
-            put,
-            get,
-            left,
-            victim - 1 if victim else None,
-            pace,
-            at,
-            names[(c, g, a)],
-        )
-        for (c, g, a), (_, done, failed, rerun, put, get, left, victim, pace, at) in sorted(latest.items())
+        Entry(c, g, a, done, failed, rerun, put, get, left, victim - 1 if victim else None, pace)
+        for (c, g, a), (_, done, failed, rerun, put, get, left, victim, pace) in sorted(latest.items())
     ]
-
-
-def failed_places(store: Store, entry: Entry) -> dict[int, tuple[int, int]]:
-    """The commands whose last run failed in the attempt of ledger `entry`, each with its shard
-    and position there: one read. A body opsctl did not write names none: the failed markers
-    stay, for `opsctl resume` to run those commands again."""
-    try:
-        record = json.loads(store.read(entry.key) or b"{}")
-    except (NotFound, ValueError):
-        return {}
-    rows = record.get("failed") if isinstance(record, dict) else None
-    if not isinstance(rows, list):
-        return {}
-    return {
-        row[0]: (row[1], row[2])
-        for row in rows
-        if isinstance(row, list) and len(row) == 3 and all(type(v) is int and v >= 0 for v in row)
-    }
 
 
 def ledger_totals(store: Store, step: str) -> dict[str, int]:

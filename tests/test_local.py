@@ -551,9 +551,8 @@ steps:
 
 def test_a_resume_starts_only_the_children_dealt_commands(home: Path) -> None:
     """Dynamic split: a resume runs every child again, over a pack of the commands left. After
-    one command of eight failed, that pack deals it to one child of four (the first: shard i
-    holds every fourth command left from the i-th), and that child alone starts; the others'
-    shards are empty."""
+    one command of eight failed, that pack deals it to one child of four (the last: cuts at
+    1*i//4), and that child alone starts; the others' shards are empty."""
     flag = home / "fixed"
     spec = write_spec(
         home,
@@ -576,7 +575,7 @@ steps:
     assert code == 0 and by_name(doc)["s"]["commands"]["done"] == 8
     with sqlite3.connect(home / "home" / "runs" / run_id / "run.db") as db:
         again = db.execute("SELECT idx FROM attempt WHERE generation = 2").fetchall()
-    assert again == [(0,)]
+    assert again == [(3,)]
 
 
 def test_commands_start_in_their_attempts_scratch_directory(home: Path, tmp_path: Path) -> None:

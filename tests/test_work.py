@@ -77,13 +77,22 @@ def test_a_tail_read_from_the_back_in_small_chunks_is_the_shard(
         assert [c.text for c in reversed(got)] == [COMMANDS[k] for k in owned[child]]
 
 
-def test_contiguous_shards_are_the_seed_slices_and_dynamic_ones_deal_what_is_left_in_turn() -> None:
+def test_contiguous_shards_are_the_seed_slices_of_what_is_left() -> None:
     assert work.shards(10, range(10), "contiguous", 3) == [range(0, 3), range(3, 6), range(6, 10)]
     assert work.shards(10, [1, 2, 7, 9], "contiguous", 3) == [[1, 2], [], [7, 9]]
-    # Every third command from the i-th: children going through their shards together run the
-    # list about in its order.
-    assert work.shards(10, range(10), "dynamic", 3) == [range(0, 10, 3), range(1, 10, 3), range(2, 10, 3)]
-    assert work.shards(10, [1, 2, 7, 9], "dynamic", 3) == [[1, 9], [2], [7]]
+    assert work.shards(10, [1, 2, 7, 9], "dynamic", 3) == [[1], [2], [7, 9]]
+
+
+@pytest.mark.parametrize("length", [0, 1, 2, 3, 10, 33, 100, 1000])
+def test_blocks_cover_a_shard_and_shrink_towards_its_end(length: int) -> None:
+    blocks = work.blocks(length)
+    assert [p for b in blocks for p in b] == list(range(length))
+    sizes = [len(b) for b in blocks]
+    assert all(1 <= s <= work.MAX_BLOCK for s in sizes)
+    assert sizes == sorted(sizes, reverse=True)
+    assert all(s >= 2 for s in sizes[:-1])
+    assert len(blocks) <= length // work.MAX_BLOCK + 16
+    assert work.blocks(10) == [range(0, 3), range(3, 5), range(5, 7), range(7, 9), range(9, 10)]
 
 
 def test_a_damaged_pack_stops_the_worker_with_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -128,7 +137,7 @@ def test_a_child_start_costs_at_most_4_requests_and_its_share_of_the_list(
     write_list(place, commands)
     state = open_store(f"{place}/state")
     write_work(state, {"name": "step", "split": split, "array_size": size}, commands, 1)
-    mine = work.shards(total, range(total), split, size)[child]  # contiguous: the seed's slice
+    mine = range(total * child // size, total * (child + 1) // size)
     if attempt > 1:
         done = [
             *range(mine.start - 1100, mine.start),

@@ -115,13 +115,13 @@ def run_commands(
         if exit_code == 0:
             markers.mark(DONE, k, record)
             if ledger:
-                ledger.note(DONE, k)
+                ledger.note(DONE)
             log.info("command", index=k, outcome="done", exit_code=0, seconds=seconds)
             continue
         failed += 1
         markers.mark(FAILED, k, {**record, "stderr_tail": tail})
         if ledger:
-            ledger.note(FAILED, k)
+            ledger.note(FAILED)
         log.warning("command", index=k, outcome="failed", exit_code=exit_code, seconds=seconds)
         if fail_fast:
             break

@@ -8,7 +8,6 @@ work pack for a generation (which commands each child owns), so that workers ski
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -17,7 +16,7 @@ from opsctl.run.states import JobState
 from opsctl_contract import work
 from opsctl_contract.listfile import parse_commands, render_commands
 from opsctl_contract.markers import DONE, FAILED, Markers
-from opsctl_contract.storage import NotFound, Store
+from opsctl_contract.storage import Store
 
 if TYPE_CHECKING:  # the supervisor imports this module; the YAML parser is not its
     from opsctl.records import BackendValue, ManifestStep, RunManifest
@@ -95,42 +94,19 @@ def write_work(state: Store, step: ManifestStep, commands: Sequence[str], genera
 
 
 def _left_in_flight(state: Store, step: str, generation: int, done: set[int], failed: set[int]) -> set[int]:
-    """Commands generation `generation` of a dynamic step left running: in each claim, the first
-    command with neither a done nor a failed marker; and those it was given flagged and did not
-    finish. Nothing when that generation had no pack.
-
-    A shard's claims are a chain (worker/claims.py): each ends where the next begins, so only a
-    shard's last claim is read, and only where a command after its start has no marker."""
+    """Commands generation `generation` of a dynamic step left running: in each claimed block,
+    the first command with neither a done nor a failed marker; and those it was given flagged
+    and did not finish. Nothing when that generation had no pack."""
     owned = {child: commands for child, commands in work.read_pack_whole(state, step, generation)}
     flagged = {c.index for commands in owned.values() for c in commands if c.rerun}
-    folder = f"{step}/claims/{generation}"
-    starts: dict[int, list[int]] = {}
-    for key in state.list(folder):
-        shard_name, start_name = key.rsplit("/", 2)[1:]
-        if shard_name.isdigit() and start_name.isdigit() and int(shard_name) in owned:
-            starts.setdefault(int(shard_name), []).append(int(start_name))
-    settled = done | failed
-    for shard, firsts in starts.items():
-        commands = owned[shard]
-        firsts.sort()
-        for start, stop in zip(firsts, [*firsts[1:], None], strict=True):
-            span = range(start, min(stop or len(commands), len(commands)))
-            first = next((p for p in span if commands[p].index not in settled), None)
-            if first is None:
-                continue
-            if stop is None:  # the last claim: was that command in it, or never claimed?
-                stop = _claim_stop(state, f"{folder}/{shard}/{start}", len(commands))
-            if first < stop:
-                flagged.add(commands[first].index)
+    for key in state.list(f"{step}/claims/{generation}"):
+        shard, start = key.rsplit("/", 2)[1:]
+        if not (shard.isdigit() and start.isdigit() and int(shard) in owned):
+            continue
+        commands = owned[int(shard)]
+        block = next((b for b in work.blocks(len(commands)) if b.start == int(start)), range(0))
+        unfinished = (commands[p].index for p in block)
+        first = next((k for k in unfinished if k not in done and k not in failed), None)
+        if first is not None:
+            flagged.add(first)
     return flagged - done
-
-
-def _claim_stop(state: Store, key: str, length: int) -> int:
-    """Where the claim `key` ends; the shard's end where it does not read as a claim (a damaged
-    claim must not hide a command left in flight: flagging one too many only counts it)."""
-    try:
-        record = json.loads(state.read(key))
-        stop = record["positions"][1]
-    except (NotFound, ValueError, TypeError, KeyError, IndexError):
-        return length
-    return stop if isinstance(stop, int) else length
