@@ -128,7 +128,7 @@ def kill(backend: SlurmBackend, run_id: str) -> str:
     backend.client.check("scancel", "squeue")
     run = backend.run(run_id)
     doc = run.doc
-    jobs = [a["job"] for arrays in doc["arrays"].values() for a in arrays] + doc["earlier"]
+    jobs = run.jobs()
     # Jobs submitted this recently may not be in sacct yet: unlisted, they count as live.
     now = time.time()
     recent = [
@@ -217,11 +217,11 @@ def attempts(backend: SlurmBackend, run: SlurmRun) -> list[AttemptRecord]:
             ended.append((e, record))
     if run.doc.get("accounting"):
         backend.client.check("sacct")
-        jobs = [a["job"] for arrays in run.doc["arrays"].values() for a in arrays] + run.doc["earlier"]
         # slurmdbd records a job's end a few seconds after it: a report of attempts that ended
         # this recently asks sacct again, once a second, until it has them.
+        name, jobs = status.job_name(run.run_id), run.jobs()
         deadline = time.monotonic() + status.SACCT_LAG
-        while not _measure(ended, backend.client.allocations(status.job_name(run.run_id), jobs)):
+        while not _measure(ended, backend.client.allocations(name, jobs)):
             if time.monotonic() > deadline:
                 break
             time.sleep(1.0)

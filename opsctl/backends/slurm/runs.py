@@ -76,6 +76,13 @@ class SlurmRun:
             self._doc = cast("SlurmManifest", read_manifest(data, self.run_id, str(where), SLURM_MANIFEST))
         return self._doc
 
+    def jobs(self, *, earlier: bool = True) -> list[str]:
+        """The job ids of the run's arrays, and with `earlier` those a resume replaced: what a
+        kill cancels and a sacct of the run asks for."""
+        doc = self.doc
+        current = [a["job"] for arrays in doc["arrays"].values() for a in arrays]
+        return current + doc["earlier"] if earlier else current
+
     def save(self, doc: SlurmManifest) -> None:
         """Replace the manifest whole: a reader sees the old one or the new one."""
         where = self.path / MANIFEST

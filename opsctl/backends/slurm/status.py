@@ -93,9 +93,8 @@ class Seen:
         name = job_name(run.run_id)
         rows: list[QueueRow] | None = None
         if doc.get("accounting"):
-            jobs = [a["job"] for arrays in doc["arrays"].values() for a in arrays]
             try:
-                rows = client.accounted(name, jobs + (doc["earlier"] if earlier else []))
+                rows = client.accounted(name, run.jobs(earlier=earlier))
             except OpsctlError:
                 rows = None
         seen = cls(accounted=rows is not None)
